@@ -1,0 +1,121 @@
+"""Assembly: a ``ModelConfig`` becomes a ``VisionLanguageModel`` through the registry.
+
+Compatibility is checked here, at build time, never inside ``forward``: every connector receives the
+specs of what feeds it and raises ``Incompatible``; the assembler adds both components' names. The
+final stream must be one stream of the LLM's width.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+from .arguments import validate_args
+from .build_context import no_pretrained_weights
+from .config import ComponentConfig, ModelConfig
+from .contracts import Connector, Objective, ObjectiveContext, StreamSpec, VisionEncoder
+from .errors import ConfigError, Incompatible, IncompatibleComponentsError, MissingPluginError, UnknownComponentError
+from .hooks import get_plugin_manager
+from .llm import LanguageModel, llm_from_reference
+from .model import VisionLanguageModel
+from .registry import registry
+
+
+def _label(kind: str, cfg: ComponentConfig) -> str:
+    return f"{kind} '{cfg.name}'"
+
+
+def _construct(kind: str, cfg: ComponentConfig, context: dict[str, Any], installed_from: dict[str, str] | None = None) -> Any:
+    try:
+        factory = registry.load(kind, cfg.name)
+    except UnknownComponentError:
+        if installed_from and cfg.name in installed_from:
+            raise MissingPluginError(kind, cfg.name, installed_from[cfg.name]) from None
+        raise
+    validate_args(_label(kind, cfg), factory, cfg.args, context=getattr(factory, "context_parameters", ()) or tuple(context))
+    obj = factory(**context, **cfg.args)
+    if hasattr(obj, "component_name"):
+        obj.component_name = cfg.name
+    return obj
+
+
+def build_llm(cfg: ComponentConfig, installed_from: dict[str, str] | None = None) -> LanguageModel:
+    name, extra = llm_from_reference(cfg.name)
+    resolved = ComponentConfig(name, {**extra, **cfg.args})
+    llm = _construct("llm", resolved, {}, installed_from)
+    if not isinstance(llm, LanguageModel):
+        raise ConfigError(f"llm '{cfg.name}' did not produce a vlmkit.llm.LanguageModel")
+    llm.component_name = cfg.name
+    return llm
+
+
+def build_model(config: ModelConfig, *, meta: bool = False, pretrained: bool = True,
+                installed_from: dict[str, str] | None = None) -> VisionLanguageModel:
+    """Build a model. ``meta`` builds on the meta device (exact parameter counts, no memory);
+    ``pretrained=False`` builds architectures from configs without reading weight files."""
+    device_ctx = torch.device("meta") if meta else contextlib.nullcontext()
+    weights_ctx = no_pretrained_weights() if (meta or not pretrained) else contextlib.nullcontext()
+    with weights_ctx, device_ctx:
+        return _assemble(config, installed_from)
+
+
+def _assemble(config: ModelConfig, installed_from: dict[str, str] | None) -> VisionLanguageModel:
+    llm = build_llm(config.llm, installed_from)
+    d_llm = llm.hidden_size
+
+    encoders: list[VisionEncoder] = []
+    for cfg in config.encoders:
+        enc = _construct("encoder", cfg, {}, installed_from)
+        if not isinstance(enc, VisionEncoder):
+            raise ConfigError(f"encoder '{cfg.name}' is not a vlmkit VisionEncoder")
+        encoders.append(enc)
+    specs: list[StreamSpec] = [e.spec() for e in encoders]
+    encoder_specs = tuple(specs)
+
+    connectors: list[Connector] = []
+    chain = [("fusion", c) for c in config.fusion] + [("connector", config.connector)]
+    for kind, cfg in chain:
+        producers = " + ".join(f"'{s.source}'" for s in specs) or "no encoder"
+        try:
+            con = _construct("connector", cfg, {"inputs": list(specs), "d_llm": d_llm}, installed_from)
+        except Incompatible as exc:
+            raise IncompatibleComponentsError(f"{kind} '{cfg.name}'", f"the output of {producers}", str(exc)) from None
+        connectors.append(con)
+        specs = con.output_specs()
+
+    if len(specs) != 1:
+        raise IncompatibleComponentsError(f"connector '{config.connector.name}'", f"llm '{config.llm.name}'",
+                                          f"number of streams: expected 1, got {len(specs)}")
+    if specs[0].dim != d_llm:
+        raise IncompatibleComponentsError(f"connector '{config.connector.name}'", f"llm '{config.llm.name}'",
+                                          f"width: connector gives {specs[0].dim}, llm hidden size is {d_llm}")
+    visual = specs[0] if encoders else None
+
+    objectives: dict[str, Objective] = {}
+    weights: dict[str, float] = {}
+    context = ObjectiveContext(d_llm=d_llm, visual=visual, encoders=encoder_specs)
+    for cfg in config.objectives:
+        key = cfg.name.split(":")[-1]
+        if key in objectives:
+            raise ConfigError(f"objective '{cfg.name}' is listed twice")
+        try:
+            obj = _construct("objective", cfg, {"context": context}, installed_from)
+        except Incompatible as exc:
+            src = " + ".join(f"'{s.source}'" for s in encoder_specs) or "no encoder"
+            raise IncompatibleComponentsError(f"objective '{cfg.name}'", f"encoder {src}", str(exc)) from None
+        objectives[key] = obj
+        weights[key] = cfg.weight
+
+    pm = get_plugin_manager()
+    spec_map = {f"encoder:{e.component_name}": [e.spec()] for e in encoders}
+    for c in connectors:
+        spec_map[f"connector:{c.component_name}"] = c.output_specs()
+    problems = [p for res in pm.hook.vlmkit_check_compatibility(config=config, specs=spec_map) if res for p in res]
+    if problems:
+        raise IncompatibleComponentsError("model config", "a compatibility check", "; ".join(problems))
+
+    model = VisionLanguageModel(config, encoders, connectors, llm, objectives, weights, visual)
+    pm.hook.vlmkit_model_built(model=model, config=config)
+    return model

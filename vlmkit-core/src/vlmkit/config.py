@@ -1,0 +1,195 @@
+"""Model configuration: plain dataclasses that round-trip through YAML. No torch here.
+
+A model is a config: encoders (each with its arguments), fusion modules, one connector (the final
+projector to the LLM width), the LLM, and objectives with weights. The same config comes from CLI
+flags, a YAML file or a preset. Unknown keys are errors that list the valid keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class ComponentConfig:
+    """A component by name plus its constructor arguments. ``weight`` is used by objectives."""
+
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+    weight: float = 1.0
+
+    @classmethod
+    def parse(cls, value: Any, where: str) -> "ComponentConfig":
+        if isinstance(value, ComponentConfig):
+            return value
+        if isinstance(value, str):
+            return cls(name=value)
+        if isinstance(value, dict):
+            check_keys(value, {"name", "args", "weight"}, where)
+            if "name" not in value:
+                raise ConfigError(f"{where}: missing 'name'")
+            args = value.get("args") or {}
+            if not isinstance(args, dict):
+                raise ConfigError(f"{where}.args: expected a mapping, got {type(args).__name__}")
+            return cls(name=str(value["name"]), args=dict(args), weight=float(value.get("weight", 1.0)))
+        raise ConfigError(f"{where}: expected a name or a mapping, got {type(value).__name__}")
+
+    def to_dict(self, with_weight: bool = False) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name}
+        if self.args:
+            d["args"] = dict(self.args)
+        if with_weight:
+            d["weight"] = self.weight
+        return d
+
+
+@dataclass
+class ModelConfig:
+    encoders: list[ComponentConfig] = field(default_factory=list)
+    fusion: list[ComponentConfig] = field(default_factory=list)
+    connector: ComponentConfig = field(default_factory=lambda: ComponentConfig("mlp2x_gelu"))
+    llm: ComponentConfig = field(default_factory=lambda: ComponentConfig("tiny-llama"))
+    objectives: list[ComponentConfig] = field(default_factory=lambda: [ComponentConfig("lm")])
+    #: total sequence length after splicing; longer samples are truncated (text) at data time
+    max_length: int = 2048
+    padding_side: str = "right"
+    #: the chat template used by data and generation when a recipe does not say otherwise
+    template: str = "vicuna_v1"
+
+    KEYS = ("encoders", "fusion", "connector", "llm", "objectives", "max_length", "padding_side", "template")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "model") -> "ModelConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+        check_keys(data, set(cls.KEYS), where)
+        cfg = cls()
+        if "encoders" in data:
+            cfg.encoders = [ComponentConfig.parse(v, f"{where}.encoders[{i}]") for i, v in enumerate(_as_list(data["encoders"]))]
+        if "fusion" in data:
+            cfg.fusion = [ComponentConfig.parse(v, f"{where}.fusion[{i}]") for i, v in enumerate(_as_list(data["fusion"]))]
+        if "connector" in data:
+            cfg.connector = ComponentConfig.parse(data["connector"], f"{where}.connector")
+        if "llm" in data:
+            cfg.llm = ComponentConfig.parse(data["llm"], f"{where}.llm")
+        if "objectives" in data:
+            cfg.objectives = [ComponentConfig.parse(v, f"{where}.objectives[{i}]") for i, v in enumerate(_as_list(data["objectives"]))]
+        for key, typ in (("max_length", int), ("padding_side", str), ("template", str)):
+            if key in data:
+                try:
+                    setattr(cfg, key, typ(data[key]))
+                except (TypeError, ValueError) as exc:
+                    raise ConfigError(f"{where}.{key}: {exc}") from exc
+        if cfg.padding_side not in ("right", "left"):
+            raise ConfigError(f"{where}.padding_side: expected 'right' or 'left', got '{cfg.padding_side}'")
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "encoders": [c.to_dict() for c in self.encoders],
+            "fusion": [c.to_dict() for c in self.fusion],
+            "connector": self.connector.to_dict(),
+            "llm": self.llm.to_dict(),
+            "objectives": [c.to_dict(with_weight=True) for c in self.objectives],
+            "max_length": self.max_length,
+            "padding_side": self.padding_side,
+            "template": self.template,
+        }
+
+    def copy(self) -> "ModelConfig":
+        return ModelConfig.from_dict(yaml.safe_load(yaml.safe_dump(self.to_dict())))
+
+    # -- the parts addressed by --set ---------------------------------------------------------
+    def parts(self) -> dict[str, ComponentConfig]:
+        """Every addressable component: ``encoder.0``, ``encoder.clip``, ``fusion.convgate``, ``connector``..."""
+        out: dict[str, ComponentConfig] = {}
+        for group, items in (("encoder", self.encoders), ("fusion", self.fusion), ("objective", self.objectives)):
+            for i, c in enumerate(items):
+                out[f"{group}.{i}"] = c
+                bare = c.name.split(":")[-1]
+                if sum(1 for x in items if x.name.split(":")[-1] == bare) == 1:
+                    out[f"{group}.{bare}"] = c
+            if len(items) == 1:
+                out[group] = items[0]
+        out["connector"] = self.connector
+        out["llm"] = self.llm
+        return out
+
+    def set(self, assignment: str) -> None:
+        """Apply ``part.arg=value`` (value parsed as YAML). Validation of arg names happens at build."""
+        if "=" not in assignment:
+            raise ConfigError(f"--set '{assignment}': expected PART.ARG=VALUE")
+        key, _, raw = assignment.partition("=")
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: cannot parse value '{raw}': {exc}") from exc
+        if key in ("max_length", "model.max_length"):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"--set {key}: expected an integer, got {type(value).__name__} '{raw}'")
+            self.max_length = value
+            return
+        if key in ("padding_side", "template", "model.padding_side", "model.template"):
+            setattr(self, key.split(".")[-1], str(value))
+            return
+        parts = self.parts()
+        # longest part prefix wins: "encoder.0.layer" -> part "encoder.0", arg "layer"
+        for prefix in sorted(parts, key=len, reverse=True):
+            if key.startswith(prefix + "."):
+                arg = key[len(prefix) + 1:]
+                if arg == "weight":
+                    if not isinstance(value, (int, float)) or isinstance(value, bool):
+                        raise ConfigError(f"--set {key}: expected a number, got '{raw}'")
+                    parts[prefix].weight = float(value)
+                else:
+                    parts[prefix].args[arg] = value
+                return
+        valid = sorted(set(parts) | {"max_length", "padding_side", "template"})
+        close = difflib.get_close_matches(key.split(".")[0] if "." in key else key, valid, n=3)
+        raise ConfigError(
+            f"--set '{key}': no such part; valid parts: {', '.join(valid)}"
+            + (f" (did you mean {', '.join(close)}?)" if close else "")
+        )
+
+
+def _as_list(v: Any) -> list[Any]:
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+def check_keys(data: dict[str, Any], valid: set[str], where: str) -> None:
+    unknown = [k for k in data if k not in valid]
+    if unknown:
+        k = unknown[0]
+        close = difflib.get_close_matches(str(k), sorted(valid), n=1)
+        raise ConfigError(
+            f"{where}: unknown key '{k}'" + (f" (did you mean '{close[0]}'?)" if close else "")
+            + f"; valid keys: {', '.join(sorted(valid))}"
+        )
+
+
+def load_yaml(path: str | Path) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such file")
+    try:
+        return yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+
+
+def dataclass_from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Build a flat dataclass from a mapping, refusing unknown keys (typos must not be ignored)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    check_keys(data, names, where)
+    return cls(**data)

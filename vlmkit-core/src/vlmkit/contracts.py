@@ -1,0 +1,230 @@
+"""Typed contracts between the parts of a vision-language model.
+
+A plugin only sees the contracts on its own side: an encoder produces ``VisualFeatures`` and
+declares a ``StreamSpec`` before any forward pass; a connector consumes specs and features and
+produces specs and features; an objective consumes a ``ModelOutput`` and a batch. The assembler
+(``vlmkit.assembly``) checks at build time that each spec fits the next part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .errors import Incompatible
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+#: image-placeholder id inside ``input_ids`` (one per image, expanded by splicing); LLaVA's value
+IMAGE_PLACEHOLDER = -200
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class ImageView:
+    """How an encoder wants its pixels. Encoders reading the same view share one preprocessed tensor.
+
+    ``resize``: ``pad`` (expand to a mean-colour square, then resize), ``square`` (resize the short
+    side, centre-crop), ``resize`` (stretch to size) or ``native`` (keep the aspect ratio, scale so the
+    long side is ``size``, and snap both sides down to a multiple of ``multiple``).
+    """
+
+    name: str = "base"
+    size: int = 336
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
+    resize: str = "pad"
+    multiple: int = 1
+
+    def with_policy(self, resize: str) -> "ImageView":
+        return replace(self, resize=resize)
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A feature stream as known at build time (per image, at the configured view size)."""
+
+    source: str
+    dim: int
+    num_tokens: int
+    grid: tuple[int, int] | None = None
+    view: ImageView | None = None
+    #: named feature maps a stream also carries, as (name, channels, stride in view pixels)
+    maps: tuple[tuple[str, int, int], ...] = ()
+
+    def require_grid(self, consumer: str) -> tuple[int, int]:
+        if self.grid is None:
+            raise Incompatible("token grid", "tokens that form a spatial grid", f"{self.num_tokens} tokens without a grid",
+                               f"{consumer} needs a grid encoder (clip, siglip, convnext, ...)")
+        return self.grid
+
+
+@dataclass
+class VisualFeatures:
+    """One stream of visual features for a group of images of the same size.
+
+    ``tokens`` is (B, N, C). When the tokens form a spatial grid, ``grid`` is (h, w) with h*w == N
+    in row-major order. ``maps`` holds optional named (B, C, H, W) maps (e.g. every ConvNeXt stage).
+    """
+
+    tokens: torch.Tensor
+    grid: tuple[int, int] | None = None
+    maps: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return self.tokens.shape[-1]
+
+    def as_map(self) -> torch.Tensor:
+        """(B, C, h, w) view of grid tokens."""
+        if self.grid is None:
+            raise ValueError("these features have no grid")
+        b, n, c = self.tokens.shape
+        h, w = self.grid
+        return self.tokens.transpose(1, 2).reshape(b, c, h, w)
+
+
+@dataclass
+class VisualContext:
+    """Per-forward information a connector may need besides the streams, plus a place for extra tokens.
+
+    ``boxes[view]`` is a list (one per image in the group) of (n_i, 4) xyxy boxes in that view's pixel
+    coordinates. Connectors that make extra token groups (object tokens) append one list per group,
+    each holding one (n_i, D_llm) tensor per image; they are placed after the image's main tokens.
+    """
+
+    image_sizes: dict[str, tuple[int, int]]
+    boxes: dict[str, list[torch.Tensor]] | None = None
+    extra_groups: list[list[torch.Tensor]] = field(default_factory=list)
+
+
+@dataclass
+class ImageSpan:
+    """Where one image's tokens landed in the spliced sequence."""
+
+    row: int
+    start: int
+    num_main: int
+    num_total: int
+    grid: tuple[int, int] | None
+
+
+@dataclass
+class ModelOutput:
+    loss: torch.Tensor | None
+    logits: torch.Tensor | None
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    hidden_states: torch.Tensor | None = None  # last LLM layer (after final norm): (B, L, D)
+    attention_mask: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    image_spans: list[ImageSpan] = field(default_factory=list)
+    past_key_values: Any = None
+
+    # transformers' Trainer indexes outputs like a mapping/tuple
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return getattr(self, key)
+        return (self.loss, self.logits)[key] if self.loss is not None else (self.logits,)[key]
+
+    def keys(self) -> list[str]:
+        return ["loss", "logits"] if self.loss is not None else ["logits"]
+
+
+class Component:
+    """Mixin shared by every pluggable module.
+
+    * ``component_name`` is set by the assembler to the registry name it was built from.
+    * ``named_parts()`` maps part names to parameter-name prefixes (relative to the module), used by
+      recipes to unfreeze "layers>=12" or "stages>=2" without knowing the module layout.
+    * ``checkpoint_args()`` returns arguments that rebuild the architecture with no downloads (e.g. a
+      config instead of a hub path); weights then come from the checkpoint.
+    * ``non_persistent`` lists submodule prefixes never saved (frozen teachers rebuilt from a path).
+    """
+
+    component_name: str = ""
+    #: build-time context parameters of __init__ that are not user arguments
+    context_parameters: ClassVar[tuple[str, ...]] = ()
+    non_persistent: ClassVar[tuple[str, ...]] = ()
+
+    def named_parts(self) -> dict[str, list[str]]:
+        return {}
+
+    def checkpoint_args(self, args: dict[str, Any]) -> dict[str, Any]:
+        return dict(args)
+
+
+class VisionEncoder(Component, nn.Module):
+    """Pixels of one view -> ``VisualFeatures``. Subclasses set ``view`` and ``output_dim``."""
+
+    view: ImageView
+    output_dim: int
+
+    def num_tokens(self, height: int, width: int) -> int:
+        grid = self.grid(height, width)
+        if grid is None:
+            raise NotImplementedError
+        return grid[0] * grid[1]
+
+    def grid(self, height: int, width: int) -> tuple[int, int] | None:
+        """Token grid for an input of this size, or None when the tokens are not a grid."""
+        return None
+
+    def feature_maps(self) -> tuple[tuple[str, int, int], ...]:
+        return ()
+
+    def spec(self) -> StreamSpec:
+        g = self.grid(self.view.size, self.view.size)
+        return StreamSpec(self.component_name or type(self).__name__, self.output_dim,
+                          self.num_tokens(self.view.size, self.view.size), g, self.view, self.feature_maps())
+
+    def forward(self, pixel_values: torch.Tensor) -> VisualFeatures:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Connector(Component, nn.Module):
+    """Streams -> streams. The last connector of a model must leave one stream of width ``d_llm``.
+
+    Constructors receive ``inputs`` (the upstream ``StreamSpec`` list) and ``d_llm`` as context and
+    raise ``Incompatible`` when the inputs do not fit. ``output_specs()`` describes what comes out.
+    A fusion module is a connector that takes several streams and/or boxes; a projector takes one.
+    """
+
+    context_parameters = ("inputs", "d_llm")
+    #: True when the module needs boxes from the dataset (e.g. RoI object tokens)
+    needs_boxes: ClassVar[bool] = False
+
+    def output_specs(self) -> list[StreamSpec]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def forward(self, streams: list[VisualFeatures], context: VisualContext) -> list[VisualFeatures]:  # pragma: no cover
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ObjectiveContext:
+    d_llm: int
+    visual: StreamSpec | None  # the main visual stream fed to the LLM (its grid, view)
+    encoders: tuple[StreamSpec, ...] = ()
+
+
+class Objective(Component, nn.Module):
+    """Model output + batch -> named loss terms. May own trainable modules and frozen teachers."""
+
+    context_parameters = ("context",)
+    #: True when the objective needs the LLM's final hidden states
+    needs_hidden_states: ClassVar[bool] = False
+
+    def forward(self, output: ModelOutput, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+
+def single_stream(inputs: Sequence[StreamSpec], consumer: str) -> StreamSpec:
+    """Helper for projectors: exactly one upstream stream."""
+    if len(inputs) != 1:
+        srcs = ", ".join(s.source for s in inputs)
+        raise Incompatible("number of feature streams", 1, f"{len(inputs)} ({srcs})",
+                           f"add a fusion module (e.g. --fusion concat or --fusion convgate) before {consumer}")
+    return inputs[0]

@@ -1,0 +1,74 @@
+"""pluggy hook specifications: behaviour that plugins add to vlmkit (not enumeration).
+
+Components are enumerated through entry points (see ``registry``). Hooks are for behaviour:
+
+* ``vlmkit_register_components(register)``: register components in-process, without packaging.
+* ``vlmkit_check_compatibility(config, specs)``: extra build-time checks; return error strings.
+* ``vlmkit_model_built(model, config)``: react to an assembled model (logging, patching, wrapping).
+* ``vlmkit_training_callbacks(recipe, stage)``: return transformers ``TrainerCallback`` objects.
+
+Implementations are modules or objects listed in the ``vlmkit.hooks`` entry-point group, or
+registered at run time with ``get_plugin_manager().register(obj)``. Following pluggy's versioning,
+new arguments may be added to a hook spec; implementations only ask for the arguments they use.
+This module imports pluggy only.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+PROJECT = "vlmkit"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class VlmkitHookSpecs:
+    @hookspec
+    def vlmkit_register_components(self, register: Any) -> None:
+        """Call ``register(kind, name, obj)`` for each component to add in-process."""
+
+    @hookspec
+    def vlmkit_check_compatibility(self, config: Any, specs: Any) -> list[str] | None:
+        """Return human-readable reasons why this model config must be refused (or None).
+
+        ``specs`` maps each built part ("encoder:clip", "connector:mlp2x_gelu", ...) to the stream specs
+        it produces, so a check can compare widths, grids and views before any forward pass.
+        """
+
+    @hookspec
+    def vlmkit_model_built(self, model: Any, config: Any) -> None:
+        """Called once with every assembled model, after weights are in place."""
+
+    @hookspec
+    def vlmkit_training_callbacks(self, recipe: Any, stage: Any) -> list[Any] | None:
+        """Return extra transformers TrainerCallback objects for a training stage."""
+
+
+_pm: pluggy.PluginManager | None = None
+#: entry-point hook modules that failed to load: {qualified name: error}
+hook_load_errors: dict[str, str] = {}
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    global _pm
+    if _pm is None:
+        pm = pluggy.PluginManager(PROJECT)
+        pm.add_hookspecs(VlmkitHookSpecs)
+        from .registry import HOOKS_GROUP, strict_mode
+
+        for ep in metadata.entry_points(group=HOOKS_GROUP):
+            try:
+                pm.register(ep.load(), name=f"{ep.value}")
+            except Exception as exc:  # noqa: BLE001 - one broken plugin must not break the rest
+                hook_load_errors[ep.name] = f"{type(exc).__name__}: {exc}"
+                if strict_mode():
+                    raise
+                if os.environ.get("VLMKIT_DEBUG"):
+                    traceback.print_exc()
+        _pm = pm
+    return _pm

@@ -1,0 +1,1 @@
+"""Vision encoders for vlmkit. Each is registered as a ``vlmkit.encoders`` entry point."""

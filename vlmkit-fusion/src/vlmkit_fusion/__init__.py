@@ -1,0 +1,1 @@
+"""Connectors and fusion modules for vlmkit, registered as ``vlmkit.connectors`` entry points."""

@@ -1,0 +1,31 @@
+"""Concatenate several encoder streams on channels (same token grid required)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from vlmkit.contracts import Connector, StreamSpec, VisualContext, VisualFeatures
+from vlmkit.errors import Incompatible
+
+
+class ChannelConcat(Connector):
+    def __init__(self, inputs: Sequence[StreamSpec], d_llm: int):
+        super().__init__()
+        if len(inputs) < 2:
+            raise Incompatible("number of feature streams", "2 or more", len(inputs), "concat fuses several encoders")
+        counts = {s.num_tokens for s in inputs}
+        if len(counts) != 1:
+            raise Incompatible("tokens per image", "the same count for every encoder",
+                               ", ".join(f"{s.source}={s.num_tokens}" for s in inputs))
+        self.inputs = list(inputs)
+
+    def output_specs(self) -> list[StreamSpec]:
+        s0 = self.inputs[0]
+        return [StreamSpec(self.component_name or "concat", sum(s.dim for s in self.inputs), s0.num_tokens, s0.grid,
+                           s0.view, tuple(m for s in self.inputs for m in s.maps))]
+
+    def forward(self, streams: list[VisualFeatures], context: VisualContext) -> list[VisualFeatures]:
+        maps = {k: v for s in streams for k, v in s.maps.items()}
+        return [VisualFeatures(torch.cat([s.tokens for s in streams], -1), streams[0].grid, maps)]
