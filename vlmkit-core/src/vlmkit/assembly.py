@@ -41,6 +41,17 @@ def _construct(kind: str, cfg: ComponentConfig, context: dict[str, Any], install
     return obj
 
 
+def build_component(kind: str, spec: "str | dict[str, Any] | ComponentConfig", **context: Any) -> Any:
+    """Build one registered component (for wrappers that nest another, e.g. a multi-scale encoder).
+
+    ``spec`` is a name, ``{"name": ..., "args": {...}}`` or a ComponentConfig; ``context`` holds the
+    build-time context parameters of that kind (``inputs``/``d_llm`` for connectors, ``context`` for
+    objectives).
+    """
+    cfg = ComponentConfig.parse(spec, kind)
+    return _construct(kind, cfg, context)
+
+
 def build_llm(cfg: ComponentConfig, installed_from: dict[str, str] | None = None) -> LanguageModel:
     name, extra = llm_from_reference(cfg.name)
     resolved = ComponentConfig(name, {**extra, **cfg.args})

@@ -31,6 +31,7 @@ GROUPS: dict[str, str] = {
     "transform": "vlmkit.transforms",
     "llm": "vlmkit.llms",
     "template": "vlmkit.templates",
+    "sampler": "vlmkit.samplers",
     "preset": "vlmkit.presets",
     "recipe": "vlmkit.recipes",
 }

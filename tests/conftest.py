@@ -1,0 +1,56 @@
+"""Shared fixtures. Tests build tiny models from configs and make their own data: no downloads."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture()
+def fake_dist(tmp_path, monkeypatch):
+    """Create an installed-looking distribution (dist-info with entry points) on sys.path."""
+    from vlmkit.registry import registry
+
+    def make(name: str, entry_points: dict[str, dict[str, str]], modules: dict[str, str] | None = None,
+             version: str = "1.0", requires: list[str] | None = None) -> Path:
+        root = tmp_path / f"site-{name}"
+        root.mkdir(exist_ok=True)
+        info = root / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        for r in requires or []:
+            meta += f"Requires-Dist: {r}\n"
+        (info / "METADATA").write_text(meta)
+        lines = []
+        for group, eps in entry_points.items():
+            lines.append(f"[{group}]")
+            lines += [f"{k} = {v}" for k, v in eps.items()]
+        (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+        for mod, src in (modules or {}).items():
+            (root / f"{mod}.py").write_text(textwrap.dedent(src))
+        monkeypatch.syspath_prepend(str(root))
+        registry.refresh()
+        return root
+
+    yield make
+    registry.refresh()
+    for mod in [m for m in sys.modules if m.startswith("fakeplug")]:
+        del sys.modules[mod]
+
+
+@pytest.fixture()
+def tiny_config():
+    from vlmkit.config import ModelConfig
+
+    return ModelConfig.from_dict({"encoders": [{"name": "tiny-conv", "args": {"image_size": 32, "width": 32}}],
+                                  "connector": "mlp2x_gelu",
+                                  "llm": {"name": "tiny-llama", "args": {"hidden_size": 64, "num_layers": 1}},
+                                  "max_length": 128})

@@ -1,0 +1,91 @@
+"""The vlmkit command: light start-up, summaries, one-line errors with non-zero exits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+VLMKIT = [sys.executable, "-m", "vlmkit_cli"]
+
+
+def run(*args, check=False):
+    return subprocess.run([*VLMKIT, *args], capture_output=True, text=True, check=check)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["plugins"], ["plugins", "--json"], ["build", "--help"]])
+def test_help_and_plugins_do_not_import_torch(argv):
+    code = ("import sys\nsys.argv=['vlmkit', *%r]\nfrom vlmkit_cli.main import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')" % (argv,))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("NO-TORCH")
+
+
+def test_plugins_json_lists_components():
+    rows = json.loads(run("plugins", "--json", check=True).stdout)
+    by = {(r["kind"], r["name"]): r for r in rows}
+    assert by[("encoder", "clip")]["distribution"] == "vlmkit-encoders"
+    assert by[("encoder", "clip")]["status"] == "ok"
+    assert set(by[("connector", "mlp2x_gelu")]) >= {"kind", "name", "distribution", "version", "status"}
+
+
+def test_build_json_summary_and_checkpoint(tmp_path):
+    out = run("build", "--encoder", "tiny-conv", "--set", "encoder.width=32", "--out", str(tmp_path / "ck"), "--json", check=True)
+    s = json.loads(out.stdout)
+    parts = {p["part"]: p for p in s["parts"]}
+    assert parts["encoder.0"]["component"] == "tiny-conv"
+    assert s["visual_tokens_per_image"] == 16
+    assert s["parameters"] == sum(p["parameters"] for p in s["parts"])
+    assert (tmp_path / "ck" / "model.safetensors").is_file()
+    from vlmkit.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "ck").visual_tokens_per_image() == 16
+
+
+def test_build_meta_paper_size_counts():
+    s = json.loads(run("build", "--preset", "llava-1.5", "--meta", "--json", check=True).stdout)
+    parts = {p["part"]: p for p in s["parts"]}
+    assert parts["connector"]["parameters"] == 20_979_712
+    assert parts["encoder.0"]["parameters"] == 303_507_456  # CLIP-L/14-336 vision tower
+    assert s["visual_tokens_per_image"] == 576
+
+
+def test_default_build_is_offline_tiny():
+    out = run("build", check=True).stdout
+    assert "tiny-conv" in out and "visual tokens per image: 16" in out
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["build", "--encoder", "clipp"], "unknown encoder 'clipp'; did you mean: clip"),
+    (["build", "--set", "encoder.widht=3"], "unknown argument 'widht'"),
+    (["build", "--set", "encoder.width=wide"], "argument 'width' expects int, got str"),
+    (["build", "--set", "nopart.x=1"], "no such part"),
+    (["generate", "--model", "/nonexistent/ck", "--prompt", "hi"], "no such checkpoint folder"),
+    (["build", "--encoder", "tiny-conv", "--encoder", "tiny-conv"], "number of feature streams"),
+])
+def test_bad_input_is_one_line_nonzero(args, needle):
+    out = run(*args)
+    assert out.returncode != 0
+    assert out.stderr.strip().count("\n") == 0, out.stderr
+    assert out.stderr.startswith("error: ") and needle in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_corrupt_safetensors_and_debug_flag(tmp_path):
+    run("build", "--out", str(tmp_path / "ck"), check=True)
+    (tmp_path / "ck" / "model.safetensors").write_bytes(b"\x00garbage")
+    out = run("generate", "--model", str(tmp_path / "ck"), "--prompt", "hi")
+    assert out.returncode == 2 and "corrupt or truncated safetensors" in out.stderr and "Traceback" not in out.stderr
+    dbg = run("--debug", "generate", "--model", str(tmp_path / "ck"), "--prompt", "hi")
+    assert "Traceback" in dbg.stderr
+
+
+def test_info_describes_arguments():
+    doc = json.loads(run("info", "mlp", "--json", check=True).stdout)
+    names = {a["name"] for a in doc["arguments"]}
+    assert names == {"depth", "layernorm", "layernorm_eps"}
+    assert doc["kind"] == "connector"

@@ -1,0 +1,142 @@
+"""Assembly from configs: arguments validated, incompatibilities refused at build time, core-only use."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlmkit.assembly import build_model
+from vlmkit.config import ComponentConfig, ModelConfig
+from vlmkit.contracts import ImageView, VisionEncoder, VisualFeatures
+from vlmkit.errors import ConfigError, IncompatibleComponentsError
+from vlmkit.registry import registry
+
+
+def test_unknown_argument_lists_valid_names(tiny_config):
+    tiny_config.connector = ComponentConfig("mlp", {"depht": 2})
+    with pytest.raises(ConfigError) as err:
+        build_model(tiny_config)
+    msg = str(err.value)
+    assert "unknown argument 'depht'" in msg and "did you mean 'depth'" in msg and "layernorm" in msg
+
+
+def test_bad_value_type(tiny_config):
+    tiny_config.encoders[0].args["width"] = "wide"
+    with pytest.raises(ConfigError, match="argument 'width' expects int, got str"):
+        build_model(tiny_config)
+
+
+def test_set_assignments(tiny_config):
+    tiny_config.set("encoder.width=48")
+    tiny_config.set("encoder.tiny-conv.image_size=48")
+    tiny_config.set("connector.depth=3")
+    tiny_config.set("max_length=64")
+    assert tiny_config.encoders[0].args == {"image_size": 48, "width": 48}
+    assert tiny_config.connector.args == {"depth": 3}
+    assert tiny_config.max_length == 64
+    with pytest.raises(ConfigError, match="no such part"):
+        tiny_config.set("encodr.width=3")
+    with pytest.raises(ConfigError, match="expected an integer"):
+        tiny_config.set("max_length=long")
+
+
+def test_unknown_config_key_lists_valid_keys():
+    with pytest.raises(ConfigError, match="unknown key 'encoder'.*did you mean 'encoders'"):
+        ModelConfig.from_dict({"encoder": ["clip"]})
+
+
+def test_two_encoders_without_fusion_are_refused(tiny_config):
+    tiny_config.encoders = tiny_config.encoders * 2
+    with pytest.raises(IncompatibleComponentsError) as err:
+        build_model(tiny_config)
+    msg = str(err.value)
+    assert "connector 'mlp2x_gelu'" in msg and "'tiny-conv' + 'tiny-conv'" in msg
+    assert "number of feature streams" in msg and "--fusion" in msg
+
+
+def test_width_mismatch_names_connector_and_llm(tiny_config):
+    tiny_config.connector = ComponentConfig("identity")
+    with pytest.raises(IncompatibleComponentsError, match=r"connector 'identity' cannot be combined with llm.*width: connector gives 32, llm hidden size is 64"):
+        build_model(tiny_config)
+
+
+def test_concat_fusion_of_two_encoders(tiny_config):
+    tiny_config.encoders = [tiny_config.encoders[0], ComponentConfig("tiny-conv", {"image_size": 32, "width": 16})]
+    tiny_config.fusion = [ComponentConfig("concat")]
+    model = build_model(tiny_config)
+    assert model.connectors[0].output_specs()[0].dim == 48
+    assert model.connectors[1].proj[0].in_features == 48
+
+
+class UserEncoder(VisionEncoder):
+    """An encoder written by a user in their own script (no packaging)."""
+
+    def __init__(self, dim: int = 24):
+        super().__init__()
+        self.view = ImageView("base", 32, (0.5,) * 3, (0.5,) * 3, "pad")
+        self.output_dim = dim
+        self.conv = torch.nn.Conv2d(3, dim, 8, 8)
+
+    def grid(self, h, w):
+        return h // 8, w // 8
+
+    def forward(self, x):
+        f = self.conv(x)
+        return VisualFeatures(f.flatten(2).transpose(1, 2), (f.shape[2], f.shape[3]))
+
+
+def test_user_encoder_registered_in_process(tiny_config):
+    registry.register("encoder", "user-enc", UserEncoder)
+    try:
+        tiny_config.encoders = [ComponentConfig("user-enc", {"dim": 8})]
+        model = build_model(tiny_config)
+        assert model.visual_tokens_per_image() == 16
+        ids = torch.tensor([[1, -200, 5, 6]])
+        out = model(ids, torch.ones_like(ids), labels=ids.clamp(min=0), pixel_values={"base": torch.randn(1, 3, 32, 32)})
+        assert out.logits.shape[:2] == (1, 3 + 16)
+        out.loss.backward()
+        assert model.encoders[0].conv.weight.grad is not None
+    finally:
+        registry.unregister("encoder", "user-enc")
+
+
+def test_meta_build_counts_paper_sizes_without_memory():
+    cfg = ModelConfig.from_dict({"encoders": [{"name": "clip", "args": {"config": "large-336"}}],
+                                 "connector": "mlp2x_gelu",
+                                 "llm": {"name": "hf", "args": {"config": {"model_type": "llama", "hidden_size": 4096,
+                                          "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+                                          "vocab_size": 32000}, "tokenizer": "builtin:tiny"}}})
+    model = build_model(cfg, meta=True)
+    s = {p["part"]: p for p in model.summary()["parts"]}
+    assert s["connector"]["parameters"] == 20_979_712  # components.md §0.2
+    assert model.visual_tokens_per_image() == 576
+    assert next(model.parameters()).device.type == "meta"
+    assert s["llm"]["parameters"] == 6_738_415_616  # Llama-2-7B / Vicuna-7B
+
+
+def test_frozen_encoder_runs_without_graph(tiny_config):
+    model = build_model(tiny_config)
+    model.encoders[0].requires_grad_(False)
+    model.train()
+    assert not model.encoders[0].training  # frozen towers stay in eval mode
+    blocks, _, _ = model.encode_images({"base": torch.randn(2, 3, 32, 32)})
+    # the connector still trains, so the blocks carry a graph, but the encoder output did not
+    feats = model.encoders[0](torch.randn(1, 3, 32, 32))
+    assert feats.tokens.requires_grad is False
+    assert blocks[0].requires_grad
+
+
+def test_selectors_for_parts(tiny_config):
+    from vlmkit.parts import select_parameters, set_trainable
+
+    model = build_model(tiny_config)
+    conn = select_parameters(model, ["connector"])
+    assert conn and all(n.startswith("connectors.0.") for n in conn)
+    lm_layers = select_parameters(model, ["llm:layers>=0"])
+    assert lm_layers and all(".layers.0." in n for n in lm_layers)
+    chosen = set_trainable(model, ["connector", "encoder.tiny-conv:stem"])
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == chosen
+    with pytest.raises(ConfigError, match="unknown part 'projector'"):
+        select_parameters(model, ["projector"])
+    with pytest.raises(ConfigError, match="has no part 'stage9'"):
+        select_parameters(model, ["encoder.0:stage9"])

@@ -1,0 +1,84 @@
+"""Commands that train, generate and evaluate (all import torch lazily, inside the command)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import fail, friendly
+from .app import app
+
+
+@app.command()
+@friendly
+def train(recipe: str = typer.Argument(..., help="Recipe YAML file or recipe preset name."),
+          output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (overrides the recipe)."),
+          resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in the output folder."),
+          deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="zero2, zero3 or a DeepSpeed JSON file."),
+          set_: Optional[List[str]] = typer.Option(None, "--set", help="Override recipe keys: stages.0.lr=1e-3, model.max_length=128"),
+          ) -> None:
+    """Train a recipe: a model config plus one or more stages."""
+    from vlmkit.training.recipe import load_recipe
+    from vlmkit.training.runner import run_recipe
+
+    rec = load_recipe(recipe, overrides=set_ or [])
+    if output is not None:
+        rec.output_dir = str(output)
+    if deepspeed is not None:
+        for st in rec.stages:
+            st.deepspeed = deepspeed
+    final = run_recipe(rec, resume=resume)
+    typer.echo(f"final checkpoint: {final}")
+
+
+@app.command()
+@friendly
+def generate(model: Path = typer.Option(..., "--model", help="vlmkit checkpoint folder."),
+             image: Optional[List[Path]] = typer.Option(None, "--image", help="Image file (repeat for several)."),
+             prompt: str = typer.Option(..., "--prompt", help="User prompt; images go first unless it holds <image>."),
+             max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
+             template: Optional[str] = typer.Option(None, "--template", help="Chat template (default: the model's)."),
+             sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding."),
+             ) -> None:
+    """Answer a prompt about images with a trained model (greedy by default)."""
+    from vlmkit.inference import generate as run
+
+    text = run(str(model), [str(p) for p in image or []], prompt, max_new_tokens=max_new_tokens, template=template,
+               do_sample=sample)
+    typer.echo(text)
+
+
+@app.command("eval")
+@friendly
+def evaluate(model: Path = typer.Option(..., "--model", help="vlmkit checkpoint folder."),
+             data: Path = typer.Option(..., "--data", help="Short-answer JSONL (LLaVA records)."),
+             images: Optional[Path] = typer.Option(None, "--images", help="Image root (default: the data file's folder)."),
+             batch_size: int = typer.Option(32, "--batch-size"),
+             limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N records."),
+             dataset: str = typer.Option("llava-json", "--dataset", help="Dataset component that reads --data."),
+             as_json: bool = typer.Option(False, "--json")) -> None:
+    """Exact-match accuracy on short-answer questions, overall and per category."""
+    from vlmkit.evaluation import evaluate_file
+
+    report = evaluate_file(str(model), str(data), dataset=dataset, image_root=str(images) if images else None, batch_size=batch_size,
+                           limit=limit)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo(f"accuracy: {report['accuracy']:.4f} ({report['correct']}/{report['total']})")
+    for cat, r in sorted(report["categories"].items()):
+        typer.echo(f"  {cat:<10} {r['accuracy']:.4f} ({r['correct']}/{r['total']})")
+
+
+@app.command()
+@friendly
+def demo(output: Path = typer.Option(Path("demo-out"), "--output", "-o", help="Where data, checkpoint and plots go."),
+         steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default: the demo recipe's)."),
+         seed: int = typer.Option(0, "--seed")) -> None:
+    """The embedded default: build a tiny model, make synthetic data, train, evaluate, save."""
+    from .demo import run_demo
+
+    run_demo(output, steps=steps, seed=seed)

@@ -1,0 +1,72 @@
+"""Python generation API: a checkpoint (or model), images and a prompt -> text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+from .model import VisionLanguageModel
+from .processing import MultimodalProcessor, collate
+from .templates import IMAGE_TOKEN, Turn
+
+
+def _load_model(model: str | Path | VisionLanguageModel) -> VisionLanguageModel:
+    if isinstance(model, VisionLanguageModel):
+        return model
+    from .checkpoint import load_checkpoint
+
+    return load_checkpoint(model)
+
+
+def open_image(path: str | Path | Image.Image) -> Image.Image:
+    if isinstance(path, Image.Image):
+        return path.convert("RGB")
+    from .errors import DataError
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError("image not found", file=str(p), field="image", kind="missing_image")
+    try:
+        with Image.open(p) as im:
+            return im.convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types
+        raise DataError(f"cannot decode image ({type(exc).__name__}: {exc})", file=str(p), field="image",
+                        kind="corrupt_image") from exc
+
+
+def build_prompt_turns(prompt: str, n_images: int) -> list[Turn]:
+    if n_images and IMAGE_TOKEN not in prompt:
+        prompt = (IMAGE_TOKEN + "\n") * n_images + prompt
+    return [Turn("user", prompt)]
+
+
+@torch.no_grad()
+def generate_batch(model: VisionLanguageModel, conversations: Sequence[Sequence[Turn]],
+                   images: Sequence[Sequence[Image.Image]], *, template: str | None = None,
+                   max_new_tokens: int = 32, processor: MultimodalProcessor | None = None,
+                   boxes: Sequence[Any] | None = None, **gen_kwargs: Any) -> list[str]:
+    processor = processor or MultimodalProcessor.for_model(model, template=template)
+    feats = [processor(turns, imgs, boxes[i] if boxes else None, generation=True)
+             for i, (turns, imgs) in enumerate(zip(conversations, images))]
+    batch = collate(feats, model.tokenizer.pad_token_id, "left", list(model.views))
+    device = next(model.parameters()).device
+    pv = batch.get("pixel_values")
+    if pv is not None:
+        pv = {k: (v.to(device) if isinstance(v, torch.Tensor) else [t.to(device) for t in v]) for k, v in pv.items()}
+    out = model.generate(batch["input_ids"].to(device), batch["attention_mask"].to(device), pv,
+                         boxes=batch.get("boxes"), max_new_tokens=max_new_tokens, **gen_kwargs)
+    return [model.tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]
+
+
+def generate(model: str | Path | VisionLanguageModel, images: Sequence[str | Path | Image.Image], prompt: str, *,
+             max_new_tokens: int = 64, template: str | None = None, do_sample: bool = False,
+             **gen_kwargs: Any) -> str:
+    """Greedy (default) answer to ``prompt`` about ``images``."""
+    m = _load_model(model)
+    m.eval()
+    imgs = [open_image(p) for p in images]
+    return generate_batch(m, [build_prompt_turns(prompt, len(imgs))], [imgs], template=template,
+                          max_new_tokens=max_new_tokens, do_sample=do_sample, **gen_kwargs)[0]

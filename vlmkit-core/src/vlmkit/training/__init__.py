@@ -1,0 +1,1 @@
+"""Training glue around transformers' Trainer: recipes, stages, parameter groups, multi-loss logging."""

@@ -1,0 +1,162 @@
+"""Run a recipe: stage after stage, each starting from the previous stage's weights.
+
+Output layout::
+
+    OUTPUT/recipe.yaml
+    OUTPUT/01-<stage>/checkpoint-<step>/    (periodic, resumable: weights + optimizer/scheduler/RNG state)
+    OUTPUT/01-<stage>/final/                (a vlmkit checkpoint, loadable like `vlmkit build --out`)
+    OUTPUT/01-<stage>/final/loss_curve.png, log_history.json, skipped.json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ..assembly import build_component, build_model
+from ..checkpoint import CONFIG_FILE, load_checkpoint, save_checkpoint
+from ..errors import ConfigError, IncompatibleComponentsError
+from ..hooks import get_plugin_manager
+from ..model import VisionLanguageModel
+from ..parts import set_trainable
+from ..processing import MultimodalProcessor
+from ..registry import registry
+from ..samples import BOXES, provides
+from .data import SupervisedDataset, TrainingCollator
+from .plots import plot_loss_curve
+from .recipe import Recipe, Stage
+
+log = logging.getLogger(__name__)
+
+
+def deepspeed_config(ref: str | None, stage: Stage) -> dict[str, Any] | str | None:
+    if ref is None:
+        return None
+    if ref in ("zero2", "zero3"):
+        cfg: dict[str, Any] = {
+            "train_micro_batch_size_per_gpu": "auto",
+            "gradient_accumulation_steps": "auto",
+            "gradient_clipping": "auto",
+            "zero_optimization": {"stage": int(ref[-1]), "overlap_comm": False, "contiguous_gradients": True},
+            "bf16": {"enabled": "auto"},
+            "fp16": {"enabled": "auto"},
+        }
+        if ref == "zero3":
+            cfg["zero_optimization"].update({"stage3_gather_16bit_weights_on_model_save": True})
+        return cfg
+    if not Path(ref).is_file():
+        raise ConfigError(f"deepspeed: '{ref}' is neither zero2, zero3 nor a file")
+    return ref
+
+
+def build_dataset(stage: Stage) -> Any:
+    factory = registry.load("dataset", stage.data.dataset)
+    from ..arguments import validate_args
+
+    validate_args(f"dataset '{stage.data.dataset}'", factory, stage.data.args)
+    return factory(**stage.data.args)
+
+
+def check_data_compatibility(model: VisionLanguageModel, dataset: Any, stage: Stage) -> None:
+    if model.needs_boxes and BOXES not in provides(dataset):
+        users = ", ".join(f"'{c.component_name}'" for c in model.connectors if getattr(c, "needs_boxes", False))
+        raise IncompatibleComponentsError(
+            f"connector {users}", f"dataset '{stage.data.dataset}' (stage '{stage.name}')",
+            "the connector needs boxes but the dataset provides none; join a box file to the data, or drop the connector")
+
+
+def training_arguments(stage: Stage, output_dir: Path, seed: int) -> Any:
+    from transformers import TrainingArguments
+
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir), per_device_train_batch_size=stage.batch_size,
+        gradient_accumulation_steps=stage.grad_accum, learning_rate=stage.lr, num_train_epochs=stage.epochs,
+        max_steps=stage.max_steps if stage.max_steps else -1, lr_scheduler_type=stage.schedule,
+        warmup_steps=stage.warmup_ratio, weight_decay=stage.weight_decay, max_grad_norm=stage.max_grad_norm,
+        logging_steps=stage.logging_steps, logging_first_step=True, save_strategy="steps", save_steps=stage.save_steps,
+        save_total_limit=stage.save_total_limit, seed=seed, data_seed=seed, report_to="none",
+        remove_unused_columns=False, dataloader_num_workers=stage.dataloader_workers,
+        bf16=stage.precision == "bf16", fp16=stage.precision == "fp16",
+        gradient_checkpointing=stage.gradient_checkpointing, use_cpu=not torch.cuda.is_available(),
+        deepspeed=deepspeed_config(stage.deepspeed, stage),
+    )
+    return TrainingArguments(**kwargs)
+
+
+def _last_checkpoint(stage_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(stage_dir)) if stage_dir.is_dir() else None
+
+
+def run_stage(model: VisionLanguageModel, stage: Stage, stage_dir: Path, recipe: Recipe, resume: bool) -> Path:
+    from .trainer import VlmkitTrainer
+
+    seed = stage.seed if stage.seed is not None else recipe.seed
+    torch.manual_seed(seed)
+    if stage.max_length:
+        model.config.max_length = stage.max_length
+    trainable = set_trainable(model, stage.trainable)
+    if not trainable:
+        raise ConfigError(f"stage '{stage.name}': 'trainable' selects no parameter")
+    dataset = build_dataset(stage)
+    check_data_compatibility(model, dataset, stage)
+    transforms = [build_component("transform", t) for t in stage.data.transforms]
+    processor = MultimodalProcessor.for_model(model, template=stage.data.template, resize_policy=stage.data.resize)
+    train_ds = SupervisedDataset(dataset, processor, transforms, stage.data.on_bad_sample, seed)
+    collator = TrainingCollator(model.tokenizer.pad_token_id, list(model.views), model.config.padding_side)
+    args = training_arguments(stage, stage_dir, seed)
+
+    sampler_factory = None
+    if stage.data.sampler:
+        make = registry.load("sampler", stage.data.sampler)
+        world = args.world_size * stage.grad_accum
+
+        def sampler_factory(ds: Any) -> Any:
+            return make(ds.dataset, batch_size=stage.batch_size, world_size=world, seed=seed)
+
+    callbacks = [cb for res in get_plugin_manager().hook.vlmkit_training_callbacks(recipe=recipe, stage=stage) if res
+                 for cb in res]
+    trainer = VlmkitTrainer(model=model, args=args, train_dataset=train_ds, data_collator=collator,
+                            lr_groups=stage.lr_groups, sampler_factory=sampler_factory, callbacks=callbacks)
+    ckpt = _last_checkpoint(stage_dir) if resume else None
+    trainer.train(resume_from_checkpoint=ckpt)
+
+    final = stage_dir / "final"
+    if trainer.args.should_save:
+        save_checkpoint(trainer.accelerator.unwrap_model(trainer.model), final,
+                        extra={"stage": stage.name, "recipe": recipe.source})
+        history = trainer.state.log_history
+        (final / "log_history.json").write_text(json.dumps(history, indent=1))
+        plot_loss_curve(history, final / "loss_curve.png", title=f"{stage.name}: loss")
+        report = collator.skip_report()
+        (final / "skipped.json").write_text(json.dumps(report, indent=1))
+        if report["skipped"]:
+            log.warning("stage %s skipped %d sample(s): %s (list in %s)", stage.name, report["skipped"],
+                        report["by_kind"], final / "skipped.json")
+    return final
+
+
+def run_recipe(recipe: Recipe, resume: bool = False) -> Path:
+    out = Path(recipe.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    prev: Path | None = Path(recipe.init_from) if recipe.init_from else None
+    for i, stage in enumerate(recipe.stages):
+        stage_dir = out / f"{i + 1:02d}-{stage.name}"
+        final = stage_dir / "final"
+        if resume and (final / CONFIG_FILE).is_file():
+            prev = final
+            continue
+        if not resume and stage_dir.exists() and any(stage_dir.iterdir()):
+            raise ConfigError(f"{stage_dir} already holds a run; pass --resume to continue it or choose another --output")
+        model = load_checkpoint(prev) if prev is not None else build_model(recipe.model)
+        prev = run_stage(model, stage, stage_dir, recipe, resume)
+        del model
+    assert prev is not None
+    return prev
