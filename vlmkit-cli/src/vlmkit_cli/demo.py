@@ -20,7 +20,8 @@ DEMO_RECIPE: dict[str, Any] = {
     "seed": 0,
     "stages": [{
         "name": "demo",
-        "data": {"dataset": "llava-json", "args": {}, "template": "vicuna_v1", "on_bad_sample": "error"},
+        "data": {"dataset": "synthetic-shapes", "args": {"split": "train"}, "template": "vicuna_v1",
+                 "on_bad_sample": "error"},
         "trainable": ["encoders", "connector", "llm"],
         "lr": 2e-3,
         "max_steps": 1200,
@@ -57,14 +58,15 @@ def run_demo(output: Path, steps: int | None = None, seed: int = 0, n_train: int
     t0 = time.time()
     output = Path(output)
     console.print(f"[b]1/4[/b] generating synthetic shapes data in {output / 'data'}")
-    gen = registry.load("dataset", "synthetic-shapes")
-    paths = gen.generate(output / "data", n_train=n_train, n_test=n_test, seed=seed)
+    data_args = {"root": str(output / "data"), "n_train": n_train, "n_test": n_test, "seed": seed}
+    shapes = registry.load("dataset", "synthetic-shapes")
+    test = shapes(split="test", **data_args)
 
     doc = copy.deepcopy(DEMO_RECIPE)
     doc["seed"] = seed
     doc["output_dir"] = str(output / "run")
     stage = doc["stages"][0]
-    stage["data"]["args"] = {"path": str(paths["train"]), "image_root": str(paths["root"])}
+    stage["data"]["args"].update(data_args)
     if steps is not None:
         stage["max_steps"] = steps
     recipe = parse_recipe(doc, "demo recipe")
@@ -74,7 +76,6 @@ def run_demo(output: Path, steps: int | None = None, seed: int = 0, n_train: int
 
     console.print(f"[b]4/4[/b] evaluating on {n_test} held-out questions")
     model = load_checkpoint(final)
-    test = registry.load("dataset", "llava-json")(path=str(paths["test"]), image_root=str(paths["root"]))
     report = evaluate(model, test, batch_size=64)
     report["chance_majority"] = majority_baseline(test)
     report["seconds_total"] = round(time.time() - t0, 1)

@@ -145,6 +145,8 @@ class Component:
     """
 
     component_name: str = ""
+    #: arguments that build a tiny instance (tests, conformance kit, `--set` examples); None: derive
+    tiny_args: ClassVar[dict[str, Any] | None] = None
     #: build-time context parameters of __init__ that are not user arguments
     context_parameters: ClassVar[tuple[str, ...]] = ()
     non_persistent: ClassVar[tuple[str, ...]] = ()

@@ -27,8 +27,9 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -61,7 +62,7 @@ def _strip(key: str, prefix: str) -> str | None:
 
 def _vision_rel(rel: str) -> str:
     # CLIPVisionModel nested its weights under ``vision_model.`` before transformers 5
-    return rel[len("vision_model."):] if rel.startswith("vision_model.") else rel
+    return rel.removeprefix("vision_model.")
 
 
 def hf_canonical(key: str, lm_base_prefix: str = "model") -> str | None:
@@ -224,6 +225,8 @@ def llava_model_config(hf: Any, tokenizer: str, dtype: str | None = None) -> Mod
     vision_args = {k: v for k, v in vision.to_diff_dict().items() if k not in ("transformers_version", "model_type")}
     text_args = {k: v for k, v in text.to_diff_dict().items() if k != "transformers_version"}
     text_args["model_type"] = text.model_type
+    if getattr(hf, "tie_word_embeddings", False):  # Llava ties lm_head to the embeddings when either config says so
+        text_args["tie_word_embeddings"] = True
     llm_args: dict[str, Any] = {"config": text_args, "tokenizer": tokenizer}
     if dtype is not None:
         llm_args["dtype"] = dtype
@@ -251,6 +254,9 @@ def import_hf(src: str | Path, out: str | Path, progress: Progress | None = None
     ``bfloat16``, ``float16``); by default the dtype its weights are stored in. Every tensor must find
     its place and every weight must be filled, else ``CheckpointError``. ``progress(done, total)`` is
     called as tensors are copied. Returns ``out``.
+
+    The encoder keeps vlmkit's default ``resize: pad`` (LLaVA-1.5 pads images to a square); HF's Llava
+    processor resizes and centre-crops instead. Use ``--set encoder.clip.resize=square`` for HF's pixels.
     """
     from .assembly import build_model
     from .checkpoint import save_checkpoint
@@ -333,7 +339,7 @@ def _feature_layer(enc: nn.Module) -> int | None:
     return layers[0] if len(layers) == 1 and isinstance(layers[0], int) else None
 
 
-def llava_problems(model: "VisionLanguageModel") -> list[str]:
+def llava_problems(model: VisionLanguageModel) -> list[str]:
     """Why ``model`` cannot be written as HF Llava, one line per part (empty: it can)."""
     problems: list[str] = []
     encoders = list(model.encoders)
@@ -413,7 +419,7 @@ def _image_token(tok: Any, lm: nn.Module) -> tuple[int, bool]:
     return idx, True
 
 
-def _image_processor(model: "VisionLanguageModel") -> Any:
+def _image_processor(model: VisionLanguageModel) -> Any:
     from transformers import CLIPImageProcessor
 
     view = model.encoders[0].view

@@ -71,3 +71,10 @@ def _fixed_depth(n: int):
 mlp2x_gelu = _fixed_depth(2)
 mlp3x_gelu = _fixed_depth(3)
 mlp4x_gelu = _fixed_depth(4)
+
+
+class ln_mlp2x_gelu(MLPProjector):  # noqa: N801 - registry name style
+    """ViP-LLaVA's projector: LayerNorm(C, eps 1e-5), then Linear, GELU, Linear (for multi-layer CLIP)."""
+
+    def __init__(self, inputs: Sequence[StreamSpec], d_llm: int, layernorm_eps: float = 1e-5):
+        super().__init__(inputs, d_llm, depth=2, layernorm=True, layernorm_eps=layernorm_eps)

@@ -1,0 +1,67 @@
+"""Test sessions. Each session gets its own virtual environment (uv backend: torch is linked from
+uv's cache, so extra environments cost seconds, not gigabytes).
+
+    nox -s tests          all packages installed, the whole suite
+    nox -s isolation      core alone, and core plus each sibling alone (each in its own venv)
+    nox -s lint           ruff
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "isolation", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+ROOT = Path(__file__).parent
+CONSTRAINTS = ["-c", str(ROOT / "constraints.txt")]
+PACKAGES = ["vlmkit-core", "vlmkit-encoders", "vlmkit-fusion", "vlmkit-objectives", "vlmkit-data", "vlmkit-cli"]
+SIBLINGS = PACKAGES[1:]
+
+
+def _local_indexes() -> dict[str, str]:
+    """Use the machine's local package mirror when it has one (pip is configured for it; uv is not)."""
+    env = {"UV_INDEX_STRATEGY": "unsafe-best-match"}
+    if Path("/opt/wheels").is_dir():
+        env["UV_FIND_LINKS"] = "/opt/wheels"
+    extra = [f"file://{p}" for p in ("/opt/pypi/simple", "/opt/pypi-more/simple") if Path(p).is_dir()]
+    if extra:
+        env["UV_EXTRA_INDEX_URL"] = " ".join(extra)
+    return env
+
+
+def install(session: nox.Session, *args: str) -> None:
+    session.install(*args, *CONSTRAINTS, env=_local_indexes())
+
+
+@nox.session(python=False, name="tests-here")
+def tests_here(session: nox.Session) -> None:
+    """The suite in the current interpreter (for a developer whose packages are already installed)."""
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Everything installed; the full suite."""
+    install(session, *[f"./{p}" for p in PACKAGES], "pytest", "pytest-benchmark", "matplotlib", "accelerate")
+    session.run("pytest", "-p", "no:cacheprovider", *session.posargs, env={"VLMKIT_STRICT_PLUGINS": "1"})
+
+
+@nox.session
+@nox.parametrize("sibling", [None, *SIBLINGS], ids=["core-alone", *[s.removeprefix("vlmkit-") for s in SIBLINGS]])
+def isolation(session: nox.Session, sibling: str | None) -> None:
+    """Core alone, or core plus ONE sibling, in a fresh environment: the packages stand on their own."""
+    pkgs = ["./vlmkit-core"] + ([f"./{sibling}"] if sibling else [])
+    install(session, *pkgs, "pytest")
+    env = {"VLMKIT_EXPECT_SIBLINGS": sibling or ""}
+    session.run("pytest", "-p", "no:cacheprovider", "tests/isolation", *session.posargs, env=env)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff", env=_local_indexes())
+    session.run("ruff", "check", ".")
