@@ -82,9 +82,11 @@ def training_arguments(stage: Stage, output_dir: Path, seed: int) -> Any:
         save_total_limit=stage.save_total_limit, seed=seed, data_seed=seed, report_to="none",
         remove_unused_columns=False, dataloader_num_workers=stage.dataloader_workers,
         bf16=stage.precision == "bf16", fp16=stage.precision == "fp16",
-        gradient_checkpointing=stage.gradient_checkpointing, use_cpu=not torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),
         deepspeed=deepspeed_config(stage.deepspeed, stage),
     )
+    if stage.gradient_checkpointing:
+        kwargs["gradient_checkpointing"] = True
     return TrainingArguments(**kwargs)
 
 
@@ -155,7 +157,11 @@ def run_recipe(recipe: Recipe, resume: bool = False) -> Path:
             continue
         if not resume and stage_dir.exists() and any(stage_dir.iterdir()):
             raise ConfigError(f"{stage_dir} already holds a run; pass --resume to continue it or choose another --output")
-        model = load_checkpoint(prev) if prev is not None else build_model(recipe.model)
+        if prev is None:
+            torch.manual_seed(recipe.seed)  # initial weights are part of the recipe: seed them
+            model = build_model(recipe.model)
+        else:
+            model = load_checkpoint(prev)
         prev = run_stage(model, stage, stage_dir, recipe, resume)
         del model
     assert prev is not None
