@@ -140,3 +140,30 @@ def test_selectors_for_parts(tiny_config):
         select_parameters(model, ["projector"])
     with pytest.raises(ConfigError, match="has no part 'stage9'"):
         select_parameters(model, ["encoder.0:stage9"])
+
+
+
+def test_teachers_are_never_trainable_nor_saved(tiny_config, tmp_path):
+    from vlmkit.contracts import Objective
+    from vlmkit.parts import select_parameters
+
+    class WithTeacher(Objective):
+        non_persistent = ("teacher",)
+
+        def __init__(self, context):
+            super().__init__()
+            self.head = torch.nn.Linear(4, 4)
+            self.teacher = torch.nn.Linear(4, 4)
+
+        def forward(self, output, batch):
+            return {"aux": self.head.weight.sum() * 0}
+
+    registry.register("objective", "with-teacher", WithTeacher)
+    try:
+        tiny_config.objectives.append(ComponentConfig("with-teacher"))
+        model = build_model(tiny_config)
+        chosen = select_parameters(model, ["objective.with-teacher"])
+        assert chosen == {"objectives.with-teacher.head.weight", "objectives.with-teacher.head.bias"}
+        assert not any(k.startswith("objectives.with-teacher.teacher") for k in model.persistent_state_dict())
+    finally:
+        registry.unregister("objective", "with-teacher")

@@ -13,9 +13,19 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from . import packing
 from .config import ModelConfig
-from .contracts import (IMAGE_PLACEHOLDER, Connector, ImageView, ModelOutput, Objective, StreamSpec, VisionEncoder,
-                        VisualContext, VisualFeatures)
+from .contracts import (
+    IMAGE_PLACEHOLDER,
+    Connector,
+    ImageView,
+    ModelOutput,
+    Objective,
+    StreamSpec,
+    VisionEncoder,
+    VisualContext,
+    VisualFeatures,
+)
 from .llm import LanguageModel
 from .splice import splice
 
@@ -155,17 +165,29 @@ class VisionLanguageModel(nn.Module):
                 labels: torch.Tensor | None = None, pixel_values: PixelValues | None = None,
                 boxes: Mapping[str, Sequence[torch.Tensor]] | None = None,
                 num_items_in_batch: torch.Tensor | int | None = None, compute_loss: bool | None = None,
-                **extra: Any) -> ModelOutput:
+                segment_ids: torch.Tensor | None = None, **extra: Any) -> ModelOutput:
+        """``segment_ids`` marks packed rows (several samples per row, see ``vlmkit.packing``)."""
         has_images = bool((input_ids == IMAGE_PLACEHOLDER).any())
         if has_images and pixel_values is None:
             raise ValueError("input_ids hold image placeholders but no pixel_values were given")
         blocks, num_main, grids = self.encode_images(pixel_values, boxes) if has_images else ([], [], [])
         sp = splice(input_ids, attention_mask, labels, blocks, self.llm.embed, num_main=num_main, grids=grids,
-                    padding_side=self.config.padding_side, max_length=self.config.max_length)
-        logits, hidden, _ = self.llm(sp.inputs_embeds, sp.attention_mask, sp.position_ids,
-                                     want_hidden=self._needs_hidden)
-        out = ModelOutput(loss=None, logits=logits, hidden_states=hidden, attention_mask=sp.attention_mask,
-                          labels=sp.labels, image_spans=sp.spans)
+                    padding_side=self.config.padding_side,
+                    max_length=None if segment_ids is not None else self.config.max_length, segment_ids=segment_ids)
+        embeds, mask, positions, new_labels, spans = sp.inputs_embeds, sp.attention_mask, sp.position_ids, sp.labels, sp.spans
+        llm_mask: torch.Tensor | None = mask
+        if sp.segment_ids is not None:
+            # packed: restarting position ids and no 2-D mask make transformers keep the samples apart
+            valid = sp.segment_ids > 0
+            positions, llm_mask = packing.segment_position_ids(sp.segment_ids), None
+            if self.llm.attn_implementation in packing.FLAT_ONLY:
+                embeds, positions, new_labels, spans = packing.flatten_rows(embeds, positions, new_labels, valid, spans)
+                valid = torch.ones(positions.shape, dtype=torch.bool, device=positions.device)
+            mask = valid.long()
+        # no KV cache in a full forward: a cache would also switch off transformers' packed-sequence masking
+        logits, hidden, _ = self.llm(embeds, llm_mask, positions, want_hidden=self._needs_hidden, use_cache=False)
+        out = ModelOutput(loss=None, logits=logits, hidden_states=hidden, attention_mask=mask,
+                          labels=new_labels, image_spans=spans)
         if compute_loss is None:
             compute_loss = labels is not None
         if compute_loss:
@@ -201,10 +223,9 @@ class VisionLanguageModel(nn.Module):
     # -- bookkeeping -------------------------------------------------------------------------
     def persistent_state_dict(self) -> dict[str, torch.Tensor]:
         """State dict without frozen teachers that components declare non-persistent."""
-        skip: list[str] = []
-        for prefix, module in self.named_modules():
-            for np_prefix in getattr(module, "non_persistent", ()):
-                skip.append(f"{prefix}.{np_prefix}" if prefix else np_prefix)
+        from .parts import teacher_prefixes
+
+        skip = teacher_prefixes(self)
         return {k: v for k, v in self.state_dict().items() if not any(k == s or k.startswith(s + ".") for s in skip)}
 
     def summary(self) -> dict[str, Any]:

@@ -101,9 +101,20 @@ def select_parameters(model: nn.Module, selectors: Iterable[str]) -> set[str]:
             if not keys:
                 raise ConfigError(f"trainable selector '{sel}': {comp} has no part '{part}'; parts: "
                                   f"{', '.join(sorted(_part_bases(named))) or '(none)'}")
-        for k in keys:
-            chosen |= {f"{prefixes[0]}.{rel}" for rel in named[k]}
-    return chosen
+        for k in keys:  # named_parts() gives parameter-name prefixes: a module path selects its parameters
+            for rel in named[k]:
+                chosen |= under(f"{prefixes[0]}.{rel}") | ({f"{prefixes[0]}.{rel}"} & set(names))
+    teachers = teacher_prefixes(model)
+    return {n for n in chosen if not any(n.startswith(t + ".") for t in teachers)}
+
+
+def teacher_prefixes(model: nn.Module) -> list[str]:
+    """Submodules that components declare ``non_persistent`` (frozen teachers): never trainable, never saved."""
+    out = []
+    for prefix, module in model.named_modules():
+        for np_prefix in getattr(module, "non_persistent", ()):
+            out.append(f"{prefix}.{np_prefix}" if prefix else np_prefix)
+    return out
 
 
 def _part_bases(named: dict[str, list[str]]) -> set[str]:

@@ -1,0 +1,30 @@
+"""Ross presets (configs as data), registered under ``vlmkit.presets``.
+
+``ross``: the paper's CLIP-L/14-336 + Vicuna-7B layout (architectures from configs; point
+``encoder.clip.path``, ``llm`` and ``objective.ross.vae_path`` at real weights to train it).
+``ross-tiny``: the embedded tiny model (tiny-conv, 4x4 grid) with a tiny VAE and a small denoiser,
+trainable on a laptop CPU.
+"""
+
+VICUNA_7B = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+             "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000,
+             "max_position_embeddings": 4096, "rms_norm_eps": 1e-5}
+
+ROSS = {
+    "encoders": [{"name": "clip", "args": {"config": "large-336", "feature_layer": -2}}],
+    "connector": {"name": "mlp2x_gelu"},
+    "llm": {"name": "hf", "args": {"config": VICUNA_7B, "tokenizer": "builtin:tiny"}},
+    "objectives": [{"name": "lm"}, {"name": "ross", "weight": 1.0, "args": {"vae_config": "flux"}}],
+    "template": "vicuna_v1",
+    "max_length": 2048,
+}
+
+ROSS_TINY = {
+    "encoders": [{"name": "tiny-conv"}],
+    "connector": {"name": "mlp2x_gelu"},
+    "llm": {"name": "tiny-llama"},
+    "objectives": [{"name": "lm"}, {"name": "ross", "weight": 1.0,
+                                    "args": {"vae_config": "tiny", "width": 128, "depth": 2, "heads": 4}}],
+    "template": "vicuna_v1",
+    "max_length": 256,
+}

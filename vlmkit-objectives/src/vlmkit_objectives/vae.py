@@ -1,0 +1,132 @@
+"""The frozen VAE teacher: a diffusers ``AutoencoderKL`` with the FLUX.1 layout.
+
+Real weights come from ``path`` (a folder holding the VAE's ``config.json`` and weights, e.g.
+``FLUX.1-dev/vae``). Without a path the architecture is built from a named config ("flux": the full
+FLUX.1 layout; "tiny": the same 8x downsampling and 16 latent channels at a fraction of the cost,
+for tests) or from an explicit config mapping, with random weights drawn from a fixed seed, so that
+a rebuilt model (after loading a checkpoint, which never stores the teacher) has the same teacher.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from vlmkit.errors import ConfigError
+
+#: FLUX.1-dev ``vae/config.json`` (public): 16 latent channels, 8x downsampling, no quant convs
+FLUX_VAE: dict[str, Any] = dict(
+    in_channels=3, out_channels=3,
+    down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+    block_out_channels=[128, 256, 512, 512], layers_per_block=2, act_fn="silu", latent_channels=16,
+    norm_num_groups=32, sample_size=1024, scaling_factor=0.3611, shift_factor=0.1159,
+    use_quant_conv=False, use_post_quant_conv=False, force_upcast=True, mid_block_add_attention=True,
+)
+#: same geometry (8x down, 16 channels, FLUX scale/shift) at a tiny fraction of the compute
+TINY_VAE: dict[str, Any] = dict(FLUX_VAE, block_out_channels=[8, 16, 16, 16], layers_per_block=1, norm_num_groups=4,
+                                sample_size=64)
+VAE_CONFIGS: dict[str, dict[str, Any]] = {"flux": FLUX_VAE, "tiny": TINY_VAE}
+
+
+def on_meta_device() -> bool:
+    """True inside ``with torch.device("meta")`` (``build_model(meta=True)``): build shapes, read nothing."""
+    return torch.empty(0).device.type == "meta"
+
+
+def resolve_config(config: str | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(config, str):
+        if config not in VAE_CONFIGS:
+            raise ConfigError(f"objective 'ross': unknown vae_config '{config}'; built-in: {', '.join(VAE_CONFIGS)}")
+        return dict(VAE_CONFIGS[config])
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+def _from_config(config: dict[str, Any], seed: int):
+    from diffusers import AutoencoderKL
+
+    try:
+        if on_meta_device():
+            return AutoencoderKL(**config)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return AutoencoderKL(**config)
+    except TypeError as exc:
+        raise ConfigError(f"objective 'ross': bad vae_config: {exc}") from exc
+
+
+def build_vae(path: str | None, config: str | dict[str, Any], seed: int = 0):
+    """The teacher, frozen, in eval mode and fp32.
+
+    With a path the weights are always read from it (except on the meta device), also when a model is
+    rebuilt from a checkpoint: checkpoints never hold the teacher. A path that has gone missing at
+    checkpoint-load time gives a warning and a random teacher of the recorded architecture, so the
+    model still loads for inference; training it then raises (see ``RossObjective``).
+    Returns ``(vae, has_weights)``.
+    """
+    from diffusers import AutoencoderKL
+
+    has_weights = path is None  # a random teacher from a named config is the intended one
+    if path is not None and not on_meta_device():
+        p = Path(path)
+        if (p / "config.json").is_file():
+            try:
+                vae = AutoencoderKL.from_pretrained(str(p), torch_dtype=torch.float32)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"objective 'ross': cannot load the VAE from '{path}': "
+                                  f"{str(exc).splitlines()[0]}") from exc
+            has_weights = True
+        else:
+            from vlmkit.build_context import load_pretrained
+
+            if load_pretrained():
+                raise ConfigError(f"objective 'ross': vae_path '{path}' has no config.json "
+                                  "(point it at the VAE folder, e.g. FLUX.1-dev/vae)")
+            warnings.warn(f"objective 'ross': VAE folder '{path}' not found; the teacher is random, so the model "
+                          "can run inference but not be trained with the ross loss", stacklevel=2)
+            vae = _from_config(resolve_config(config), seed)
+    elif path is not None:  # meta: the shapes from the folder's config, or from the recorded config
+        cfg_file = Path(path) / "config.json"
+        cfg = json.loads(cfg_file.read_text()) if cfg_file.is_file() else config
+        vae = _from_config(resolve_config(cfg), seed)
+    else:
+        vae = _from_config(resolve_config(config), seed)
+    vae.requires_grad_(False)
+    vae.eval()
+    return vae.float(), has_weights
+
+
+def vae_config_dict(vae: Any) -> dict[str, Any]:
+    """The VAE's config as plain YAML-safe data (rebuilds the architecture without the weights)."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return {k: plain(v) for k, v in dict(vae.config).items() if not k.startswith("_")}
+
+
+def latent_scale_shift(vae: Any) -> tuple[float, float]:
+    cfg = vae.config
+    scale = float(getattr(cfg, "scaling_factor", None) or 1.0)
+    shift = float(getattr(cfg, "shift_factor", None) or 0.0)
+    return scale, shift
+
+
+def teacher_fingerprint(vae: Any) -> str:
+    """A short id of the teacher (architecture + the first and last encoder convs' exact bytes).
+
+    Latent caches record it, so a cache built with another VAE is refused instead of silently
+    training on the wrong targets.
+    """
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=12)
+    h.update(json.dumps(vae_config_dict(vae), sort_keys=True, default=str).encode())
+    for w in (vae.encoder.conv_in.weight, vae.encoder.conv_out.weight):
+        h.update(w.detach().float().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
