@@ -1,19 +1,21 @@
-"""CLIP vision tower (transformers ``CLIPVisionModel``): one hidden layer's patch tokens, no CLS.
+"""CLIP vision tower (transformers ``CLIPVisionModel``): hidden-layer patch tokens, no CLS.
 
 Defaults follow LLaVA-1.5: CLIP-L/14 at 336 px, feature layer -2 (the output of layer 23 of 24),
 576 tokens of width 1024. ``path`` loads real weights (a folder or hub id); ``config`` names a
 built-in architecture ("large-336", "tiny") or gives a ``CLIPVisionConfig`` mapping.
+``feature_layer`` may list several layers, concatenated on channels in the order given
+(ViP-LLaVA's multi-layer feature, registered as ``clip-multilayer``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from vlmkit.build_context import load_pretrained
-from vlmkit.contracts import CLIP_MEAN, CLIP_STD, ImageView, VisionEncoder, VisualFeatures
+from vlmkit.contracts import CLIP_MEAN, CLIP_STD, ImageView
 from vlmkit.errors import ConfigError
+
+from .vit_tower import ViTEncoder
 
 CLIP_CONFIGS: dict[str, dict[str, Any]] = {
     "large-336": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
@@ -23,6 +25,10 @@ CLIP_CONFIGS: dict[str, dict[str, Any]] = {
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
                  image_size=56, patch_size=14, projection_dim=64, hidden_act="quick_gelu"),
 }
+#: config keys that rebuild the architecture in a checkpoint
+_ARCH_KEYS = tuple(CLIP_CONFIGS["tiny"]) + ("layer_norm_eps", "num_channels")
+#: ViP-LLaVA's layers: outputs of CLIP layers 23, 20, 17, 14 and 6 (1-based), in this order
+VIP_LAYERS = (-2, -5, -8, -11, 6)
 
 
 def build_clip_vision(path: str | None, config: str | dict | None):
@@ -43,61 +49,53 @@ def build_clip_vision(path: str | None, config: str | dict | None):
     return CLIPVisionModel(CLIPVisionConfig(**(config or CLIP_CONFIGS["large-336"])))
 
 
-class CLIPEncoder(VisionEncoder):
-    def __init__(self, path: str | None = None, config: str | dict | None = None, feature_layer: int = -2,
-                 select: str = "patch", resize: str = "pad", view: str = "base", image_size: int | None = None):
+class CLIPEncoder(ViTEncoder):
+    has_cls = True
+    registry_name = "clip"
+
+    def __init__(self, path: str | None = None, config: str | dict | None = None,
+                 feature_layer: int | list[int] = -2, select: str = "patch", resize: str = "pad",
+                 view: str = "base", image_size: int | None = None):
         super().__init__()
-        if select not in ("patch", "cls_patch"):
-            raise ConfigError(f"encoder 'clip': select must be 'patch' or 'cls_patch', got '{select}'")
         self.vision = build_clip_vision(path, config if path is None else None)
-        cfg = self.vision.config
-        if image_size is not None and image_size != cfg.image_size:
-            raise ConfigError(f"encoder 'clip': image_size {image_size} differs from the model's {cfg.image_size}; "
-                              "CLIP position embeddings are fixed")
-        n_layers = cfg.num_hidden_layers
-        if not -(n_layers + 1) <= feature_layer <= n_layers:
-            raise ConfigError(f"encoder 'clip': feature_layer {feature_layer} out of range for {n_layers} layers")
-        self.feature_layer = feature_layer
-        self.select = select
-        self.output_dim = cfg.hidden_size
-        self.patch = cfg.patch_size
-        self.view = ImageView(view, cfg.image_size, CLIP_MEAN, CLIP_STD, resize)
-        self._args = dict(feature_layer=feature_layer, select=select, resize=resize, view=view)
+        layers = [feature_layer] if isinstance(feature_layer, int) else list(feature_layer)
+        self._setup(layers, select)
+        self.view = self._make_view(image_size, resize, view)
+        self._args: dict[str, Any] = dict(feature_layer=feature_layer, select=select, resize=resize, view=view)
 
-    def grid(self, height: int, width: int) -> tuple[int, int] | None:
-        return (height // self.patch, width // self.patch) if self.select == "patch" else None
+    def _make_view(self, image_size: int | None, resize: str, view: str) -> ImageView:
+        size = self.vision.config.image_size
+        if image_size is not None and image_size != size:
+            raise ConfigError(f"encoder '{self.registry_name}': image_size {image_size} differs from the model's "
+                              f"{size}; CLIP position embeddings are fixed")
+        return ImageView(view, size, CLIP_MEAN, CLIP_STD, resize)
 
-    def num_tokens(self, height: int, width: int) -> int:
-        n = (height // self.patch) * (width // self.patch)
-        return n + (1 if self.select == "cls_patch" else 0)
+    def input_modules(self):
+        return [self.vision.embeddings, self.vision.pre_layrnorm]
 
-    def named_parts(self) -> dict[str, list[str]]:
-        parts: dict[str, list[str]] = {}
-        for n, _ in self.named_parameters():
-            bits = n.split(".")
-            if "layers" in bits:
-                parts.setdefault(f"layers.{bits[bits.index('layers') + 1]}", []).append(n)
-            elif "embeddings" in bits:
-                parts.setdefault("embeddings", []).append(n)
-            else:
-                parts.setdefault(bits[-2] if len(bits) > 1 else n, []).append(n)
-        return parts
+    def embed(self, pixel_values):
+        return self.vision.pre_layrnorm(self.vision.embeddings(pixel_values))
 
     def checkpoint_args(self, args: dict[str, Any]) -> dict[str, Any]:
-        cfg = self.vision.config.to_dict()
-        keep = {k: cfg[k] for k in CLIP_CONFIGS["tiny"] if k in cfg}
-        keep.update({k: cfg[k] for k in ("layer_norm_eps", "num_channels") if k in cfg})
-        return {**self._args, "config": keep}
+        return {**self._args, "config": self.architecture_config(_ARCH_KEYS)}
 
-    def hidden_states(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        dtype = next(self.vision.parameters()).dtype
-        out = self.vision(pixel_values.to(dtype), output_hidden_states=True)
-        return out.hidden_states
 
-    def forward(self, pixel_values: torch.Tensor) -> VisualFeatures:
-        h = self.hidden_states(pixel_values)[self.feature_layer]
-        if self.select == "patch":
-            h = h[:, 1:]
-            g = (pixel_values.shape[-2] // self.patch, pixel_values.shape[-1] // self.patch)
-            return VisualFeatures(h, g)
-        return VisualFeatures(h, None)
+class CLIPMultiLayerEncoder(CLIPEncoder):
+    """ViP-LLaVA's ``clip_4layers_336``: patch tokens of several CLIP layers concatenated on channels.
+
+    Paper size: CLIP-L/14-336 and layers [-2,-5,-8,-11,6] give (B, 576, 5120); pair it with the
+    ``ln-mlp2x_gelu`` connector (LayerNorm over the 5120 channels, then the MLP).
+    """
+
+    registry_name = "clip-multilayer"
+    #: 12 layers, so that the default ViP layers exist on a tiny tower
+    tiny_args = {"config": {**CLIP_CONFIGS["tiny"], "num_hidden_layers": 12, "hidden_size": 32,
+                            "intermediate_size": 64, "image_size": 28}}
+
+    def __init__(self, path: str | None = None, config: str | dict | None = None,
+                 layers: list[int] | None = None, resize: str = "pad", view: str = "base",
+                 image_size: int | None = None):
+        chosen = list(layers) if layers is not None else list(VIP_LAYERS)
+        super().__init__(path, config, feature_layer=chosen, select="patch", resize=resize, view=view,
+                         image_size=image_size)
+        self._args = dict(layers=chosen, resize=resize, view=view)

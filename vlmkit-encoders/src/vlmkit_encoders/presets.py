@@ -1,4 +1,16 @@
-"""Model presets (configs as data), registered under ``vlmkit.presets``."""
+"""Model presets (configs as data), registered under ``vlmkit.presets``.
+
+Paper presets use a Vicuna-7B-shaped LLM built from a config (no weights); point ``llm`` at a real
+checkpoint (``--llm lmsys/vicuna-7b-v1.5``) and encoders at real towers (``path``) to train them.
+"""
+
+def vicuna_7b() -> dict:
+    """Vicuna-7B v1.5 shape (LLaMA-2 7B: 4096 wide, 32 layers); a fresh copy per preset, none shared."""
+    return {"name": "hf", "args": {"config": {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008,
+                                              "num_hidden_layers": 32, "num_attention_heads": 32,
+                                              "num_key_value_heads": 32, "vocab_size": 32000,
+                                              "max_position_embeddings": 4096, "rms_norm_eps": 1e-5},
+                                   "tokenizer": "builtin:tiny"}}
 
 TINY = {
     "encoders": [{"name": "tiny-conv"}],
@@ -11,11 +23,37 @@ TINY = {
 LLAVA_15 = {
     "encoders": [{"name": "clip", "args": {"config": "large-336", "feature_layer": -2}}],
     "connector": {"name": "mlp2x_gelu"},
-    "llm": {"name": "hf", "args": {"config": {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008,
-                                               "num_hidden_layers": 32, "num_attention_heads": 32,
-                                               "num_key_value_heads": 32, "vocab_size": 32000,
-                                               "max_position_embeddings": 4096, "rms_norm_eps": 1e-5},
-                                    "tokenizer": "builtin:tiny"}},
+    "llm": vicuna_7b(),
+    "template": "vicuna_v1",
+    "max_length": 2048,
+}
+
+#: DenseFusion-1M's S2 model: CLIP-L/14-336 tiles at 336/672/1008 -> 576 tokens x 3072
+LLAVA_15_S2 = {
+    "encoders": [{"name": "s2", "args": {"encoder": {"name": "clip", "args": {"config": "large-336",
+                                                                             "feature_layer": -2}},
+                                         "scales": [336, 672, 1008]}}],
+    "connector": {"name": "mlp2x_gelu"},
+    "llm": vicuna_7b(),
+    "template": "vicuna_v1",
+    "max_length": 2048,
+}
+
+#: ConvLLaVA-1536: ConvNeXt-L + stage 5 (3072 wide, 6 blocks) at 1536 px -> 576 tokens x 3072
+CONVLLAVA_1536 = {
+    "encoders": [{"name": "convnext5", "args": {"config": "large", "stage5_width": 3072, "stage5_depth": 6,
+                                                "image_size": 1536}}],
+    "connector": {"name": "mlp2x_gelu"},
+    "llm": vicuna_7b(),
+    "template": "vicuna_v1",
+    "max_length": 2048,
+}
+
+#: ViP-LLaVA: CLIP-L/14-336 layers [-2,-5,-8,-11,6] -> 576 tokens x 5120, LayerNorm + MLP projector
+VIP_LLAVA = {
+    "encoders": [{"name": "clip-multilayer", "args": {"config": "large-336", "layers": [-2, -5, -8, -11, 6]}}],
+    "connector": {"name": "ln-mlp2x_gelu"},
+    "llm": vicuna_7b(),
     "template": "vicuna_v1",
     "max_length": 2048,
 }

@@ -1,0 +1,102 @@
+"""Read a timm / open_clip ConvNeXt trunk (e.g. LAION ``convnext_large_d_320``) from a .safetensors file
+into the layout of transformers' ConvNeXt (embeddings + stages), which vlmkit's encoders use.
+
+open_clip stores the trunk under ``visual.trunk.``; a bare timm model has no prefix. Heads, the
+text tower and ``norm_pre`` are ignored. The architecture (widths, depths) is read from tensor
+shapes in the file header, so a model can be rebuilt without reading any weight.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from vlmkit.errors import ConfigError
+
+_STEM_KEY = "stem.0.weight"
+
+# timm name (after the trunk prefix) -> transformers ConvNeXt name (relative to the encoder)
+_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), r) for p, r in (
+    (r"^stem\.0\.(weight|bias)$", r"embeddings.patch_embeddings.\1"),
+    (r"^stem\.1\.(weight|bias)$", r"embeddings.layernorm.\1"),
+    (r"^stages\.(\d+)\.downsample\.0\.(weight|bias)$", r"stages.\1.downsampling_layer.0.\2"),
+    (r"^stages\.(\d+)\.downsample\.1\.(weight|bias)$", r"stages.\1.downsampling_layer.1.\2"),
+    (r"^stages\.(\d+)\.blocks\.(\d+)\.conv_dw\.(weight|bias)$", r"stages.\1.layers.\2.dwconv.\3"),
+    (r"^stages\.(\d+)\.blocks\.(\d+)\.norm\.(weight|bias)$", r"stages.\1.layers.\2.layernorm.\3"),
+    (r"^stages\.(\d+)\.blocks\.(\d+)\.mlp\.fc1\.(weight|bias)$", r"stages.\1.layers.\2.pwconv1.\3"),
+    (r"^stages\.(\d+)\.blocks\.(\d+)\.mlp\.fc2\.(weight|bias)$", r"stages.\1.layers.\2.pwconv2.\3"),
+    (r"^stages\.(\d+)\.blocks\.(\d+)\.gamma$", r"stages.\1.layers.\2.layer_scale_parameter"),
+))
+
+
+def trunk_prefix(keys: list[str], source: str) -> str:
+    """The key prefix in front of the timm trunk (``visual.trunk.``, ``trunk.`` or nothing)."""
+    stems = sorted((k for k in keys if k.endswith(_STEM_KEY)), key=len)
+    if not stems:
+        raise ConfigError(f"encoder 'convnext': {source} holds no ConvNeXt trunk (no key ending in '{_STEM_KEY}'); "
+                          "expected a timm or open_clip ConvNeXt state dict")
+    return stems[0][: -len(_STEM_KEY)]
+
+
+def trunk_architecture(shapes: Mapping[str, tuple[int, ...]], source: str) -> dict[str, list[int]]:
+    """``hidden_sizes`` and ``depths`` of the trunk, from tensor shapes alone."""
+    prefix = trunk_prefix(list(shapes), source)
+    depth: dict[int, int] = {}
+    width: dict[int, int] = {}
+    block = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.conv_dw\.weight$")
+    for key, shape in shapes.items():
+        m = block.match(key[len(prefix):]) if key.startswith(prefix) else None
+        if m:
+            s, b = int(m.group(1)), int(m.group(2))
+            depth[s] = max(depth.get(s, 0), b + 1)
+            width[s] = int(shape[0])
+    if not depth or sorted(depth) != list(range(len(depth))):
+        raise ConfigError(f"encoder 'convnext': {source}: cannot read the stage layout of the trunk")
+    return {"hidden_sizes": [width[s] for s in sorted(width)], "depths": [depth[s] for s in sorted(depth)]}
+
+
+def convert_trunk(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """timm/open_clip trunk tensors renamed (and 1x1-conv MLPs flattened) for transformers' layout."""
+    prefix = trunk_prefix(list(state), source)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if not key.startswith(prefix):
+            continue
+        rel = key[len(prefix):]
+        for pattern, repl in _RULES:
+            if pattern.match(rel):
+                new = pattern.sub(repl, rel)
+                # timm's conv_mlp variants store the MLP as 1x1 convolutions
+                if (".pwconv1." in new or ".pwconv2." in new) and value.ndim == 4:
+                    value = value.flatten(1)
+                out[new] = value
+                break
+    return out
+
+
+def read_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes from a safetensors header (no weight is read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
+        raise ConfigError(f"encoder 'convnext': cannot read {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def read_trunk(path: str | Path) -> dict[str, torch.Tensor]:
+    """The converted trunk; only the trunk's tensors are read (an open_clip file also holds a text tower)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            prefix = trunk_prefix(list(f.keys()), str(path))
+            state = {k: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
+        raise ConfigError(f"encoder 'convnext': cannot read {path}: {type(exc).__name__}: {exc}") from exc
+    return convert_trunk(state, str(path))
