@@ -14,7 +14,7 @@ from pathlib import Path
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "isolation", "tests"]
+nox.options.sessions = ["lint", "isolation", "tests", "plugin_template"]
 nox.options.reuse_existing_virtualenvs = True
 
 ROOT = Path(__file__).parent
@@ -65,3 +65,27 @@ def isolation(session: nox.Session, sibling: str | None) -> None:
 def lint(session: nox.Session) -> None:
     session.install("ruff", env=_local_indexes())
     session.run("ruff", "check", ".")
+
+
+@nox.session
+def plugin_template(session: nox.Session) -> None:
+    """The plugin template as a third party uses it: installed (not editable) next to vlmkit, its own tests
+    (the conformance kit, `vlmkit build` -> load -> train), and `vlmkit plugins` listing it as healthy."""
+    import json
+
+    template = ROOT / "examples" / "vlmkit-plugin-template"
+    install(session, "./vlmkit-core", "./vlmkit-encoders", "./vlmkit-fusion", "./vlmkit-cli", str(template), "pytest")
+    env = {"VLMKIT_STRICT_PLUGINS": "1"}
+    with session.chdir(template):  # the template's own pytest settings, and no source tree on sys.path
+        session.run("pytest", "-p", "no:cacheprovider", *session.posargs, env=env)
+    rows = json.loads(session.run("vlmkit", "plugins", "--json", "--check", silent=True, env=env))
+    mine = {r["name"]: r["status"] for r in rows if r["distribution"] == "vlmkit-plugin-template"}
+    if mine != {"template-patch": "ok", "template-pool": "ok"}:
+        session.error(f"vlmkit plugins: expected template-patch and template-pool with status ok, got {mine}")
+
+
+@nox.session(name="lmms_eval")
+def lmms_eval_session(session: nox.Session) -> None:
+    """The lmms-eval adapter under a real lmms-eval (heavy dependencies: kept out of the other environments)."""
+    install(session, *[f"./{p}" for p in PACKAGES], "pytest", "accelerate", "lmms-eval")
+    session.run("pytest", "-p", "no:cacheprovider", "tests/test_scale_lmms_eval.py", *session.posargs)

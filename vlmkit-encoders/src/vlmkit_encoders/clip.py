@@ -50,6 +50,12 @@ def build_clip_vision(path: str | None, config: str | dict | None):
 
 
 class CLIPEncoder(ViTEncoder):
+    """CLIP vision tower: patch tokens (no CLS) of one hidden layer, LLaVA-1.5's default (layer -2).
+
+    ``config`` names a built-in architecture ("large-336", "large-224", "tiny") or gives a
+    CLIPVisionConfig mapping; ``path`` loads real weights (a folder or hub id).
+    """
+
     has_cls = True
     registry_name = "clip"
 

@@ -23,9 +23,16 @@ class ChannelConcat(Connector):
 
     def output_specs(self) -> list[StreamSpec]:
         s0 = self.inputs[0]
+        maps: dict[str, tuple[str, int, int]] = {}
+        for s in self.inputs:  # a map name seen twice keeps the first stream's map, as forward does
+            for m in s.maps:
+                maps.setdefault(m[0], m)
         return [StreamSpec(self.component_name or "concat", sum(s.dim for s in self.inputs), s0.num_tokens, s0.grid,
-                           s0.view, tuple(m for s in self.inputs for m in s.maps))]
+                           s0.view, tuple(maps.values()))]
 
     def forward(self, streams: list[VisualFeatures], context: VisualContext) -> list[VisualFeatures]:
-        maps = {k: v for s in streams for k, v in s.maps.items()}
+        maps: dict[str, torch.Tensor] = {}
+        for s in streams:
+            for k, v in s.maps.items():
+                maps.setdefault(k, v)
         return [VisualFeatures(torch.cat([s.tokens for s in streams], -1), streams[0].grid, maps)]

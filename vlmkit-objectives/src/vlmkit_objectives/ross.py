@@ -40,6 +40,7 @@ class RossObjective(Objective):
     """
 
     needs_hidden_states = True
+    tiny_args = {"vae_config": "tiny", "width": 32, "depth": 1, "heads": 4}
     non_persistent = ("vae",)
 
     def __init__(self, context: ObjectiveContext, vae_path: str | None = None, vae_config: str | dict = "flux",

@@ -1,0 +1,33 @@
+"""vlmkit's conformance kit: the checks every plugin must pass, as pytest classes to subclass.
+
+One suite per kind. Subclass it in a ``test_*.py`` file of your plugin, under a ``Test*`` name, and say
+what to build; the inherited ``test_*`` methods check the contract::
+
+    from vlmkit.testing import EncoderConformance
+
+    class TestPatchEncoder(EncoderConformance):
+        component = "template-patch"            # registry name, or the class itself
+        component_args = {"image_size": 32}     # default: the class's ``tiny_args``
+
+Suites: ``EncoderConformance``, ``ConnectorConformance``, ``ObjectiveConformance``,
+``DatasetConformance``. Override a ``test_*`` method (``pytest.mark.skip`` it, with a reason) only
+when a check cannot apply to your component. ``import vlmkit`` does not import this package, and
+this package does not import pytest (it only needs it while tests run).
+"""
+
+from __future__ import annotations
+
+from .base import ComponentConformance, tiny_args_for
+from .connector import ConnectorConformance
+from .dataset import DatasetConformance
+from .encoder import EncoderConformance
+from .inputs import conversation_batch, random_boxes, random_images
+from .model_checks import ModuleConformance
+from .objective import ObjectiveConformance
+from .suites import generate_suites, registered_names
+
+__all__ = [
+    "ComponentConformance", "ModuleConformance", "EncoderConformance", "ConnectorConformance",
+    "ObjectiveConformance", "DatasetConformance", "tiny_args_for", "conversation_batch", "random_images",
+    "random_boxes", "generate_suites", "registered_names",
+]
