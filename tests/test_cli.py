@@ -89,3 +89,20 @@ def test_info_describes_arguments():
     names = {a["name"] for a in doc["arguments"]}
     assert names == {"depth", "layernorm", "layernorm_eps"}
     assert doc["kind"] == "connector"
+
+
+def test_generate_with_a_visual_prompt(tmp_path):
+    from PIL import Image
+
+    run("build", "--out", str(tmp_path / "ck"), check=True)
+    Image.new("RGB", (120, 80), (255, 255, 255)).save(tmp_path / "img.png")
+    out = run("generate", "--model", str(tmp_path / "ck"), "--image", str(tmp_path / "img.png"), "--prompt",
+              "What is {region}?", "--bbox", "20,10,60,50", "--shape", "rectangle", "--color", "red", "--alpha", "255",
+              "--width", "3", "--max-new-tokens", "3", "--save-prompted", str(tmp_path / "prompted.png"))
+    assert out.returncode == 0, out.stderr
+    img = Image.open(tmp_path / "prompted.png").convert("RGB")
+    assert img.size == (120, 80)
+    assert img.getpixel((20, 30)) == (255, 0, 0)  # on the left edge of the box
+    assert img.getpixel((40, 30)) == (255, 255, 255)  # inside, untouched
+    bad = run("generate", "--model", str(tmp_path / "ck"), "--prompt", "x", "--bbox", "1,2,3")
+    assert bad.returncode == 2 and "--bbox needs exactly one --image" in bad.stderr

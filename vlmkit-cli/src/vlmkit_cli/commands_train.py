@@ -31,7 +31,10 @@ def train(recipe: str = typer.Argument(..., help="Recipe YAML file or recipe pre
         for st in rec.stages:
             st.deepspeed = deepspeed
     final = run_recipe(rec, resume=resume)
-    typer.echo(f"final checkpoint: {final}")
+    import os
+
+    if os.environ.get("RANK", "0") == "0":  # one line, not one per process, under torchrun
+        typer.echo(f"final checkpoint: {final}")
 
 
 @app.command()
@@ -42,12 +45,42 @@ def generate(model: Path = typer.Option(..., "--model", help="vlmkit checkpoint 
              max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
              template: Optional[str] = typer.Option(None, "--template", help="Chat template (default: the model's)."),
              sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding."),
+             bbox: Optional[str] = typer.Option(None, "--bbox", help="Draw a visual prompt around x1,y1,x2,y2 (pixels)."),
+             shape: str = typer.Option("rectangle", "--shape", help="rectangle, ellipse, triangle, point, scribble, "
+                                       "'mask contour', mask or arrow."),
+             color: str = typer.Option("red", "--color", help="A named colour, r,g,b or #rrggbb."),
+             alpha: int = typer.Option(128, "--alpha", help="Opacity of the visual prompt, 0-255 (ViP evals use 128)."),
+             width: Optional[int] = typer.Option(None, "--width", help="Line width (default: scaled to the image)."),
+             seed: int = typer.Option(0, "--seed", help="Seed for shapes with random geometry."),
+             save_prompted: Optional[Path] = typer.Option(None, "--save-prompted", help="Save the prompted image here."),
              ) -> None:
-    """Answer a prompt about images with a trained model (greedy by default)."""
-    from vlmkit.inference import generate as run
+    """Answer a prompt about images with a trained model (greedy by default).
 
-    text = run(str(model), [str(p) for p in image or []], prompt, max_new_tokens=max_new_tokens, template=template,
-               do_sample=sample)
+    With --bbox, a visual prompt (ViP-LLaVA style) is drawn on the image first, and '{region}' in the
+    prompt is replaced by its phrase, e.g. "What is {region}?" -> "What is within the red rectangle?".
+    """
+    from vlmkit.inference import generate as run, open_image
+
+    images: list = [str(p) for p in image or []]
+    if bbox is not None:
+        if len(images) != 1:
+            fail("--bbox needs exactly one --image")
+        try:
+            box = [float(v) for v in bbox.split(",")]
+            assert len(box) == 4
+        except (ValueError, AssertionError):
+            fail(f"--bbox '{bbox}': expected x1,y1,x2,y2")
+        try:
+            from vlmkit_data.vip import prompt_inference_image
+        except ImportError:
+            fail("--bbox needs the vlmkit-data package (pip install vlmkit-data)")
+        img, phrase = prompt_inference_image(open_image(images[0]), box, shape, color, alpha=alpha, width=width,
+                                             seed=seed)
+        if save_prompted is not None:
+            img.save(save_prompted)
+        images = [img]
+        prompt = prompt.replace("{region}", phrase)
+    text = run(str(model), images, prompt, max_new_tokens=max_new_tokens, template=template, do_sample=sample)
     typer.echo(text)
 
 

@@ -92,6 +92,11 @@ class LanguageModel(Component, nn.Module):
         return int(getattr(cfg, "hidden_size", None) or cfg.get_text_config().hidden_size)
 
     @property
+    def attn_implementation(self) -> str:
+        """The attention implementation the transformers model really uses (after any fallback)."""
+        return str(getattr(self.model.config, "_attn_implementation", None) or self._attn)
+
+    @property
     def display_name(self) -> str:
         p = self._args.get("path")
         return str(p) if p else f"{self.model.config.model_type} (from config)"

@@ -23,6 +23,8 @@ class Spliced:
     position_ids: torch.Tensor  # (B, L')
     labels: torch.Tensor | None  # (B, L') with IGNORE_INDEX on visual and pad positions
     spans: list[ImageSpan]
+    #: packed rows only: the sample number of every output position (visual tokens take their placeholder's), 0 = pad
+    segment_ids: torch.Tensor | None = None
 
 
 def splice(
@@ -36,12 +38,14 @@ def splice(
     grids: Sequence[tuple[int, int] | None] | None = None,
     padding_side: str = "right",
     max_length: int | None = None,
+    segment_ids: torch.Tensor | None = None,
 ) -> Spliced:
     """Replace each ``IMAGE_PLACEHOLDER`` in ``input_ids`` by the matching block of ``blocks``.
 
     ``blocks[k]`` is (n_k, D): the k-th placeholder in row-major order (sample 0's images first).
     Sequences longer than ``max_length`` after splicing are cut at the end (the data pipeline is
-    expected to have made room; this is a safety net, never a silent reorder).
+    expected to have made room; this is a safety net, never a silent reorder). ``segment_ids`` (packed
+    rows, see ``vlmkit.packing``) are carried to the output positions like the labels.
     """
     bsz, seq = input_ids.shape
     device = input_ids.device
@@ -78,6 +82,10 @@ def splice(
     if labels is not None:
         new_labels = torch.full((bsz, out_len), IGNORE_INDEX, dtype=labels.dtype, device=device)
         new_labels[rows[keep], cols[keep] + offset[rows[keep]]] = labels[text_pos][keep]
+    new_segments = None
+    if segment_ids is not None:
+        new_segments = torch.zeros((bsz, out_len), dtype=torch.long, device=device)
+        new_segments[rows[keep], cols[keep] + offset[rows[keep]]] = segment_ids[text_pos][keep].long()
 
     spans: list[ImageSpan] = []
     if blocks:
@@ -90,6 +98,9 @@ def splice(
         tok_cols = first + within
         keep_v = tok_cols < cap[tok_rows]
         out[tok_rows[keep_v], tok_cols[keep_v] + offset[tok_rows[keep_v]]] = flat[keep_v]
+        if new_segments is not None:
+            tok_segments = segment_ids[is_img].long().repeat_interleave(lens)
+            new_segments[tok_rows[keep_v], tok_cols[keep_v] + offset[tok_rows[keep_v]]] = tok_segments[keep_v]
         starts = (img_start + offset[img_rows]).tolist()
         for k, (r, s) in enumerate(zip(img_rows.tolist(), starts)):
             n_total = blocks[k].shape[0]
@@ -99,4 +110,4 @@ def splice(
     positions = torch.arange(out_len, device=device).unsqueeze(0)
     new_mask = ((positions >= offset[:, None]) & (positions < (offset + cap)[:, None])).long()
     position_ids = (positions - offset[:, None]).clamp(min=0)
-    return Spliced(out, new_mask, position_ids, new_labels, spans)
+    return Spliced(out, new_mask, position_ids, new_labels, spans, new_segments)

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import DataError
+from ..packing import collate_packed, spliced_length
 from ..processing import Features, LabelPolicyError, MultimodalProcessor, collate
 from ..samples import Sample, Transform
 
@@ -76,16 +77,22 @@ class SupervisedDataset(torch.utils.data.Dataset):
                 raise err from exc
             return Skipped(err)
         feats.meta["id"] = sample.id
+        feats.meta["length"] = spliced_length(feats, self.processor.visual_tokens)
         return feats
 
 
 class TrainingCollator:
-    """Pads a batch and counts skipped samples (kept, with their reasons, for the stage report)."""
+    """Pads (or packs) a batch and counts skipped samples (kept, with their reasons, for the stage report).
 
-    def __init__(self, pad_token_id: int, views: Sequence[str], padding_side: str = "right"):
+    With ``pack_max_tokens`` the batch's samples share rows of at most that many tokens after splicing.
+    """
+
+    def __init__(self, pad_token_id: int, views: Sequence[str], padding_side: str = "right",
+                 pack_max_tokens: int | None = None):
         self.pad_token_id = pad_token_id
         self.views = list(views)
         self.padding_side = padding_side
+        self.pack_max_tokens = pack_max_tokens
         self.skipped: list[DataError] = []
 
     def __call__(self, items: Sequence[Features | Skipped]) -> dict[str, Any]:
@@ -93,7 +100,12 @@ class TrainingCollator:
         self.skipped.extend(x.error for x in items if isinstance(x, Skipped))
         if not good:
             raise DataError("every sample of a batch was unusable; first: " + str(items[0].error))  # type: ignore[union-attr]
-        batch = collate(good, self.pad_token_id, self.padding_side, self.views)
+        if self.pack_max_tokens:
+            lengths = [f.meta["length"] for f in good]
+            batch = collate_packed(good, lengths, self.pack_max_tokens, self.pad_token_id, self.views)
+            good = [good[i] for row in batch.pop("packed_rows") for i in row]
+        else:
+            batch = collate(good, self.pad_token_id, self.padding_side, self.views)
         batch["sample_ids"] = [f.meta.get("id") for f in good]
         return batch
 

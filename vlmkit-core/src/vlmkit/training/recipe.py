@@ -11,6 +11,7 @@ import yaml
 
 from ..config import ComponentConfig, ModelConfig, check_keys, load_yaml
 from ..errors import ConfigError
+from .lora import LoraSpec, parse_lora
 
 DEEPSPEED_PRESETS = ("zero2", "zero3")
 
@@ -51,10 +52,18 @@ class Stage:
     save_steps: int = 500
     save_total_limit: int | None = 2
     logging_steps: int = 10
+    #: zero2, zero3 or a DeepSpeed JSON file; run the command under torchrun / deepspeed for several processes
     deepspeed: str | None = None
     max_length: int | None = None
-    gradient_checkpointing: bool = False
+    #: recompute activations in the backward pass: true (llm + trainable encoders) or a list of parts
+    gradient_checkpointing: bool | list[str] = False
     dataloader_workers: int = 0
+    #: LoRA/QLoRA adapters on one part, merged into the final checkpoint (see training/lora.py)
+    lora: LoraSpec | None = None
+    #: several samples per row, no attention across them (see vlmkit/packing.py)
+    packing: bool = False
+    #: the row length for packing, in tokens after splicing (default: the model's max_length)
+    pack_max_tokens: int | None = None
 
 
 @dataclass
@@ -135,11 +144,13 @@ def parse_recipe(doc: dict[str, Any], where: str = "recipe") -> Recipe:
             raise ConfigError(f"{w}: missing 'data' mapping")
         check_keys(dd, DATA_KEYS, f"{w}.data")
         dd = dict(dd)
-        dd["transforms"] = [ComponentConfig.parse(t, f"{w}.data.transforms[{j}]") for j, t in enumerate(dd.get("transforms") or [])]
+        dd["transforms"] = [ComponentConfig.parse(t, f"{w}.data.transforms[{j}]")
+                            for j, t in enumerate(dd.get("transforms") or [])]
         data = DataConfig(**dd)
         if data.on_bad_sample not in ("error", "skip"):
             raise ConfigError(f"{w}.data.on_bad_sample: expected 'error' or 'skip', got '{data.on_bad_sample}'")
         sd.setdefault("name", f"stage{i + 1}")
+        sd["lora"] = parse_lora(sd.get("lora"), f"{w}.lora")
         try:
             st = Stage(data=data, **sd)
         except TypeError as exc:
@@ -153,12 +164,28 @@ def parse_recipe(doc: dict[str, Any], where: str = "recipe") -> Recipe:
             raise ConfigError(f"{w}.precision: expected fp32, bf16 or fp16, got '{st.precision}'")
         if isinstance(st.trainable, str):
             st.trainable = [st.trainable]
+        _check_scaling_keys(st, w)
         stages.append(st)
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: stage names must be unique, got {names}")
     return Recipe(model=model, stages=stages, output_dir=str(doc.get("output_dir", "runs/vlmkit")),
                   seed=int(doc.get("seed", 0)), init_from=doc.get("init_from"), source=where)
+
+
+def _check_scaling_keys(st: Stage, where: str) -> None:
+    gc = st.gradient_checkpointing
+    if isinstance(gc, str):
+        st.gradient_checkpointing = gc = [gc]
+    if not isinstance(gc, bool) and not (isinstance(gc, list) and all(isinstance(x, str) for x in gc)):
+        raise ConfigError(f"{where}.gradient_checkpointing: expected true/false or a list of parts "
+                          f"(llm, encoders, encoder.0), got {gc!r}")
+    if not isinstance(st.packing, bool):
+        raise ConfigError(f"{where}.packing: expected true or false, got {st.packing!r}")
+    if st.pack_max_tokens is not None and (not isinstance(st.pack_max_tokens, int) or st.pack_max_tokens < 1):
+        raise ConfigError(f"{where}.pack_max_tokens: expected a positive number of tokens, got {st.pack_max_tokens!r}")
+    if st.lora is not None and st.lora.quantize and st.deepspeed:
+        raise ConfigError(f"{where}: QLoRA (lora.quantize) runs without DeepSpeed; drop one of the two")
 
 
 def load_recipe(ref: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:

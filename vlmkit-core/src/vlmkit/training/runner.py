@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +20,21 @@ import torch
 import yaml
 
 from ..assembly import build_component, build_model
-from ..checkpoint import CONFIG_FILE, load_checkpoint, save_checkpoint
+from ..checkpoint import CONFIG_FILE, load_checkpoint
 from ..errors import ConfigError, IncompatibleComponentsError
 from ..hooks import get_plugin_manager
+from ..lm_objective import LanguageModelingObjective
 from ..model import VisionLanguageModel
 from ..parts import set_trainable
 from ..processing import MultimodalProcessor
 from ..registry import registry
 from ..samples import BOXES, provides
 from .data import SupervisedDataset, TrainingCollator
+from .distributed import full_state_dict, is_main_process, prepare_deepspeed_on_cpu, save_weights
+from .lora import apply_lora, lora_key_map, merge_lora_state_dict, target_modules
 from .plots import plot_loss_curve
 from .recipe import Recipe, Stage
+from .recompute import enable_gradient_checkpointing
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,15 @@ def deepspeed_config(ref: str | None, stage: Stage) -> dict[str, Any] | str | No
         return cfg
     if not Path(ref).is_file():
         raise ConfigError(f"deepspeed: '{ref}' is neither zero2, zero3 nor a file")
+    try:
+        doc = json.loads(Path(ref).read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"deepspeed: {ref} is not valid JSON ({exc})") from exc
+    zero = doc.get("zero_optimization") or {}
+    if zero.get("stage") == 3 and not zero.get("stage3_gather_16bit_weights_on_model_save"):
+        raise ConfigError(f"deepspeed: {ref} shards the weights (ZeRO-3) without "
+                          "'stage3_gather_16bit_weights_on_model_save': true; vlmkit checkpoints hold whole "
+                          "weights, gathered at save time, so set it")
     return ref
 
 
@@ -85,8 +99,7 @@ def training_arguments(stage: Stage, output_dir: Path, seed: int) -> Any:
         use_cpu=not torch.cuda.is_available(),
         deepspeed=deepspeed_config(stage.deepspeed, stage),
     )
-    if stage.gradient_checkpointing:
-        kwargs["gradient_checkpointing"] = True
+    # gradient checkpointing is switched on per part by the runner (recompute.py), not by the Trainer
     return TrainingArguments(**kwargs)
 
 
@@ -103,15 +116,17 @@ def run_stage(model: VisionLanguageModel, stage: Stage, stage_dir: Path, recipe:
     torch.manual_seed(seed)
     if stage.max_length:
         model.config.max_length = stage.max_length
-    trainable = set_trainable(model, stage.trainable)
-    if not trainable:
-        raise ConfigError(f"stage '{stage.name}': 'trainable' selects no parameter")
+    prepare_stage_model(model, stage)
     dataset = build_dataset(stage)
     check_data_compatibility(model, dataset, stage)
     transforms = [build_component("transform", t) for t in stage.data.transforms]
     processor = MultimodalProcessor.for_model(model, template=stage.data.template, resize_policy=stage.data.resize)
     train_ds = SupervisedDataset(dataset, processor, transforms, stage.data.on_bad_sample, seed)
-    collator = TrainingCollator(model.tokenizer.pad_token_id, list(model.views), model.config.padding_side)
+    pack = (stage.pack_max_tokens or model.config.max_length) if stage.packing else None
+    collator = TrainingCollator(model.tokenizer.pad_token_id, list(model.views), model.config.padding_side,
+                                pack_max_tokens=pack)
+    if stage.deepspeed:
+        prepare_deepspeed_on_cpu()
     args = training_arguments(stage, stage_dir, seed)
 
     sampler_factory = None
@@ -130,9 +145,17 @@ def run_stage(model: VisionLanguageModel, stage: Stage, stage_dir: Path, recipe:
     trainer.train(resume_from_checkpoint=ckpt)
 
     final = stage_dir / "final"
+    state = full_state_dict(trainer)  # every process takes part (ZeRO-3 gathers); rank 0 gets the tensors
     if trainer.args.should_save:
-        save_checkpoint(trainer.accelerator.unwrap_model(trainer.model), final,
-                        extra={"stage": stage.name, "recipe": recipe.source})
+        assert state is not None
+        unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+        extra = {"stage": stage.name, "recipe": recipe.source}
+        if stage.lora is not None:  # a plain checkpoint: adapters merged into their base weights
+            extra["lora"] = {"merged": True, **asdict(stage.lora)}
+            save_weights(unwrapped, merge_lora_state_dict(unwrapped, state), final, extra,
+                         key_map=lora_key_map(unwrapped))
+        else:
+            save_weights(unwrapped, state, final, extra)
         history = trainer.state.log_history
         (final / "log_history.json").write_text(json.dumps(history, indent=1))
         plot_loss_curve(history, final / "loss_curve.png", title=f"{stage.name}: loss")
@@ -141,13 +164,51 @@ def run_stage(model: VisionLanguageModel, stage: Stage, stage_dir: Path, recipe:
         if report["skipped"]:
             log.warning("stage %s skipped %d sample(s): %s (list in %s)", stage.name, report["skipped"],
                         report["by_kind"], final / "skipped.json")
+    trainer.accelerator.wait_for_everyone()  # the next stage reads `final` on every process
     return final
+
+
+def prepare_stage_model(model: VisionLanguageModel, stage: Stage) -> dict[str, Any]:
+    """Trainable parameters, LoRA adapters, gradient checkpointing and the packing check for one stage.
+
+    Returns what was set up: ``trainable`` (parameter names), ``lora`` (adapted modules) and
+    ``gradient_checkpointing`` (part -> mechanism).
+    """
+    set_trainable(model, stage.trainable)
+    done: dict[str, Any] = {"lora": [], "gradient_checkpointing": {}}
+    if stage.lora is not None:
+        if stage.lora.quantize and stage.deepspeed:  # the CLI's --deepspeed is set after the recipe was read
+            raise ConfigError(f"stage '{stage.name}': QLoRA (lora.quantize) runs without DeepSpeed; drop one of the two")
+        targets = target_modules(model, stage.lora)
+        prefix_of = {id(m): n for n, m in model.named_modules()}
+        prefixes = [prefix_of[id(m)] + "." for m in targets.values()]
+        clash = [n for n, p in model.named_parameters() if p.requires_grad and n.startswith(tuple(prefixes))]
+        if clash:
+            raise ConfigError(f"stage '{stage.name}': 'trainable' selects parameters of the LoRA target "
+                              f"'{stage.lora.target}' (e.g. {clash[0]}); LoRA trains adapters there and freezes the "
+                              f"rest, so drop that part from 'trainable'")
+        done["lora"] = apply_lora(model, stage.lora)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    if not trainable:
+        raise ConfigError(f"stage '{stage.name}': 'trainable' selects no parameter")
+    done["trainable"] = trainable
+    if stage.gradient_checkpointing:
+        done["gradient_checkpointing"] = enable_gradient_checkpointing(model, stage.gradient_checkpointing)
+    if stage.packing:
+        unsupported = [name for name, obj in model.objectives.items()
+                       if not getattr(obj, "supports_packing", isinstance(obj, LanguageModelingObjective))]
+        if unsupported:
+            raise ConfigError(f"stage '{stage.name}': packing puts several samples in a row, which objective(s) "
+                              f"{', '.join(unsupported)} do not declare they support (supports_packing); "
+                              "drop 'packing' for this stage")
+    return done
 
 
 def run_recipe(recipe: Recipe, resume: bool = False) -> Path:
     out = Path(recipe.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    if is_main_process():
+        (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     prev: Path | None = Path(recipe.init_from) if recipe.init_from else None
     for i, stage in enumerate(recipe.stages):
         stage_dir = out / f"{i + 1:02d}-{stage.name}"

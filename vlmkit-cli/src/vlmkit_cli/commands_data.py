@@ -1,0 +1,127 @@
+"""``vlmkit data``: look at, convert and check training data (preview | convert | check).
+
+Each command imports what it needs when it runs (torch only where a transform or dataset needs it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from .app import app
+from .errors import fail, friendly
+
+data_app = typer.Typer(no_args_is_help=True, help="Preview, convert and check training data.")
+app.add_typer(data_app, name="data")
+
+CONVERT_FORMATS = ("densefusion",)
+
+
+def _transform_spec(text: str) -> Any:
+    """``vip`` or a YAML/JSON mapping ``{name: vip, args: {alpha: 128}}``."""
+    text = text.strip()
+    if text.startswith("{"):
+        import yaml
+
+        try:
+            spec = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            fail(f"--transform {text!r}: not a YAML mapping ({exc})")
+        if not isinstance(spec, dict) or "name" not in spec:
+            fail(f"--transform {text!r}: expected a name or {{name: ..., args: {{...}}}}")
+        return spec
+    return text
+
+
+@data_app.command("preview")
+@friendly
+def preview_cmd(
+    file: Path = typer.Argument(..., help="Data file (LLaVA JSON/JSONL, DenseFusion JSONL...)."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Image root (default: the data file's folder)."),
+    dataset: str = typer.Option("llava-json", "--dataset", help="Dataset component that reads FILE."),
+    transform: Optional[List[str]] = typer.Option(None, "--transform",
+                                                  help="Transform to apply, in order (repeat): a name such as vip, "
+                                                       "or '{name: vip, args: {alpha: 128}}'."),
+    n: int = typer.Option(16, "--n", min=1, help="How many samples."),
+    out: Path = typer.Option(Path("preview.png"), "--out", "-o", help="PNG file to write."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the transforms' random streams (and of --shuffle)."),
+    shuffle: bool = typer.Option(False, "--shuffle", help="Random records instead of the first N."),
+    cell: int = typer.Option(320, "--cell", min=64, help="Cell width in pixels."),
+    cols: Optional[int] = typer.Option(None, "--cols", min=1, help="Columns (default: a square grid)."),
+    text_lines: int = typer.Option(10, "--text-lines", min=1, help="Lines of text under each image."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was shown as JSON."),
+) -> None:
+    """Draw a grid of samples (after transforms, prompts drawn in) with their conversation below each."""
+    from vlmkit_data.preview import preview
+
+    specs = [_transform_spec(t) for t in transform or []]
+    res = preview(str(file), str(out), image_root=str(images) if images else None, dataset=dataset, transforms=specs,
+                  n=n, seed=seed, shuffle=shuffle, cell=cell, cols=cols, text_lines=text_lines)
+    if as_json:
+        typer.echo(json.dumps(res, indent=2))
+        return
+    typer.echo(f"wrote {out} ({res['size'][0]}x{res['size'][1]}): {len(res['shown'])} of {res['records']:,} samples"
+               + (f", {len(res['errors'])} could not be read" if res["errors"] else ""))
+
+
+@data_app.command("convert")
+@friendly
+def convert_cmd(
+    fmt: str = typer.Argument(..., metavar="FORMAT", help=f"Source format: {', '.join(CONVERT_FORMATS)}."),
+    src: Path = typer.Argument(..., metavar="IN", help="Source file."),
+    dst: Path = typer.Argument(..., metavar="OUT", help="LLaVA JSONL file to write."),
+    images: Path = typer.Option(..., "--images", help="Folder holding the images ({image_id}.png, .jpg...)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Where to list records without an image "
+                                                                 "(default: OUT.missing.jsonl)."),
+    relative: bool = typer.Option(False, "--relative", help="Write image paths relative to --images "
+                                                            "(then load with image_root=--images)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Convert a dataset's own format to LLaVA JSONL; records whose image is missing are listed, not dropped."""
+    if fmt not in CONVERT_FORMATS:
+        fail(f"unknown format '{fmt}'; formats: {', '.join(CONVERT_FORMATS)}")
+    from vlmkit_data.densefusion import convert_densefusion
+
+    res = convert_densefusion(str(src), str(dst), str(images), report=str(report) if report else None,
+                              relative=relative)
+    if as_json:
+        typer.echo(json.dumps(res.as_dict(), indent=2))
+        return
+    typer.echo(f"wrote {res.written:,} records to {res.output}")
+    if res.missing:
+        typer.echo(f"{res.missing:,} records have no image under {images}; listed in {res.report}", err=True)
+        for line, image_id in res.first_missing[:5]:
+            typer.echo(f"  {src}:{line}: image_id={image_id}", err=True)
+
+
+@data_app.command("check")
+@friendly
+def check_cmd(
+    file: Path = typer.Argument(..., help="Data file to check."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Image root (default: the data file's folder)."),
+    dataset: str = typer.Option("llava-json", "--dataset", help="Dataset component that reads FILE."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Check only the first N records."),
+    show: int = typer.Option(20, "--show", min=0, help="How many problems to list."),
+    meta_root: Optional[Path] = typer.Option(None, "--meta-root", help="Folder VCR meta_dir paths are relative to."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
+                                            help="Progress bar (default: on a terminal)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable report."),
+) -> None:
+    """Validate every record: JSON, images exist and decode, <image> tags match, roles alternate, boxes inside
+    the image. Exits 1 when any problem is found."""
+    import sys
+
+    from vlmkit_data.check import check_file, format_report
+
+    show_progress = (sys.stderr.isatty() and not as_json) if progress is None else progress
+    report = check_file(str(file), image_root=str(images) if images else None, dataset=dataset, limit=limit,
+                        max_examples=show, progress=show_progress, meta_root=str(meta_root) if meta_root else None)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        typer.echo(format_report(report))
+    if not report.ok:
+        raise typer.Exit(1)
