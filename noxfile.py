@@ -8,7 +8,6 @@ uv's cache, so extra environments cost seconds, not gigabytes).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nox

@@ -39,6 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleave, machine_info, paired_ratio, spread  # noqa: E402
+
 from vlmkit.assembly import build_model  # noqa: E402
 from vlmkit.config import ModelConfig  # noqa: E402
 from vlmkit.contracts import IGNORE_INDEX, IMAGE_PLACEHOLDER  # noqa: E402

@@ -60,6 +60,7 @@ def build(cfg: dict[str, Any], ross: dict[str, Any] | None):
 
 def dataset(n: int, size: int):
     from PIL import Image, ImageDraw
+
     from vlmkit.samples import Sample
     from vlmkit.templates import Turn
 
@@ -130,6 +131,7 @@ def measure(name: str, cfg: dict[str, Any], batch_size: int, repeats: int) -> di
 def paper_flops(seq_lens: tuple[int, ...] = (640, 1024)) -> dict[str, float]:
     """FLOPs per sample of each part of a CLIP-L/336 + Vicuna-7B + Ross step, counted on the meta device."""
     from torch.utils.flop_counter import FlopCounterMode
+
     from vlmkit.assembly import build_model
     from vlmkit.config import ModelConfig
     from vlmkit.registry import registry

@@ -53,6 +53,7 @@ def subprocess_runner(args: list[str]) -> str:
 def in_process_runner(args: list[str]) -> str:
     """The same commands through typer's runner, in this interpreter."""
     from typer.testing import CliRunner
+
     from vlmkit_cli.main import app
 
     result = CliRunner().invoke(app, args)

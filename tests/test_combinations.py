@@ -14,7 +14,6 @@ import torch
 from vlmkit.assembly import build_model
 from vlmkit.config import ComponentConfig, ModelConfig
 from vlmkit.errors import IncompatibleComponentsError
-from vlmkit.processing import collate
 from vlmkit.registry import registry
 
 TINY_LLM = ComponentConfig("tiny-llama", {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64})

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 import pytest
 import torch
 from torch import nn
+
 from vlmkit.contracts import (
     Connector,
     ImageView,

@@ -56,7 +56,8 @@ def test_two_encoders_without_fusion_are_refused(tiny_config):
 
 def test_width_mismatch_names_connector_and_llm(tiny_config):
     tiny_config.connector = ComponentConfig("identity")
-    with pytest.raises(IncompatibleComponentsError, match=r"connector 'identity' cannot be combined with llm.*width: connector gives 32, llm hidden size is 64"):
+    expected = r"connector 'identity' cannot be combined with llm.*width: connector gives 32, llm hidden size is 64"
+    with pytest.raises(IncompatibleComponentsError, match=expected):
         build_model(tiny_config)
 
 

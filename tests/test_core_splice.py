@@ -27,17 +27,23 @@ def reference(ids, mask, labels, blocks, side):
             if not mask[r, t]:
                 continue
             if ids[r, t] == IMG:
-                e.append(blocks[k]); lab += [IGN] * blocks[k].shape[0]; k += 1
+                e.append(blocks[k])
+                lab += [IGN] * blocks[k].shape[0]
+                k += 1
             else:
-                e.append(embed(ids[r, t:t + 1])); lab.append(int(labels[r, t]))
-        rows.append(torch.cat(e)); rlabels.append(lab)
+                e.append(embed(ids[r, t:t + 1]))
+                lab.append(int(labels[r, t]))
+        rows.append(torch.cat(e))
+        rlabels.append(lab)
     n = max(x.shape[0] for x in rows)
     out = torch.zeros(len(rows), n, D)
     lab_out = torch.full((len(rows), n), IGN)
     m = torch.zeros(len(rows), n, dtype=torch.long)
     for i, (x, lab) in enumerate(zip(rows, rlabels)):
         sl = slice(n - x.shape[0], n) if side == "left" else slice(0, x.shape[0])
-        out[i, sl] = x; lab_out[i, sl] = torch.tensor(lab); m[i, sl] = 1
+        out[i, sl] = x
+        lab_out[i, sl] = torch.tensor(lab)
+        m[i, sl] = 1
     return out, lab_out, m
 
 
@@ -49,7 +55,8 @@ def batch(side):
     mask = torch.zeros(3, n, dtype=torch.long)
     for i, r in enumerate(rows):
         sl = slice(n - len(r), n) if side == "left" else slice(0, len(r))
-        ids[i, sl] = torch.tensor(r); mask[i, sl] = 1
+        ids[i, sl] = torch.tensor(r)
+        mask[i, sl] = 1
     labels = torch.where(ids > 6, ids, torch.full_like(ids, IGN))
     blocks = [torch.full((2, D), 100.0), torch.full((3, D), 200.0), torch.full((4, D), 300.0)]
     return ids, mask, labels, blocks

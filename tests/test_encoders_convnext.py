@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
+
 from vlmkit.assembly import build_component, build_model
 from vlmkit.build_context import no_pretrained_weights
 from vlmkit.config import ModelConfig

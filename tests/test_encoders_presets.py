@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from vlmkit.assembly import build_model
 from vlmkit.config import ModelConfig
 from vlmkit.parts import select_parameters

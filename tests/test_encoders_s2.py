@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from vlmkit.assembly import build_component
 from vlmkit.build_context import no_pretrained_weights
 from vlmkit.contracts import ImageView, VisionEncoder, VisualFeatures

@@ -15,7 +15,6 @@ from vlmkit.errors import ConfigError, DataError
 from vlmkit.image_processing import transform_image
 from vlmkit.samples import BOXES, IMAGES, Sample, provides
 from vlmkit.templates import Turn
-
 from vlmkit_data.box_files import BoxJoin, filter_boxes, load_box_file
 
 

@@ -23,6 +23,7 @@ from transformers import (
     LlavaForConditionalGeneration,
     PreTrainedTokenizerFast,
 )
+
 from vlmkit.assembly import build_model
 from vlmkit.checkpoint import load_checkpoint, save_checkpoint
 from vlmkit.config import ModelConfig

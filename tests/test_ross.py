@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
+
 from vlmkit.assembly import build_model
 from vlmkit.build_context import no_pretrained_weights
 from vlmkit.config import ModelConfig

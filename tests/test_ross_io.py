@@ -12,6 +12,7 @@ import yaml
 from PIL import Image, ImageDraw
 from safetensors import safe_open
 from torch import nn
+
 from vlmkit.assembly import build_model
 from vlmkit.checkpoint import load_checkpoint, save_checkpoint
 from vlmkit.config import ModelConfig

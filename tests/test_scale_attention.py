@@ -7,6 +7,7 @@ import logging
 
 import pytest
 import torch
+
 import vlmkit.llm as llm_module
 from vlmkit.assembly import build_model
 from vlmkit.checkpoint import load_checkpoint, save_checkpoint

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+
 from vlmkit.assembly import build_model
 from vlmkit.checkpoint import load_checkpoint, load_weights
 from vlmkit.config import ModelConfig

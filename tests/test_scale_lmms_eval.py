@@ -17,6 +17,7 @@ from PIL import Image
 pytest.importorskip("lmms_eval", reason="lmms-eval is not installed (run `nox -s lmms_eval`)")
 
 from lmms_eval.api.instance import Instance  # noqa: E402
+
 from vlmkit.assembly import build_model  # noqa: E402
 from vlmkit.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from vlmkit.config import ModelConfig  # noqa: E402

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+
 from vlmkit.assembly import build_model
 from vlmkit.checkpoint import load_checkpoint, load_weights
 from vlmkit.config import ModelConfig

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
-import vlmkit.packing as packing
 from PIL import Image
+
+import vlmkit.packing as packing
 from vlmkit.assembly import build_model
 from vlmkit.config import ModelConfig
 from vlmkit.contracts import IGNORE_INDEX

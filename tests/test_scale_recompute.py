@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from vlmkit.assembly import build_model
 from vlmkit.config import ModelConfig
 from vlmkit.errors import ConfigError

@@ -125,8 +125,10 @@ def _write_bad_data(shapes, tmp_path, bad_line: str) -> Path:
 
 
 @pytest.mark.parametrize("bad,kind", [
-    ('{"id": "x", "image": "images/train/nope.png", "conversations": [{"from": "human", "value": "<image>\\nq"}, {"from": "gpt", "value": "a"}]}', "missing_image"),
-    ('{"id": "x", "image": "corrupt.png", "conversations": [{"from": "human", "value": "<image>\\nq"}, {"from": "gpt", "value": "a"}]}', "corrupt_image"),
+    ('{"id": "x", "image": "images/train/nope.png", "conversations": '
+     '[{"from": "human", "value": "<image>\\nq"}, {"from": "gpt", "value": "a"}]}', "missing_image"),
+    ('{"id": "x", "image": "corrupt.png", "conversations": '
+     '[{"from": "human", "value": "<image>\\nq"}, {"from": "gpt", "value": "a"}]}', "corrupt_image"),
     ('{"id": "x", "conversations": [{"from": "human", "value": "a question with no answer"}]}', "all_masked"),
     ('{"id": "x", "conversations": []}', "empty_conversation"),
     ('{"id": "x", "conversations": [', "malformed_json"),

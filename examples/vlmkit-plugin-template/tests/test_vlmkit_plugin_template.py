@@ -12,6 +12,7 @@ pytest.importorskip("vlmkit_plugin_template", reason="install the plugin first (
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
 from vlmkit.assembly import build_component  # noqa: E402
 from vlmkit.contracts import VisualContext  # noqa: E402
 from vlmkit.errors import IncompatibleComponentsError  # noqa: E402

@@ -14,6 +14,7 @@ pytest.importorskip("vlmkit_plugin_template", reason="install the plugin first (
 pytest.importorskip("vlmkit_cli", reason="the `vlmkit` command comes with vlmkit-cli")
 
 import torch  # noqa: E402
+
 from vlmkit.checkpoint import load_checkpoint  # noqa: E402
 from vlmkit.testing import conversation_batch  # noqa: E402
 

@@ -8,8 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from .errors import fail, friendly
 from .app import app
+from .errors import fail, friendly
 
 
 @app.command()
@@ -18,7 +18,8 @@ def train(recipe: str = typer.Argument(..., help="Recipe YAML file or recipe pre
           output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (overrides the recipe)."),
           resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in the output folder."),
           deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="zero2, zero3 or a DeepSpeed JSON file."),
-          set_: Optional[List[str]] = typer.Option(None, "--set", help="Override recipe keys: stages.0.lr=1e-3, model.max_length=128"),
+          set_: Optional[List[str]] = typer.Option(None, "--set",
+                                                   help="Override recipe keys: stages.0.lr=1e-3, model.max_length=128"),
           ) -> None:
     """Train a recipe: a model config plus one or more stages."""
     from vlmkit.training.recipe import load_recipe
@@ -59,7 +60,8 @@ def generate(model: Path = typer.Option(..., "--model", help="vlmkit checkpoint 
     With --bbox, a visual prompt (ViP-LLaVA style) is drawn on the image first, and '{region}' in the
     prompt is replaced by its phrase, e.g. "What is {region}?" -> "What is within the red rectangle?".
     """
-    from vlmkit.inference import generate as run, open_image
+    from vlmkit.inference import generate as run
+    from vlmkit.inference import open_image
 
     images: list = [str(p) for p in image or []]
     if bbox is not None:
@@ -96,8 +98,8 @@ def evaluate(model: Path = typer.Option(..., "--model", help="vlmkit checkpoint 
     """Exact-match accuracy on short-answer questions, overall and per category."""
     from vlmkit.evaluation import evaluate_file
 
-    report = evaluate_file(str(model), str(data), dataset=dataset, image_root=str(images) if images else None, batch_size=batch_size,
-                           limit=limit)
+    report = evaluate_file(str(model), str(data), dataset=dataset, image_root=str(images) if images else None,
+                           batch_size=batch_size, limit=limit)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return

@@ -81,7 +81,8 @@ class ModelConfig:
         if "llm" in data:
             cfg.llm = ComponentConfig.parse(data["llm"], f"{where}.llm")
         if "objectives" in data:
-            cfg.objectives = [ComponentConfig.parse(v, f"{where}.objectives[{i}]") for i, v in enumerate(_as_list(data["objectives"]))]
+            cfg.objectives = [ComponentConfig.parse(v, f"{where}.objectives[{i}]")
+                              for i, v in enumerate(_as_list(data["objectives"]))]
         for key, typ in (("max_length", int), ("padding_side", str), ("template", str)):
             if key in data:
                 try:

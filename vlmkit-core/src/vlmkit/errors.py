@@ -45,7 +45,10 @@ class PluginLoadError(VlmkitError):
 class MissingPluginError(VlmkitError):
     def __init__(self, kind: str, name: str, distribution: str | None, version: str | None = None):
         self.kind, self.name, self.distribution = kind, name, distribution
-        hint = f"pip install {distribution}" + (f"=={version}" if version else "") if distribution else "install the plugin that provides it"
+        if distribution:
+            hint = f"pip install {distribution}" + (f"=={version}" if version else "")
+        else:
+            hint = "install the plugin that provides it"
         super().__init__(f"this model needs the {kind} '{name}', which is not installed: {hint}")
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from torch import nn
+
 from vlmkit.build_context import load_pretrained
 from vlmkit.contracts import CLIP_MEAN, CLIP_STD, ImageView, VisionEncoder, VisualFeatures
 from vlmkit.errors import ConfigError

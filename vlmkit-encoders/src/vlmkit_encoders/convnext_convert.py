@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
+
 from vlmkit.errors import ConfigError
 
 _STEM_KEY = "stem.0.weight"

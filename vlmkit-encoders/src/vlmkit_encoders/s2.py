@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
 from vlmkit.assembly import build_component
 from vlmkit.config import ComponentConfig
 from vlmkit.contracts import VisionEncoder, VisualFeatures

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
+
 from vlmkit.contracts import VisionEncoder, VisualFeatures
 from vlmkit.errors import ConfigError
 

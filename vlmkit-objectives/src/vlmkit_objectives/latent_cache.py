@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
+
 from vlmkit.errors import ConfigError
 
 FORMAT = "vlmkit-ross-latents/1"
@@ -140,6 +141,7 @@ def build_latent_cache(model: Any, dataset: Iterable[Any], path: str | Path, *, 
     """
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
+
     from vlmkit.processing import MultimodalProcessor
 
     if key not in ("content", "sample_id"):

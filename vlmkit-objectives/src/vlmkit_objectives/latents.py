@@ -16,6 +16,7 @@ from typing import ContextManager
 
 import torch
 import torch.nn.functional as F
+
 from vlmkit.contracts import ImageView
 from vlmkit.image_processing import denormalize
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+
 from vlmkit.errors import ConfigError
 
 

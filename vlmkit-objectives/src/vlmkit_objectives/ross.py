@@ -20,6 +20,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
+
 from vlmkit.contracts import ImageSpan, ModelOutput, Objective, ObjectiveContext
 from vlmkit.errors import ConfigError, Incompatible
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from vlmkit.errors import ConfigError
 
 #: FLUX.1-dev ``vae/config.json`` (public): 16 latent channels, 8x downsampling, no quant convs

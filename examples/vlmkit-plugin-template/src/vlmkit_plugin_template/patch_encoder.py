@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
 from vlmkit.contracts import ImageView, VisionEncoder, VisualFeatures
 from vlmkit.errors import ConfigError
 

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch.nn.functional as F
 from torch import nn
+
 from vlmkit.contracts import Connector, StreamSpec, VisualContext, VisualFeatures, single_stream
 from vlmkit.errors import ConfigError, Incompatible
 
