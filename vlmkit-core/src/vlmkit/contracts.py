@@ -18,9 +18,7 @@ from .errors import Incompatible
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-#: image-placeholder id inside ``input_ids`` (one per image, expanded by splicing); LLaVA's value
-IMAGE_PLACEHOLDER = -200
-IGNORE_INDEX = -100
+from .constants import IGNORE_INDEX, IMAGE_PLACEHOLDER  # noqa: F401 - re-exported for plugins
 
 
 @dataclass(frozen=True)

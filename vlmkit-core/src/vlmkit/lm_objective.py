@@ -20,14 +20,13 @@ class LanguageModelingObjective(Objective):
 
     def forward(self, output: ModelOutput, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         logits, labels = output.logits, output.labels
-        shift_logits = logits[:, :-1].float()
-        shift_labels = labels[:, 1:].to(logits.device)
+        # shift the labels, not the logits: slicing the logits would copy the (B, L, V) tensor
+        targets = F.pad(labels.to(logits.device), (0, 1), value=IGNORE_INDEX)[:, 1:]
+        flat_logits = logits.reshape(-1, logits.shape[-1]).float()
         n_items = batch.get("num_items_in_batch")
         if n_items is None:
-            loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-                                   ignore_index=IGNORE_INDEX)
+            loss = F.cross_entropy(flat_logits, targets.reshape(-1), ignore_index=IGNORE_INDEX)
         else:
-            loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-                                   ignore_index=IGNORE_INDEX, reduction="sum")
+            loss = F.cross_entropy(flat_logits, targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
             loss = loss / torch.as_tensor(n_items, device=loss.device, dtype=loss.dtype)
         return {"lm": loss}

@@ -11,6 +11,7 @@ works. Duplicates are only an error when the ambiguous bare name is asked for.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import importlib.util
 import os
@@ -118,17 +119,22 @@ class ComponentEntry:
 _REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
+@functools.lru_cache(maxsize=None)
+def _is_installed(name: str) -> bool:
+    try:
+        metadata.distribution(name)
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
 def _missing_requirements(requires: Iterable[str]) -> list[str]:
     missing = []
     for req in requires:
         if ";" in req and "extra" in req.split(";", 1)[1]:
             continue  # optional extras are not required for the plugin to import
         m = _REQ_NAME.match(req)
-        if not m:
-            continue
-        try:
-            metadata.version(m.group(1))
-        except metadata.PackageNotFoundError:
+        if m and not _is_installed(m.group(1)):
             missing.append(m.group(1))
     return missing
 
@@ -167,6 +173,7 @@ class Registry:
     def refresh(self) -> None:
         """Forget discovered entry points (after installing a plugin in-process)."""
         self._entries = None
+        _is_installed.cache_clear()
 
     def register(self, kind: str, name: str, obj: Any, *, distribution: str = IN_PROCESS, version: str = "0") -> ComponentEntry:
         """Register a component object without packaging it (scripts, notebooks, tests)."""

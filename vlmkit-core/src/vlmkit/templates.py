@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .contracts import IGNORE_INDEX, IMAGE_PLACEHOLDER
+from .constants import IGNORE_INDEX, IMAGE_PLACEHOLDER
 from .errors import ConfigError
 
 IMAGE_TOKEN = "<image>"
