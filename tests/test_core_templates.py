@@ -71,3 +71,14 @@ def test_truncate_never_cuts_an_image(tok):
 def test_roles_must_alternate(tok):
     with pytest.raises(ValueError, match="expected an assistant turn"):
         VicunaV1Template().encode([Turn("user", "a"), Turn("user", "b")], tok)
+
+
+def test_template_with_arguments(tok):
+    from vlmkit.errors import ConfigError
+    from vlmkit.templates import get_template
+
+    t = get_template({"name": "vicuna_v1", "args": {"system": ""}})
+    enc = t.encode([Turn("user", "q"), Turn("assistant", "a")], tok)
+    assert enc.input_ids[1:1 + len(ids(tok, "USER:"))] == ids(tok, "USER:")  # no system prompt before the turn
+    with pytest.raises(ConfigError, match="unknown argument 'sytem'"):
+        get_template({"name": "vicuna_v1", "args": {"sytem": ""}})

@@ -61,8 +61,9 @@ class ModelConfig:
     #: total sequence length after splicing; longer samples are truncated (text) at data time
     max_length: int = 2048
     padding_side: str = "right"
-    #: the chat template used by data and generation when a recipe does not say otherwise
-    template: str = "vicuna_v1"
+    #: the chat template used by data and generation when a recipe does not say otherwise: a name, or
+    #: {"name": ..., "args": {...}} (e.g. vicuna_v1 with another system prompt)
+    template: str | dict[str, Any] = "vicuna_v1"
 
     KEYS = ("encoders", "fusion", "connector", "llm", "objectives", "max_length", "padding_side", "template")
 
@@ -83,7 +84,12 @@ class ModelConfig:
         if "objectives" in data:
             cfg.objectives = [ComponentConfig.parse(v, f"{where}.objectives[{i}]")
                               for i, v in enumerate(_as_list(data["objectives"]))]
-        for key, typ in (("max_length", int), ("padding_side", str), ("template", str)):
+        if "template" in data:
+            t = data["template"]
+            if not isinstance(t, (str, dict)):
+                raise ConfigError(f"{where}.template: expected a name or a mapping, got {type(t).__name__}")
+            cfg.template = t if isinstance(t, str) else dict(t)
+        for key, typ in (("max_length", int), ("padding_side", str)):
             if key in data:
                 try:
                     setattr(cfg, key, typ(data[key]))

@@ -36,17 +36,17 @@ class Features:
 class MultimodalProcessor:
     """Template + tokenizer + image views + length budget."""
 
-    def __init__(self, tokenizer: Any, template: ChatTemplate | str, views: Mapping[str, ImageView], max_length: int,
+    def __init__(self, tokenizer: Any, template: ChatTemplate | str | dict[str, Any], views: Mapping[str, ImageView], max_length: int,
                  visual_tokens: Callable[[Mapping[str, tuple[int, int]]], int], resize_policy: str | None = None):
         self.tokenizer = tokenizer
-        self.template = get_template(template) if isinstance(template, str) else template
+        self.template = template if isinstance(template, ChatTemplate) else get_template(template)
         self.views = dict(views)
         self.max_length = max_length
         self.visual_tokens = visual_tokens
         self.resize_policy = resize_policy
 
     @classmethod
-    def for_model(cls, model: Any, template: str | None = None, resize_policy: str | None = None,
+    def for_model(cls, model: Any, template: str | dict[str, Any] | None = None, resize_policy: str | None = None,
                   max_length: int | None = None) -> "MultimodalProcessor":
         return cls(model.tokenizer, template or model.config.template, model.views,
                    max_length or model.config.max_length, model.visual_tokens, resize_policy)

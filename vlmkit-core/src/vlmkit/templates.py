@@ -182,12 +182,24 @@ class TokenizerChatTemplate(ChatTemplate):
 TEMPLATES = {"plain": PlainTemplate, "vicuna_v1": VicunaV1Template, "chat_template": TokenizerChatTemplate}
 
 
-def get_template(name: str) -> ChatTemplate:
+def get_template(spec: "str | dict[str, Any]") -> ChatTemplate:
+    """A template by name, or ``{"name": ..., "args": {...}}`` (e.g. a vicuna_v1 with its own system prompt)."""
+    if isinstance(spec, dict):
+        name, args = spec.get("name"), dict(spec.get("args") or {})
+        if not isinstance(name, str):
+            raise ConfigError(f"template {spec!r}: missing 'name'")
+    else:
+        name, args = spec, {}
     if name in TEMPLATES:
-        return TEMPLATES[name]()
-    from .registry import registry
+        cls: Any = TEMPLATES[name]
+    else:
+        from .registry import registry
 
-    return registry.load("template", name)()
+        cls = registry.load("template", name)
+    from .arguments import validate_args
+
+    validate_args(f"template '{name}'", cls, args, context=("tokenizer",))
+    return cls(**args)
 
 
 def truncate(enc: Encoded, max_text: int) -> Encoded:

@@ -16,7 +16,9 @@ TINY = {
     "encoders": [{"name": "tiny-conv"}],
     "connector": {"name": "mlp2x_gelu"},
     "llm": {"name": "tiny-llama"},
-    "template": "vicuna_v1",
+    # Vicuna's turn format without its 35-token system prompt: a constant prefix that long slows a
+    # 2-layer, width-128 LLM down a lot (measured: shape questions 27 % vs 92 % after 750 steps)
+    "template": {"name": "vicuna_v1", "args": {"system": ""}},
     "max_length": 256,
 }
 

@@ -21,7 +21,7 @@ class DataConfig:
     #: dataset component name (registry kind "dataset") and its arguments
     dataset: str = "llava-json"
     args: dict[str, Any] = field(default_factory=dict)
-    template: str | None = None
+    template: str | dict[str, Any] | None = None
     #: image preprocessing policy for fixed-size views: pad | square | resize (None: the encoder's default)
     resize: str | None = None
     transforms: list[ComponentConfig] = field(default_factory=list)
