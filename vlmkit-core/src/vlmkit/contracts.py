@@ -14,11 +14,11 @@ from typing import Any, ClassVar, Mapping, Sequence
 import torch
 from torch import nn
 
+from .constants import IGNORE_INDEX, IMAGE_PLACEHOLDER  # noqa: F401 - re-exported for plugins
 from .errors import Incompatible
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-from .constants import IGNORE_INDEX, IMAGE_PLACEHOLDER  # noqa: F401 - re-exported for plugins
 
 
 @dataclass(frozen=True)

@@ -84,16 +84,9 @@ def collate_packed(features: Sequence[Features], lengths: Sequence[int], max_tok
             at += n
     batch: dict[str, Any] = {"input_ids": ids, "attention_mask": (segments > 0).long(), "labels": labels,
                              "segment_ids": segments}
-    if any(f.num_images for f in ordered):
-        pv: dict[str, Any] = {}
-        for v in views:
-            imgs = [t for f in ordered for t in f.pixel_values.get(v, [])]
-            same = len({tuple(t.shape) for t in imgs}) == 1
-            pv[v] = torch.stack(imgs) if same else imgs
-        batch["pixel_values"] = pv
-        if any(f.boxes is not None for f in ordered):
-            batch["boxes"] = {v: [b for f in ordered for b in (f.boxes or {}).get(v, [torch.zeros(0, 4)] * f.num_images)]
-                              for v in views}
+    from .processing import stack_images  # lazy: processing is the higher-level module
+
+    batch.update(stack_images(ordered, views))
     batch["packed_rows"] = rows
     return batch
 

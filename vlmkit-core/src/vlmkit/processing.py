@@ -36,8 +36,9 @@ class Features:
 class MultimodalProcessor:
     """Template + tokenizer + image views + length budget."""
 
-    def __init__(self, tokenizer: Any, template: ChatTemplate | str | dict[str, Any], views: Mapping[str, ImageView], max_length: int,
-                 visual_tokens: Callable[[Mapping[str, tuple[int, int]]], int], resize_policy: str | None = None):
+    def __init__(self, tokenizer: Any, template: ChatTemplate | str | dict[str, Any], views: Mapping[str, ImageView],
+                 max_length: int, visual_tokens: Callable[[Mapping[str, tuple[int, int]]], int],
+                 resize_policy: str | None = None):
         self.tokenizer = tokenizer
         self.template = template if isinstance(template, ChatTemplate) else get_template(template)
         self.views = dict(views)
@@ -103,14 +104,22 @@ def collate(features: Sequence[Features], pad_token_id: int, padding_side: str =
         mask[i, sl] = 1
     batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "labels": labels}
     view_names = list(views) if views is not None else sorted({v for f in features for v in f.pixel_values})
-    if any(f.num_images for f in features):
-        pv: dict[str, Any] = {}
-        for v in view_names:
-            imgs = [t for f in features for t in f.pixel_values.get(v, [])]
-            same = len({tuple(t.shape) for t in imgs}) == 1
-            pv[v] = torch.stack(imgs) if same else imgs
-        batch["pixel_values"] = pv
-        if any(f.boxes is not None for f in features):
-            batch["boxes"] = {v: [b for f in features for b in (f.boxes or {}).get(v, [torch.zeros(0, 4)] * f.num_images)]
-                              for v in view_names}
+    batch.update(stack_images(features, view_names))
     return batch
+
+
+def stack_images(features: Sequence[Features], views: Sequence[str]) -> dict[str, Any]:
+    """``pixel_values`` (and ``boxes``) of a batch, images in sample order; a list per view when sizes differ."""
+    out: dict[str, Any] = {}
+    if not any(f.num_images for f in features):
+        return out
+    pv: dict[str, Any] = {}
+    for v in views:
+        imgs = [t for f in features for t in f.pixel_values.get(v, [])]
+        same = len({tuple(t.shape) for t in imgs}) == 1
+        pv[v] = torch.stack(imgs) if same else imgs
+    out["pixel_values"] = pv
+    if any(f.boxes is not None for f in features):
+        out["boxes"] = {v: [b for f in features for b in (f.boxes or {}).get(v, [torch.zeros(0, 4)] * f.num_images)]
+                        for v in views}
+    return out
