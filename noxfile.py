@@ -13,7 +13,7 @@ from pathlib import Path
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "isolation", "tests", "plugin_template", "lmms_eval"]
+nox.options.sessions = ["lint", "isolation", "tests", "plugin_template", "lmms_eval", "demo"]
 nox.options.reuse_existing_virtualenvs = True
 
 ROOT = Path(__file__).parent
@@ -90,3 +90,16 @@ def lmms_eval_session(session: nox.Session) -> None:
     """The lmms-eval adapter under a real lmms-eval (heavy dependencies: kept out of the other environments)."""
     install(session, *[f"./{p}" for p in PACKAGES], "pytest", "accelerate", "lmms-eval")
     session.run("pytest", "-p", "no:cacheprovider", "tests/test_scale_lmms_eval.py", *session.posargs)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The README's main command in a fresh venv: the embedded default must learn (>= 95 % held-out)."""
+    install(session, *[f"./{p}" for p in PACKAGES])
+    out = session.create_tmp()
+    session.run("vlmkit", "demo", "--output", out)
+    session.run("python", "-c", (
+        "import json, sys; r = json.load(open(sys.argv[1])); "
+        "acc = {k: v['accuracy'] for k, v in r['categories'].items()}; print(acc); "
+        "low = {k: a for k, a in acc.items() if k in ('color', 'shape', 'position') and a < 0.95}; "
+        "sys.exit(f'demo accuracy below 95%: {low}' if low else 0)"), f"{out}/demo_report.json")
