@@ -47,8 +47,8 @@ def tests_here(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Everything installed; the full suite."""
     # core's extras bring DeepSpeed and peft, so CI really runs the 2-process ZeRO and LoRA tests
-    pkgs = ["./vlmkit-core[train,deepspeed,peft]", *[f"./{p}" for p in PACKAGES[1:]]]
-    install(session, *pkgs, "pytest", "pytest-benchmark", "matplotlib", "accelerate")
+    pkgs = ["./vlmkit-core[deepspeed,peft]", *[f"./{p}" for p in PACKAGES[1:]]]
+    install(session, *pkgs, "pytest", "pytest-benchmark")
     session.run("pytest", "-p", "no:cacheprovider", *session.posargs, env={"VLMKIT_STRICT_PLUGINS": "1"})
 
 
