@@ -54,3 +54,14 @@ def tiny_config():
                                   "connector": "mlp2x_gelu",
                                   "llm": {"name": "tiny-llama", "args": {"hidden_size": 64, "num_layers": 1}},
                                   "max_length": 128})
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared CPU they lose a lot to contention."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -27,13 +27,7 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 190, 60), "blue": (40, 60, 220), 
 CORNERS = {"top left": (0, 0), "top right": (1, 0), "bottom left": (0, 1), "bottom right": (1, 1)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared CPU they lose a lot to contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in conftest.py
 
 
 def meta_objective(d_llm: int, grid=(24, 24), view=ImageView(size=336), **args) -> RossObjective:

@@ -29,13 +29,7 @@ from vlmkit_objectives.vae import TINY_VAE
 COLOURS = [(220, 30, 30), (30, 190, 60), (40, 60, 220), (230, 210, 40)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared CPU they lose a lot to contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in conftest.py
 
 
 def ross_tiny_model(**ross_args):
