@@ -33,6 +33,53 @@ def test_plugins_json_lists_components():
     assert set(by[("connector", "mlp2x_gelu")]) >= {"kind", "name", "distribution", "version", "status"}
 
 
+def test_plugins_piped_is_plain_aligned_text_without_rich():
+    """Scripts and shell completion get plain columns, and the CLI skips rich's ~80 ms of imports."""
+    code = ("import sys\nsys.argv=['vlmkit', 'plugins']\nfrom vlmkit_cli.main import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print('RICH' if 'rich' in sys.modules else 'NO-RICH')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[-1] == "NO-RICH"
+    assert lines[0].split() == ["kind", "name", "distribution", "version", "status"]
+    rows = [line.split() for line in lines[1:-1]]
+    assert ["encoder", "clip", "vlmkit-encoders"] in [r[:3] for r in rows]
+    # columns are aligned: each header word starts where its column's values start
+    starts = [lines[0].index(h) for h in ("name", "distribution")]
+    for line in lines[1:-1]:
+        assert line[starts[0] - 2:starts[0]] == "  " and line[starts[0]] != " "
+        assert line[starts[1] - 2:starts[1]] == "  " and line[starts[1]] != " "
+
+
+def test_plugins_and_help_at_a_terminal_render_with_rich():
+    import os
+    import pty
+
+    def at_terminal(*args: str) -> str:
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([*VLMKIT, *args], stdout=slave, stderr=subprocess.PIPE,
+                                env={**os.environ, "COLUMNS": "120"})
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+        os.close(master)
+        return b"".join(chunks).decode()
+
+    table = at_terminal("plugins")
+    assert "┃" in table or "│" in table  # a rich table's box drawing
+    assert "clip" in table
+    assert "╭" in at_terminal("--help")  # rich help panels
+
+
 def test_build_json_summary_and_checkpoint(tmp_path):
     out = run("build", "--encoder", "tiny-conv", "--set", "encoder.width=32", "--out", str(tmp_path / "ck"), "--json", check=True)
     s = json.loads(out.stdout)

@@ -8,8 +8,9 @@ from typing import List, Optional
 
 import typer
 
-from .app import app
+from .app import app, interactive
 from .errors import fail, friendly
+from .render import plain_table
 
 
 # --------------------------------------------------------------------------------------------- plugins
@@ -37,10 +38,14 @@ def plugins(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
+    columns = ("kind", "name", "distribution", "version", "status")
+    if not interactive():  # scripts and pipes: aligned plain columns, no rich import
+        typer.echo(plain_table(columns, [[r[c] for c in columns] for r in rows]))
+        return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("kind", "name", "distribution", "version", "status")
+    table = Table(*columns)
     for r in rows:
         status = r["status"] if r["status"] == "ok" else f"[red]{r['status']}[/red]"
         table.add_row(r["kind"], r["name"], r["distribution"], r["version"], status)

@@ -1,8 +1,16 @@
-"""Human-readable summaries (rich tables)."""
+"""Human-readable output: rich tables for a terminal, aligned plain text for pipes."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+
+def plain_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Columns aligned with two spaces, a header line first; no trailing spaces (``grep``/``awk`` friendly)."""
+    cells = [[str(c) for c in columns]] + [[str(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells)
 
 
 def _fmt(n: int) -> str:
