@@ -26,7 +26,7 @@ from transformers import (
 
 from vlmkit.assembly import build_model
 from vlmkit.checkpoint import load_checkpoint, save_checkpoint
-from vlmkit.config import ModelConfig
+from vlmkit.config import ComponentConfig, ModelConfig
 from vlmkit.contracts import IMAGE_PLACEHOLDER
 from vlmkit.errors import CheckpointError, ConfigError
 from vlmkit.hf_llava import export_hf, import_hf
@@ -383,3 +383,114 @@ def test_export_leaves_out_training_objectives(tmp_path, tok):
     hf = LlavaForConditionalGeneration.from_pretrained(out, attn_implementation=ATTN).eval()
     r = compare(load_checkpoint(ckpt).eval(), hf, tok, "right", n_tokens=16, image_id=tok.convert_tokens_to_ids("<image>"))
     assert r["diff"] <= TOL
+
+
+# -- the conversion contract: converters come from plugins, core names no part ------------------------
+def _plugin_manager(*plugins):
+    """A vlmkit plugin manager holding only ``plugins`` (none: as if no plugin with converters were installed)."""
+    import pluggy
+
+    from vlmkit.hooks import PROJECT, VlmkitHookSpecs
+
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(VlmkitHookSpecs)
+    for p in plugins:
+        pm.register(p)
+    return pm
+
+
+def test_converters_are_found_through_the_plugins_hooks():
+    from importlib import metadata
+
+    from vlmkit.hooks import get_plugin_manager
+    from vlmkit.llava_conversion import llava_converters
+    from vlmkit_encoders.llava import CLIPLlavaVision
+    from vlmkit_fusion.llava import MLP2xGeluLlavaProjector
+
+    eps = {ep.name: ep.value for ep in metadata.entry_points(group="vlmkit.hooks")}
+    assert eps["vlmkit-encoders"] == "vlmkit_encoders.hooks" and eps["vlmkit-fusion"] == "vlmkit_fusion.hooks"
+    impls = {i.plugin_name for i in get_plugin_manager().hook.vlmkit_llava_converters.get_hookimpls()}
+    assert {"vlmkit_encoders.hooks", "vlmkit_fusion.hooks"} <= impls
+    found = llava_converters()
+    assert [type(c) for c in found.vision] == [CLIPLlavaVision]
+    assert [type(c) for c in found.projector] == [MLP2xGeluLlavaProjector]
+    assert found.for_encoder("clip") is found.vision[0] and found.for_encoder("tiny-conv") is None
+    assert found.for_connector("mlp2x_gelu") is found.projector[0] and found.for_connector("mlp3x_gelu") is None
+
+
+def test_import_names_the_part_no_installed_plugin_converts(hf_reference, tmp_path):
+    import vlmkit_encoders.hooks
+
+    src = hf_reference["hf_dir"]
+    with pytest.raises(ConfigError, match=r"vision_config\.model_type 'clip_vision_model': no installed plugin "
+                                          r"converts this HF vision tower.*no vision converter is installed.*"
+                                          r"vlmkit-encoders"):
+        import_hf(src, tmp_path / "a", plugin_manager=_plugin_manager())
+    with pytest.raises(ConfigError, match=r"multi_modal_projector: no installed plugin converts HF Llava's "
+                                          r"projector.*vlmkit-fusion"):
+        import_hf(src, tmp_path / "b", plugin_manager=_plugin_manager(vlmkit_encoders.hooks))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # a tower no converter reads is named by its model_type, with the types the installed ones read
+    other = _hf_folder(src, tmp_path / "siglip", config_patch={"vision_config": {"model_type": "siglip_vision_model"}})
+    with pytest.raises(ConfigError, match=r"model_type 'siglip_vision_model'.*installed converters read "
+                                          r"'clip_vision_model'"):
+        import_hf(other, tmp_path / "c")
+
+
+def test_export_names_the_parts_no_installed_plugin_converts(tmp_path):
+    import vlmkit_fusion.hooks
+
+    ckpt = _vlmkit_checkpoint(tmp_path / "vlmkit", {"encoders": [{"name": "clip", "args": {"config": "tiny"}}],
+                                                    "connector": "mlp2x_gelu", "llm": "tiny-llama"})
+    with pytest.raises(ConfigError) as err:
+        export_hf(ckpt, tmp_path / "hf", plugin_manager=_plugin_manager())
+    msg = str(err.value)
+    assert ("encoder.0 'clip': no installed plugin converts an encoder to HF Llava's vision tower "
+            "(install vlmkit-encoders") in msg
+    assert ("connector 'mlp2x_gelu': no installed plugin converts a connector to HF Llava's projector "
+            "(install vlmkit-fusion") in msg
+    with pytest.raises(ConfigError, match=r"encoder\.0 'clip': no installed plugin") as err:
+        export_hf(ckpt, tmp_path / "hf", plugin_manager=_plugin_manager(vlmkit_fusion.hooks))
+    assert "connector" not in str(err.value)
+    assert not (tmp_path / "hf").exists()
+
+
+def test_a_converter_from_a_hook_decides_the_import(hf_reference, tmp_path, tok):
+    """A plugin registered at run time supplies the projector converter: its mapping is what import-hf uses."""
+    import vlmkit_encoders.hooks
+    from vlmkit.hooks import hookimpl
+    from vlmkit_fusion.llava import MLP2xGeluLlavaProjector
+
+    calls = []
+
+    class ToDepth2Mlp(MLP2xGeluLlavaProjector):
+        def component_config(self, hf_config):
+            calls.append(hf_config.projector_hidden_act)
+            super().component_config(hf_config)
+            return ComponentConfig("mlp", {"depth": 2})
+
+    class Plugin:
+        @hookimpl
+        def vlmkit_llava_converters(self):
+            return [ToDepth2Mlp()]
+
+    out = import_hf(hf_reference["hf_dir"], tmp_path / "vlmkit",
+                    plugin_manager=_plugin_manager(vlmkit_encoders.hooks, Plugin()))
+    assert calls == ["gelu"]
+    model = load_checkpoint(out).eval()
+    assert model.config.connector.name == "mlp" and model.config.connector.args == {"depth": 2}
+    r = compare(model, hf_reference["hf"], tok, "right", n_tokens=16, image_id=tok.convert_tokens_to_ids("<image>"))
+    assert r["diff"] <= TOL
+
+
+def test_a_hook_returning_something_else_is_a_clear_error():
+    from vlmkit.hooks import hookimpl
+    from vlmkit.llava_conversion import llava_converters
+
+    class Plugin:
+        @hookimpl
+        def vlmkit_llava_converters(self):
+            return ["not a converter"]
+
+    with pytest.raises(TypeError, match=r"returned builtins\.str, not a LlavaVisionConversion"):
+        llava_converters(_plugin_manager(Plugin()))

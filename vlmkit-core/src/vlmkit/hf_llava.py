@@ -1,14 +1,19 @@
 """Conversion between vlmkit checkpoints and transformers' ``LlavaForConditionalGeneration`` (LLaVA-1.5).
 
-An HF Llava model is exactly one vlmkit layout: one ``clip`` encoder (one hidden layer, with or without
-the CLS token), the ``mlp2x_gelu`` connector, and a transformers causal LM, trained with the LM
-objective. ``import_hf`` reads such a folder (safetensors only, never pickles) into a vlmkit checkpoint;
-``export_hf`` writes a vlmkit checkpoint of that layout as an HF Llava folder, and refuses, naming the
-part, anything that HF Llava cannot express.
+An HF Llava model is one vlmkit layout: one encoder (HF's vision tower), no fusion, one connector
+(HF's multimodal projector), and a transformers causal LM, trained with the LM objective. ``import_hf``
+reads such a folder (safetensors only, never pickles) into a vlmkit checkpoint; ``export_hf`` writes a
+vlmkit checkpoint of that layout as an HF Llava folder, and refuses, naming the part, anything that HF
+Llava cannot express.
 
-Weights are matched through one canonical naming (``vision.*``, ``projector.linear_{1,2}.*``,
-``text.*``, ``lm_head.*``) so that every on-disk HF layout maps the same way: the 4.x hub layout
-(``language_model.model.*``, ``vision_tower.vision_model.*``), the layout transformers 5 writes
+This module knows no encoder and no connector. The vision tower and the projector are converted by the
+plugins that own the matching components, found through the ``vlmkit_llava_converters`` hook (the
+contract is ``vlmkit.llava_conversion``); when none is installed for a part, the error names the part.
+Core does the rest: safetensors, the language model, the image token, the order of the work, errors.
+
+Weights are matched through one canonical naming (``vision.*`` and ``projector.*`` as the converters
+name them, ``text.*``, ``lm_head.*``) so that every on-disk HF layout maps the same way: the 4.x hub
+layout (``language_model.model.*``, ``vision_tower.vision_model.*``), the layout transformers 5 writes
 (``language_model.model.*``, ``vision_tower.*``) and the in-memory one (``model.language_model.*``).
 
 The image token. vlmkit marks an image by one ``IMAGE_PLACEHOLDER`` (-200) id that splicing expands;
@@ -36,8 +41,11 @@ from torch import nn
 
 from .config import ComponentConfig, ModelConfig
 from .errors import CheckpointError, ConfigError
+from .llava_conversion import LlavaConverters, LlavaProjectorConversion, LlavaVisionConversion, llava_converters
 
 if TYPE_CHECKING:
+    import pluggy
+
     from .model import VisionLanguageModel
 
 log = logging.getLogger(__name__)
@@ -60,30 +68,51 @@ def _strip(key: str, prefix: str) -> str | None:
     return key[len(prefix):] if key.startswith(prefix) else None
 
 
-def _vision_rel(rel: str) -> str:
-    # CLIPVisionModel nested its weights under ``vision_model.`` before transformers 5
-    return rel.removeprefix("vision_model.")
+VISION_PREFIXES = ("model.vision_tower.", "vision_tower.")
+PROJECTOR_PREFIXES = ("model.multi_modal_projector.", "multi_modal_projector.")
 
 
-def hf_canonical(key: str, lm_base_prefix: str = "model") -> str | None:
-    """The canonical name of an HF Llava weight (any of the known layouts), or None if foreign."""
-    for head in ("lm_head.", "language_model.lm_head."):
-        if (rest := _strip(key, head)) is not None:
-            return "lm_head." + rest
-    if (rest := _strip(key, "model.language_model.")) is not None:
-        return "text." + rest
-    if (rest := _strip(key, "language_model.")) is not None:  # the causal LM (with its base prefix) inside
-        for base in dict.fromkeys((lm_base_prefix + ".", "model.")):
-            if (inner := _strip(rest, base)) is not None:
-                return "text." + inner
+def _prefixed(head: str, rest: str | None) -> str | None:
+    return None if rest is None else head + rest
+
+
+class LlavaLayout:
+    """The canonical naming of one Llava-shaped model: core's LM mapping plus the converters' parts."""
+
+    def __init__(self, vision: LlavaVisionConversion, projector: LlavaProjectorConversion):
+        self.vision, self.projector = vision, projector
+
+    def hf_canonical(self, key: str, lm_base_prefix: str = "model") -> str | None:
+        """The canonical name of an HF Llava weight (any of the known layouts), or None if foreign."""
+        for head in ("lm_head.", "language_model.lm_head."):
+            if (rest := _strip(key, head)) is not None:
+                return "lm_head." + rest
+        if (rest := _strip(key, "model.language_model.")) is not None:
+            return "text." + rest
+        if (rest := _strip(key, "language_model.")) is not None:  # the causal LM (with its base prefix) inside
+            for base in dict.fromkeys((lm_base_prefix + ".", "model.")):
+                if (inner := _strip(rest, base)) is not None:
+                    return "text." + inner
+            return None
+        for prefix in VISION_PREFIXES:
+            if (rest := _strip(key, prefix)) is not None:
+                return _prefixed("vision.", self.vision.canonical_from_hf(rest))
+        for prefix in PROJECTOR_PREFIXES:
+            if (rest := _strip(key, prefix)) is not None:
+                return _prefixed("projector.", self.projector.canonical_from_hf(rest))
         return None
-    for prefix in ("model.vision_tower.", "vision_tower."):
-        if (rest := _strip(key, prefix)) is not None:
-            return "vision." + _vision_rel(rest)
-    for prefix in ("model.multi_modal_projector.", "multi_modal_projector."):
-        if (rest := _strip(key, prefix)) is not None:
-            return "projector." + rest
-    return None
+
+    def vlmkit_canonical(self, key: str, lm_base: str, lm_head: str) -> str | None:
+        """The canonical name of a vlmkit weight of a Llava-shaped model, or None if it has no HF place."""
+        if (rest := _strip(key, "encoders.0.")) is not None:
+            return _prefixed("vision.", self.vision.canonical_from_vlmkit(rest))
+        if (rest := _strip(key, "connectors.0.")) is not None:  # no fusion: the projector is connector 0
+            return _prefixed("projector.", self.projector.canonical_from_vlmkit(rest))
+        if (rest := _strip(key, f"llm.model.{lm_base}.")) is not None:
+            return "text." + rest
+        if (rest := _strip(key, f"llm.model.{lm_head}.")) is not None:
+            return "lm_head." + rest
+        return None
 
 
 def _lm_layout(llm_model: nn.Module) -> tuple[str, str]:
@@ -95,20 +124,6 @@ def _lm_layout(llm_model: nn.Module) -> tuple[str, str]:
         raise ConfigError(f"llm '{type(llm_model).__name__}': not a base model + output head; "
                           "HF Llava needs a transformers causal LM of that shape")
     return base, head_name
-
-
-def vlmkit_canonical(key: str, lm_base: str, lm_head: str) -> str | None:
-    """The canonical name of a vlmkit weight of a Llava-shaped model, or None if it has no HF place."""
-    if (rest := _strip(key, "encoders.0.vision.")) is not None:
-        return "vision." + _vision_rel(rest)
-    for idx, name in (("0", "linear_1"), ("2", "linear_2")):
-        if (rest := _strip(key, f"connectors.0.proj.{idx}.")) is not None:
-            return f"projector.{name}.{rest}"
-    if (rest := _strip(key, f"llm.model.{lm_base}.")) is not None:
-        return "text." + rest
-    if (rest := _strip(key, f"llm.model.{lm_head}.")) is not None:
-        return "lm_head." + rest
-    return None
 
 
 def _storage_groups(state: dict[str, torch.Tensor]) -> dict[str, int]:
@@ -198,31 +213,27 @@ def _read_llava_config(src: Path) -> Any:
         raise ConfigError(f"{f}: not a valid Llava config: {exc}") from exc
 
 
-def llava_model_config(hf: Any, tokenizer: str, dtype: str | None = None) -> ModelConfig:
-    """The vlmkit ModelConfig equivalent to an HF ``LlavaConfig``; ConfigError names what cannot be mapped."""
-    vision, text = hf.vision_config, hf.text_config
-    if vision.model_type != "clip_vision_model":
-        raise ConfigError(f"vision_config: model_type '{vision.model_type}' is not CLIP; import-hf maps only a "
-                          "CLIP vision tower to vlmkit's 'clip' encoder")
-    layer = hf.vision_feature_layer
-    if not isinstance(layer, int):
-        raise ConfigError(f"vision_feature_layer: a list of layers ({list(layer)}) is not supported by import-hf; "
-                          "only a single layer maps to the 'clip' encoder")
-    select = {"default": "patch", "full": "cls_patch"}.get(hf.vision_feature_select_strategy)
-    if select is None:
-        raise ConfigError(f"vision_feature_select_strategy: '{hf.vision_feature_select_strategy}' is not "
-                          "'default' or 'full'")
-    if hf.projector_hidden_act != "gelu":
-        raise ConfigError(f"projector_hidden_act: '{hf.projector_hidden_act}' is not 'gelu'; vlmkit's "
-                          "mlp2x_gelu connector uses exact GELU")
-    if not hf.multimodal_projector_bias:
-        raise ConfigError("multimodal_projector_bias: false; vlmkit's mlp2x_gelu connector has biases")
-    n_tokens = (vision.image_size // vision.patch_size) ** 2 + (select == "cls_patch")
-    if getattr(hf, "image_seq_length", n_tokens) != n_tokens:
-        log.warning("image_seq_length %s in the HF config differs from the %s tokens the vision tower gives; "
-                    "using the tower's count", hf.image_seq_length, n_tokens)
+def _import_layout(hf: Any, converters: LlavaConverters) -> tuple[LlavaLayout, ComponentConfig, ComponentConfig]:
+    """The converters for ``hf``'s vision tower and projector, and the components they map them to."""
+    vision, encoder = converters.for_vision_config(hf)
+    projector, connector = converters.for_projector_config(hf)
+    return LlavaLayout(vision, projector), encoder, connector
 
-    vision_args = {k: v for k, v in vision.to_diff_dict().items() if k not in ("transformers_version", "model_type")}
+
+def llava_model_config(hf: Any, tokenizer: str, dtype: str | None = None, *,
+                       plugin_manager: pluggy.PluginManager | None = None) -> ModelConfig:
+    """The vlmkit ModelConfig equivalent to an HF ``LlavaConfig``; ConfigError names what cannot be mapped.
+
+    The encoder and the connector come from the installed converters (``vlmkit_llava_converters`` hook of
+    ``plugin_manager``, by default vlmkit's).
+    """
+    _, encoder, connector = _import_layout(hf, llava_converters(plugin_manager))
+    return _model_config(hf, encoder, connector, tokenizer, dtype)
+
+
+def _model_config(hf: Any, encoder: ComponentConfig, connector: ComponentConfig, tokenizer: str,
+                  dtype: str | None) -> ModelConfig:
+    text = hf.text_config
     text_args = {k: v for k, v in text.to_diff_dict().items() if k != "transformers_version"}
     text_args["model_type"] = text.model_type
     if getattr(hf, "tie_word_embeddings", False):  # Llava ties lm_head to the embeddings when either config says so
@@ -231,13 +242,8 @@ def llava_model_config(hf: Any, tokenizer: str, dtype: str | None = None) -> Mod
     if dtype is not None:
         llm_args["dtype"] = dtype
     max_len = min(2048, int(getattr(text, "max_position_embeddings", 2048) or 2048))
-    return ModelConfig(
-        encoders=[ComponentConfig("clip", {"config": vision_args, "feature_layer": layer, "select": select})],
-        connector=ComponentConfig("mlp2x_gelu"),
-        llm=ComponentConfig("hf", llm_args),
-        objectives=[ComponentConfig("lm")],
-        max_length=max_len,
-    )
+    return ModelConfig(encoders=[encoder], connector=connector, llm=ComponentConfig("hf", llm_args),
+                       objectives=[ComponentConfig("lm")], max_length=max_len)
 
 
 def _has_tokenizer(folder: Path) -> bool:
@@ -245,7 +251,8 @@ def _has_tokenizer(folder: Path) -> bool:
 
 
 def import_hf(src: str | Path, out: str | Path, progress: Progress | None = None, *,
-              tokenizer: str | Path | None = None, dtype: str | None = None) -> Path:
+              tokenizer: str | Path | None = None, dtype: str | None = None,
+              plugin_manager: pluggy.PluginManager | None = None) -> Path:
     """Convert an HF ``LlavaForConditionalGeneration`` folder into a vlmkit checkpoint at ``out``.
 
     ``src`` holds ``config.json`` and safetensors weights (one file or shards with
@@ -255,8 +262,11 @@ def import_hf(src: str | Path, out: str | Path, progress: Progress | None = None
     its place and every weight must be filled, else ``CheckpointError``. ``progress(done, total)`` is
     called as tensors are copied. Returns ``out``.
 
-    The encoder keeps vlmkit's default ``resize: pad`` (LLaVA-1.5 pads images to a square); HF's Llava
-    processor resizes and centre-crops instead. Use ``--set encoder.clip.resize=square`` for HF's pixels.
+    The vision tower and the projector are converted by the installed plugins' converters (the
+    ``vlmkit_llava_converters`` hook of ``plugin_manager``, by default vlmkit's); a part that no plugin
+    converts is a ConfigError naming it. The encoder keeps its converter's image policy (LLaVA-1.5 pads
+    images to a square, HF's Llava processor resizes and centre-crops): set the encoder's ``resize``
+    argument (``--set encoder.0.resize=square``) for HF's pixels.
     """
     from .assembly import build_model
     from .checkpoint import save_checkpoint
@@ -272,21 +282,27 @@ def import_hf(src: str | Path, out: str | Path, progress: Progress | None = None
             raise ConfigError(f"{src}: no tokenizer files ({', '.join(TOKENIZER_FILES)}); a vlmkit checkpoint "
                               "carries its tokenizer: pass tokenizer=<folder or hub id>")
         tokenizer = src
-    cfg = llava_model_config(hf_cfg, str(tokenizer), dtype)  # config errors before any weight is read
+    # config errors before any weight is read
+    layout, encoder, connector = _import_layout(hf_cfg, llava_converters(plugin_manager))
+    cfg = _model_config(hf_cfg, encoder, connector, str(tokenizer), dtype)
     files = safetensors_files(src)
     headers = _headers(files)
     if dtype is None:  # keep the dtype the LLM's weights are stored in
-        stored = [h[2] for k, h in headers.items() if (hf_canonical(k) or "").startswith("text.")]
+        stored = [h[2] for k, h in headers.items() if (layout.hf_canonical(k) or "").startswith("text.")]
         if stored and _SAFETENSORS_DTYPES.get(stored[0]):
             cfg.llm.args["dtype"] = _SAFETENSORS_DTYPES[stored[0]]
     model = build_model(cfg, pretrained=False)
     model.eval()
     lm_base, lm_head = _lm_layout(model.llm.model)
+    n_tokens = model.visual_spec.num_tokens
+    if getattr(hf_cfg, "image_seq_length", n_tokens) != n_tokens:
+        log.warning("image_seq_length %s in the HF config differs from the %s tokens the vision tower gives; "
+                    "using the tower's count", hf_cfg.image_seq_length, n_tokens)
 
     state = model.persistent_state_dict()
     canon_to_key: dict[str, str] = {}
     for k in state:
-        c = vlmkit_canonical(k, lm_base, lm_head)
+        c = layout.vlmkit_canonical(k, lm_base, lm_head)
         if c is None:
             raise CheckpointError(f"import-hf: vlmkit weight '{k}' has no counterpart in HF Llava (unexpected model layout)")
         canon_to_key[c] = k
@@ -294,7 +310,7 @@ def import_hf(src: str | Path, out: str | Path, progress: Progress | None = None
     plan: dict[str, str] = {}  # hf key -> vlmkit key
     unexpected: list[str] = []
     for k, (path, shape, _) in headers.items():
-        c = hf_canonical(k, lm_base)
+        c = layout.hf_canonical(k, lm_base)
         target = canon_to_key.get(c) if c is not None else None
         if target is None:
             if k.endswith(RECOMPUTED_BUFFERS):
@@ -331,44 +347,36 @@ def _base_name(component: nn.Module) -> str:
     return (getattr(component, "component_name", "") or "").split(":")[-1]
 
 
-def _feature_layer(enc: nn.Module) -> int | None:
-    """The encoder's single feature layer, or None when it reads several."""
-    layers = getattr(enc, "feature_layers", None)
-    if layers is None:
-        layers = [getattr(enc, "feature_layer", None)]
-    return layers[0] if len(layers) == 1 and isinstance(layers[0], int) else None
-
-
-def llava_problems(model: VisionLanguageModel) -> list[str]:
-    """Why ``model`` cannot be written as HF Llava, one line per part (empty: it can)."""
+def _export_layout(model: VisionLanguageModel, converters: LlavaConverters) -> tuple[LlavaLayout | None, list[str]]:
+    """The converters for ``model``'s encoder and connector, and why it cannot be HF Llava (empty: it can)."""
     problems: list[str] = []
+    vision = projector = None
     encoders = list(model.encoders)
     if len(encoders) != 1:
         names = ", ".join(f"'{_base_name(e)}'" for e in encoders) or "none"
         problems.append(f"encoders: HF Llava has exactly one vision tower, this model has {len(encoders)} ({names})")
-    elif _base_name(encoders[0]) != "clip" or not hasattr(encoders[0], "vision"):
-        problems.append(f"encoder.0 '{_base_name(encoders[0])}': HF Llava export supports only the 'clip' encoder")
     else:
-        enc = encoders[0]
-        if getattr(enc.vision.config, "model_type", None) != "clip_vision_model":
-            problems.append(f"encoder.0 'clip': vision tower is {type(enc.vision).__name__}, not CLIPVisionModel")
-        if _feature_layer(enc) is None or getattr(enc, "select", None) not in ("patch", "cls_patch"):
-            problems.append("encoder.0 'clip': export-hf needs exactly one feature layer and select 'patch' or "
-                            "'cls_patch'")
+        name = _base_name(encoders[0])
+        vision = converters.for_encoder(name)
+        found = vision.problems(encoders[0]) if vision is not None else [converters.unclaimed_encoder(name)]
+        problems += [f"encoder.0 '{name}': {p}" for p in found]
     fusion = list(model.connectors[:-1])
     if fusion:
         problems.append("fusion: HF Llava has no fusion module; this model has "
                         + ", ".join(f"'{_base_name(f)}'" for f in fusion))
     con = model.connectors[-1] if len(model.connectors) else None
-    proj = getattr(con, "proj", None)
-    ok = (isinstance(proj, nn.Sequential) and len(proj) == 3 and isinstance(proj[0], nn.Linear)
-          and isinstance(proj[1], nn.GELU) and proj[1].approximate == "none" and isinstance(proj[2], nn.Linear)
-          and proj[0].bias is not None and proj[2].bias is not None)
-    if not ok:
-        problems.append(f"connector '{_base_name(con) if con is not None else 'none'}': HF Llava's projector is "
-                        "mlp2x_gelu (Linear, exact GELU, Linear, with biases)")
+    name = _base_name(con) if con is not None else "none"
+    projector = converters.for_connector(name) if con is not None else None
+    found = projector.problems(con) if projector is not None else [converters.unclaimed_connector(name)]
+    problems += [f"connector '{name}': {p}" for p in found]
     problems += _llm_problems(model.llm.model)
-    return problems
+    layout = LlavaLayout(vision, projector) if vision is not None and projector is not None else None
+    return layout, problems
+
+
+def llava_problems(model: VisionLanguageModel, *, plugin_manager: pluggy.PluginManager | None = None) -> list[str]:
+    """Why ``model`` cannot be written as HF Llava, one line per part (empty: it can)."""
+    return _export_layout(model, llava_converters(plugin_manager))[1]
 
 
 def _llm_problems(lm: nn.Module) -> list[str]:
@@ -419,31 +427,25 @@ def _image_token(tok: Any, lm: nn.Module) -> tuple[int, bool]:
     return idx, True
 
 
-def _image_processor(model: VisionLanguageModel) -> Any:
-    from transformers import CLIPImageProcessor
-
-    view = model.encoders[0].view
-    return CLIPImageProcessor(size={"shortest_edge": view.size}, crop_size={"height": view.size, "width": view.size},
-                              image_mean=list(view.mean), image_std=list(view.std))
-
-
-def export_hf(model_dir: str | Path, out: str | Path) -> Path:
+def export_hf(model_dir: str | Path, out: str | Path, *, plugin_manager: pluggy.PluginManager | None = None) -> Path:
     """Write the vlmkit checkpoint ``model_dir`` as an HF ``LlavaForConditionalGeneration`` folder at ``out``.
 
-    Possible for one ``clip`` encoder, no fusion, the ``mlp2x_gelu`` connector and a transformers causal LM;
-    anything else raises ConfigError naming each part that HF Llava cannot express. Objectives other than
-    ``lm`` are training-only and are left out with a warning. Writes config.json, model.safetensors,
-    generation_config.json, the tokenizer (with an ``<image>`` token, see the module docstring) and a
-    LlavaProcessor with a CLIP image processor. The processor resizes and centre-crops; a vlmkit view
-    with ``resize: pad`` pads to a square first, so feed HF pre-padded images for identical pixels.
-    Returns ``out``.
+    Possible for one encoder and one connector that installed converters can write as HF Llava's vision
+    tower and projector (the ``vlmkit_llava_converters`` hook of ``plugin_manager``, by default vlmkit's),
+    no fusion, and a transformers causal LM; anything else raises ConfigError naming each part that HF
+    Llava cannot express. Objectives other than ``lm`` are training-only and are left out with a warning.
+    Writes config.json, model.safetensors, generation_config.json, the tokenizer (with an ``<image>``
+    token, see the module docstring) and a LlavaProcessor with the vision converter's image processor.
+    HF's processors resize and centre-crop; a vlmkit view with ``resize: pad`` pads to a square first, so
+    feed HF pre-padded images for identical pixels. Returns ``out``.
     """
     from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
     from .checkpoint import load_checkpoint
 
-    problems = llava_problems(load_checkpoint(model_dir, meta=True))  # refuse before reading any weight
-    if problems:
+    converters = llava_converters(plugin_manager)
+    layout, problems = _export_layout(load_checkpoint(model_dir, meta=True), converters)  # before any weight is read
+    if problems or layout is None:
         raise ConfigError(f"{model_dir}: cannot be expressed as HF Llava: " + "; ".join(problems))
     model = load_checkpoint(model_dir)
     extra = [name for name in model.objectives if name != "lm"]
@@ -451,30 +453,28 @@ def export_hf(model_dir: str | Path, out: str | Path) -> Path:
         warnings.warn(f"export-hf: objective(s) {', '.join(extra)} are training-only and have no place in HF Llava; "
                       "they are left out (inference is unchanged)", UserWarning, stacklevel=2)
 
-    enc, lm = model.encoders[0], model.llm.model
+    enc, con, lm = model.encoders[0], model.connectors[-1], model.llm.model
     tok = model.tokenizer
     image_id, grew = _image_token(tok, lm)
     lm_base, lm_head = _lm_layout(lm)
 
     text_cfg = lm.config
     hf_cfg = LlavaConfig(
-        vision_config=enc.vision.config.to_dict(), text_config=text_cfg.to_dict(), image_token_index=image_id,
-        image_seq_length=model.visual_spec.num_tokens, vision_feature_layer=_feature_layer(enc),
-        vision_feature_select_strategy="default" if enc.select == "patch" else "full",
-        projector_hidden_act="gelu", multimodal_projector_bias=True,
+        text_config=text_cfg.to_dict(), image_token_index=image_id, image_seq_length=model.visual_spec.num_tokens,
         tie_word_embeddings=bool(getattr(text_cfg, "tie_word_embeddings", False)),
+        **layout.vision.hf_config(enc), **layout.projector.hf_config(con),
     )
     with torch.device("meta"):  # architecture only: the weights come from the vlmkit model below
         hf = LlavaForConditionalGeneration(hf_cfg)
     hf_keys = {}
     for k in hf.state_dict():
-        c = hf_canonical(k)
+        c = layout.hf_canonical(k)
         if c is None:
             raise ConfigError(f"export-hf: HF Llava weight '{k}' has no canonical name (unsupported transformers layout)")
         hf_keys[c] = k
     state = {}
     for k, v in model.persistent_state_dict().items():
-        c = vlmkit_canonical(k, lm_base, lm_head)
+        c = layout.vlmkit_canonical(k, lm_base, lm_head)
         if c is None:
             if k.startswith("objectives."):
                 continue
@@ -497,8 +497,8 @@ def export_hf(model_dir: str | Path, out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     hf.save_pretrained(out)
-    processor = LlavaProcessor(image_processor=_image_processor(model), tokenizer=tok, patch_size=enc.patch,
+    processor = LlavaProcessor(image_processor=layout.vision.image_processor(enc), tokenizer=tok,
                                vision_feature_select_strategy=hf_cfg.vision_feature_select_strategy,
-                               image_token=IMAGE_TOKEN, num_additional_image_tokens=1)
+                               image_token=IMAGE_TOKEN, **layout.vision.processor_args(enc))
     processor.save_pretrained(out)
     return out

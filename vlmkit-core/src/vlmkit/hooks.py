@@ -6,6 +6,8 @@ Components are enumerated through entry points (see ``registry``). Hooks are for
 * ``vlmkit_check_compatibility(config, specs)``: extra build-time checks; return error strings.
 * ``vlmkit_model_built(model, config)``: react to an assembled model (logging, patching, wrapping).
 * ``vlmkit_training_callbacks(recipe, stage)``: return transformers ``TrainerCallback`` objects.
+* ``vlmkit_llava_converters()``: return converters between HF Llava parts and the plugin's components
+  (``vlmkit.llava_conversion``), used by ``import-hf`` / ``export-hf``.
 
 Implementations are modules or objects listed in the ``vlmkit.hooks`` entry-point group, or
 registered at run time with ``get_plugin_manager().register(obj)``. Following pluggy's versioning,
@@ -47,6 +49,14 @@ class VlmkitHookSpecs:
     @hookspec
     def vlmkit_training_callbacks(self, recipe: Any, stage: Any) -> list[Any] | None:
         """Return extra transformers TrainerCallback objects for a training stage."""
+
+    @hookspec
+    def vlmkit_llava_converters(self) -> list[Any] | None:
+        """Return ``LlavaVisionConversion`` / ``LlavaProjectorConversion`` objects (``vlmkit.llava_conversion``).
+
+        Each converts one part of transformers' HF Llava (the vision tower, the multimodal projector) to and
+        from a component of the plugin; ``vlmkit.hf_llava`` does the rest of import-hf / export-hf.
+        """
 
 
 _pm: pluggy.PluginManager | None = None

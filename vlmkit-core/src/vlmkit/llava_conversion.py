@@ -1,0 +1,178 @@
+"""The conversion contract between vlmkit components and the parts of transformers' HF Llava.
+
+``vlmkit.hf_llava`` converts whole checkpoints (``import_hf`` / ``export_hf``). It owns everything that is
+the same for every Llava: reading safetensors, the language model and its head, the image token, the
+order of the work and the error reports. It knows no encoder and no connector. The two parts of an HF
+Llava that are vision components are converted by the plugins that own the matching vlmkit component:
+
+* HF Llava's ``vision_tower`` (chosen by ``vision_config.model_type``) <-> one vlmkit encoder:
+  a ``LlavaVisionConversion``;
+* HF Llava's ``multi_modal_projector`` <-> vlmkit's final connector: a ``LlavaProjectorConversion``.
+
+A plugin returns instances from the ``vlmkit_llava_converters`` hook (``vlmkit.hooks``); core finds them
+through pluggy, so nothing here names a plugin. Weights meet in a *canonical* naming per part: each
+converter maps the tensor names of its HF part (relative to the part, in every HF layout it knows)
+and the parameter names of its vlmkit component (relative to the component) to the same canonical
+names; core adds the ``vision.`` / ``projector.`` prefix and pairs the two sides.
+
+This module imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from .config import ComponentConfig
+
+__all__ = ["LlavaPartConversion", "LlavaVisionConversion", "LlavaProjectorConversion", "LlavaConverters",
+           "llava_converters"]
+
+
+class LlavaPartConversion(ABC):
+    """Converts one part of an HF Llava to and from one vlmkit component.
+
+    Messages returned or raised by a converter name the HF config field (on import) or the property of
+    the built component (on export) that does not fit; core adds which part they concern.
+    """
+
+    #: bare registry names of the vlmkit components this converter reads and writes (export picks the
+    #: converter whose ``components`` hold the built component's name)
+    components: ClassVar[tuple[str, ...]] = ()
+    #: one line on what the HF part must look like, used when no converter claims a component
+    description: ClassVar[str] = ""
+
+    @abstractmethod
+    def component_config(self, hf_config: Any) -> "ComponentConfig":
+        """The vlmkit component equal to this part of ``hf_config`` (a transformers ``LlavaConfig``).
+
+        Raise ``ConfigError`` starting with the HF field that cannot be mapped, e.g.
+        ``"vision_feature_layer: a list of layers ... is not supported"``.
+        """
+
+    @abstractmethod
+    def canonical_from_hf(self, name: str) -> str | None:
+        """The canonical name of an HF tensor of this part (``name`` is relative to the part, e.g. without
+        ``vision_tower.``), or None when it is no tensor of this part."""
+
+    @abstractmethod
+    def canonical_from_vlmkit(self, name: str) -> str | None:
+        """The canonical name of a persistent tensor of the vlmkit component (``name`` is relative to the
+        component, e.g. without ``encoders.0.``), or None when it has no place in HF Llava."""
+
+    def problems(self, component: Any) -> list[str]:
+        """Why this built component cannot be written as the HF part (empty: it can)."""
+        return []
+
+    @abstractmethod
+    def hf_config(self, component: Any) -> dict[str, Any]:
+        """The ``LlavaConfig`` fields this part decides on export (only called when ``problems`` is empty)."""
+
+
+class LlavaVisionConversion(LlavaPartConversion):
+    """HF Llava's ``vision_tower`` (+ the feature layer and selection it reads) <-> a vlmkit encoder."""
+
+    #: the ``vision_config.model_type`` values this converter imports
+    model_types: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def image_processor(self, component: Any) -> Any:
+        """A transformers image processor that prepares pixels for this encoder as HF expects them."""
+
+    def processor_args(self, component: Any) -> dict[str, Any]:
+        """Extra ``LlavaProcessor`` arguments (e.g. ``patch_size``, ``num_additional_image_tokens``)."""
+        return {}
+
+
+class LlavaProjectorConversion(LlavaPartConversion):
+    """HF Llava's ``multi_modal_projector`` <-> the vlmkit model's final connector."""
+
+
+#: the plugin packages of the vlmkit project that ship converters, named in errors as a way out
+VISION_CONVERTER_PACKAGE = "vlmkit-encoders"
+PROJECTOR_CONVERTER_PACKAGE = "vlmkit-fusion"
+
+
+class LlavaConverters:
+    """The converters that installed plugins provide, split by part."""
+
+    def __init__(self, vision: list[LlavaVisionConversion], projector: list[LlavaProjectorConversion]):
+        self.vision, self.projector = vision, projector
+
+    # -- import: HF config -> converter ------------------------------------------------------------
+    def for_vision_config(self, hf_config: Any) -> tuple[LlavaVisionConversion, "ComponentConfig"]:
+        model_type = getattr(hf_config.vision_config, "model_type", None)
+        candidates = [c for c in self.vision if model_type in c.model_types]
+        if not candidates:
+            known = sorted({t for c in self.vision for t in c.model_types})
+            have = f"installed converters read {', '.join(repr(t) for t in known)}" if known else \
+                "no vision converter is installed"
+            raise ConfigError(f"vision_config.model_type '{model_type}': no installed plugin converts this HF vision "
+                              f"tower to a vlmkit encoder ({have}); install a vlmkit plugin package that provides "
+                              f"one through the vlmkit_llava_converters hook, e.g. {VISION_CONVERTER_PACKAGE}")
+        return _first_that_maps(candidates, hf_config)
+
+    def for_projector_config(self, hf_config: Any) -> tuple[LlavaProjectorConversion, "ComponentConfig"]:
+        if not self.projector:
+            raise ConfigError("multi_modal_projector: no installed plugin converts HF Llava's projector to a vlmkit "
+                              "connector; install a vlmkit plugin package that provides one through the "
+                              f"vlmkit_llava_converters hook, e.g. {PROJECTOR_CONVERTER_PACKAGE}")
+        return _first_that_maps(self.projector, hf_config)
+
+    # -- export: built component -> converter ------------------------------------------------------
+    def for_encoder(self, name: str) -> LlavaVisionConversion | None:
+        return next((c for c in self.vision if name in c.components), None)
+
+    def for_connector(self, name: str) -> LlavaProjectorConversion | None:
+        return next((c for c in self.projector if name in c.components), None)
+
+    def unclaimed_encoder(self, name: str) -> str:
+        names = [n for c in self.vision for n in c.components]
+        if not names:
+            return (f"no installed plugin converts an encoder to HF Llava's vision tower (install "
+                    f"{VISION_CONVERTER_PACKAGE} or another plugin with a vision converter)")
+        return f"HF Llava export supports only the {', '.join(repr(n) for n in names)} encoder{'s' * (len(names) > 1)}"
+
+    def unclaimed_connector(self, name: str) -> str:
+        if not self.projector:
+            return (f"no installed plugin converts a connector to HF Llava's projector (install "
+                    f"{PROJECTOR_CONVERTER_PACKAGE} or another plugin with a projector converter)")
+        return "HF Llava's projector is " + " or ".join(c.description or "/".join(c.components) for c in self.projector)
+
+
+def _first_that_maps(candidates: list[Any], hf_config: Any) -> tuple[Any, "ComponentConfig"]:
+    """The first converter that maps ``hf_config``; when none does, its ConfigError (or all of them)."""
+    errors: list[str] = []
+    for conv in candidates:
+        try:
+            return conv, conv.component_config(hf_config)
+        except ConfigError as exc:
+            errors.append(str(exc))
+    raise ConfigError("; ".join(dict.fromkeys(errors)))
+
+
+def llava_converters(plugin_manager: "pluggy.PluginManager | None" = None) -> LlavaConverters:
+    """Collect the converters from every ``vlmkit_llava_converters`` hook implementation.
+
+    ``plugin_manager`` defaults to vlmkit's (entry-point hooks plus run-time registrations).
+    """
+    from .hooks import get_plugin_manager
+
+    pm = plugin_manager if plugin_manager is not None else get_plugin_manager()
+    vision: list[LlavaVisionConversion] = []
+    projector: list[LlavaProjectorConversion] = []
+    for result in pm.hook.vlmkit_llava_converters():
+        for conv in result or []:
+            if isinstance(conv, LlavaVisionConversion):
+                vision.append(conv)
+            elif isinstance(conv, LlavaProjectorConversion):
+                projector.append(conv)
+            else:
+                raise TypeError(f"a vlmkit_llava_converters hook returned {type(conv).__module__}."
+                                f"{type(conv).__qualname__}, not a LlavaVisionConversion or LlavaProjectorConversion")
+    return LlavaConverters(vision, projector)

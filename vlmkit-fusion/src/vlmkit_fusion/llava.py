@@ -1,0 +1,60 @@
+"""HF Llava's ``LlavaMultiModalProjector`` <-> vlmkit's ``mlp2x_gelu`` connector (``vlmkit.llava_conversion``).
+
+Returned by this package's ``vlmkit_llava_converters`` hook (``vlmkit_fusion.hooks``), so that
+``vlmkit import-hf`` / ``export-hf`` convert LLaVA-1.5 checkpoints without core knowing about projectors.
+
+HF's projector is ``linear_1``, an activation (``projector_hidden_act``), ``linear_2``, with biases unless
+``multimodal_projector_bias`` is false. ``mlp2x_gelu`` (and ``mlp`` at its default depth 2) is
+``proj = Sequential(Linear, GELU(exact), Linear)`` with biases: ``proj.0`` is ``linear_1`` and ``proj.2``
+is ``linear_2``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vlmkit.config import ComponentConfig
+from vlmkit.errors import ConfigError
+from vlmkit.llava_conversion import LlavaProjectorConversion
+
+#: vlmkit ``proj`` index <-> HF projector layer
+_LAYERS = {"0": "linear_1", "2": "linear_2"}
+_HF_LAYERS = set(_LAYERS.values())
+
+
+class MLP2xGeluLlavaProjector(LlavaProjectorConversion):
+    components = ("mlp2x_gelu", "mlp")
+    description = "mlp2x_gelu (Linear, exact GELU, Linear, with biases)"
+
+    # -- import ---------------------------------------------------------------------------------------
+    def component_config(self, hf_config: Any) -> ComponentConfig:
+        if hf_config.projector_hidden_act != "gelu":
+            raise ConfigError(f"projector_hidden_act: '{hf_config.projector_hidden_act}' is not 'gelu'; vlmkit's "
+                              "mlp2x_gelu connector uses exact GELU")
+        if not getattr(hf_config, "multimodal_projector_bias", True):
+            raise ConfigError("multimodal_projector_bias: false; vlmkit's mlp2x_gelu connector has biases")
+        return ComponentConfig("mlp2x_gelu")
+
+    # -- weights --------------------------------------------------------------------------------------
+    def canonical_from_hf(self, name: str) -> str | None:
+        return name if name.partition(".")[0] in _HF_LAYERS else None
+
+    def canonical_from_vlmkit(self, name: str) -> str | None:
+        head, _, rest = name.partition(".")
+        if head != "proj":
+            return None
+        idx, _, param = rest.partition(".")
+        return f"{_LAYERS[idx]}.{param}" if idx in _LAYERS and param else None
+
+    # -- export ---------------------------------------------------------------------------------------
+    def problems(self, component: Any) -> list[str]:
+        from torch import nn
+
+        proj = getattr(component, "proj", None)
+        ok = (isinstance(proj, nn.Sequential) and len(proj) == 3 and isinstance(proj[0], nn.Linear)
+              and isinstance(proj[1], nn.GELU) and proj[1].approximate == "none" and isinstance(proj[2], nn.Linear)
+              and proj[0].bias is not None and proj[2].bias is not None)
+        return [] if ok else [f"HF Llava's projector is {self.description}"]
+
+    def hf_config(self, component: Any) -> dict[str, Any]:
+        return {"projector_hidden_act": "gelu", "multimodal_projector_bias": True}
