@@ -78,7 +78,7 @@ def test_llm_from_local_folder(tmp_path):
     hf.save_pretrained(tmp_path / "llm")
     tok.save_pretrained(tmp_path / "llm")
     cfg = ModelConfig.from_dict({"encoders": [{"name": "tiny-conv", "args": {"image_size": 32, "width": 16}}],
-                                 "llm": str(tmp_path / "llm")})
+                                 "connector": "mlp2x_gelu", "llm": str(tmp_path / "llm")})
     model = build_model(cfg)
     assert torch.equal(model.llm.model.lm_head.weight, hf.lm_head.weight)
     assert model.llm.display_name == str(tmp_path / "llm")

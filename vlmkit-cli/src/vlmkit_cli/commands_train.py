@@ -25,7 +25,10 @@ def train(recipe: str = typer.Argument(..., help="Recipe YAML file or recipe pre
     from vlmkit.training.recipe import load_recipe
     from vlmkit.training.runner import run_recipe
 
+    from .model_config import with_default_connector
+
     rec = load_recipe(recipe, overrides=set_ or [])
+    with_default_connector(rec.model)
     if output is not None:
         rec.output_dir = str(output)
     if deepspeed is not None:

@@ -6,6 +6,17 @@ from pathlib import Path
 from typing import Any, Sequence
 
 DEFAULT_PRESET = "tiny"
+#: the connector of a CLI-built model that names none (core has no default: it names no plugin)
+DEFAULT_CONNECTOR = "mlp2x_gelu"
+
+
+def with_default_connector(cfg):
+    """``cfg`` with the CLI's default connector when it has none (a config file or --encoder flags)."""
+    from vlmkit.config import ComponentConfig
+
+    if cfg.connector is None:
+        cfg.connector = ComponentConfig(DEFAULT_CONNECTOR)
+    return cfg
 
 
 def load_preset(kind: str, name: str) -> dict[str, Any]:
@@ -45,6 +56,7 @@ def resolve_model_config(*, preset: str | None = None, config: Path | None = Non
         cfg.fusion = [ComponentConfig(f) for f in fusion]
     if connector:
         cfg.connector = ComponentConfig(connector)
+    with_default_connector(cfg)
     if llm:
         cfg.llm = ComponentConfig(llm)
     if objectives:

@@ -40,15 +40,19 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'vlmkit' has no attribute '{name}'")
 
 
-def create_model(encoder: str | list[str] | None = None, connector: str = "mlp2x_gelu", llm: str = "tiny-llama",
+def create_model(encoder: str | list[str] | None = None, connector: str | None = None, llm: str = "tiny-llama",
                  fusion: list[str] | None = None, objectives: list[str] | None = None, meta: bool = False, **_: Any):
-    """timm-style shortcut: ``vlmkit.create_model("clip", llm="path/to/vicuna")``."""
+    """timm-style shortcut: ``vlmkit.create_model("my-encoder", connector="my-projector", llm="path/to/vicuna")``.
+
+    ``connector`` names the final projector; core has no default (it names no plugin), so leaving it out
+    is a ConfigError that lists the installed connectors.
+    """
     from .assembly import build_model
     from .config import ComponentConfig, ModelConfig
 
     encs = [encoder] if isinstance(encoder, str) else list(encoder or [])
     cfg = ModelConfig(encoders=[ComponentConfig(e) for e in encs], fusion=[ComponentConfig(f) for f in fusion or []],
-                      connector=ComponentConfig(connector), llm=ComponentConfig(llm),
+                      connector=ComponentConfig(connector) if connector else None, llm=ComponentConfig(llm),
                       objectives=[ComponentConfig(o) for o in (objectives or ["lm"])])
     return build_model(cfg, meta=meta)
 

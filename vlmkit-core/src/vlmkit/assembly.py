@@ -73,6 +73,7 @@ def build_model(config: ModelConfig, *, meta: bool = False, pretrained: bool = T
 
 
 def _assemble(config: ModelConfig, installed_from: dict[str, str] | None) -> VisionLanguageModel:
+    connector = config.require_connector()  # before anything is built: core has no default connector
     llm = build_llm(config.llm, installed_from)
     d_llm = llm.hidden_size
 
@@ -86,7 +87,7 @@ def _assemble(config: ModelConfig, installed_from: dict[str, str] | None) -> Vis
     encoder_specs = tuple(specs)
 
     connectors: list[Connector] = []
-    chain = [("fusion", c) for c in config.fusion] + [("connector", config.connector)]
+    chain = [("fusion", c) for c in config.fusion] + [("connector", connector)]
     for kind, cfg in chain:
         producers = " + ".join(f"'{s.source}'" for s in specs) or "no encoder"
         try:
@@ -97,10 +98,10 @@ def _assemble(config: ModelConfig, installed_from: dict[str, str] | None) -> Vis
         specs = con.output_specs()
 
     if len(specs) != 1:
-        raise IncompatibleComponentsError(f"connector '{config.connector.name}'", f"llm '{config.llm.name}'",
+        raise IncompatibleComponentsError(f"connector '{connector.name}'", f"llm '{config.llm.name}'",
                                           f"number of streams: expected 1, got {len(specs)}")
     if specs[0].dim != d_llm:
-        raise IncompatibleComponentsError(f"connector '{config.connector.name}'", f"llm '{config.llm.name}'",
+        raise IncompatibleComponentsError(f"connector '{connector.name}'", f"llm '{config.llm.name}'",
                                           f"width: connector gives {specs[0].dim}, llm hidden size is {d_llm}")
     visual = specs[0] if encoders else None
 

@@ -3,6 +3,10 @@
 A model is a config: encoders (each with its arguments), fusion modules, one connector (the final
 projector to the LLM width), the LLM, and objectives with weights. The same config comes from CLI
 flags, a YAML file or a preset. Unknown keys are errors that list the valid keys.
+
+Core names no plugin component, so there is no default connector here: a model config says which
+connector it uses (the CLI and the presets supply the user-facing default). A config without one is
+refused when the model is built, with the list of installed connectors (``ModelConfig.require_connector``).
 """
 
 from __future__ import annotations
@@ -55,7 +59,8 @@ class ComponentConfig:
 class ModelConfig:
     encoders: list[ComponentConfig] = field(default_factory=list)
     fusion: list[ComponentConfig] = field(default_factory=list)
-    connector: ComponentConfig = field(default_factory=lambda: ComponentConfig("mlp2x_gelu"))
+    #: the final connector (projector to the LLM width); required to build, no default in core
+    connector: ComponentConfig | None = None
     llm: ComponentConfig = field(default_factory=lambda: ComponentConfig("tiny-llama"))
     objectives: list[ComponentConfig] = field(default_factory=lambda: [ComponentConfig("lm")])
     #: total sequence length after splicing; longer samples are truncated (text) at data time
@@ -77,7 +82,7 @@ class ModelConfig:
             cfg.encoders = [ComponentConfig.parse(v, f"{where}.encoders[{i}]") for i, v in enumerate(_as_list(data["encoders"]))]
         if "fusion" in data:
             cfg.fusion = [ComponentConfig.parse(v, f"{where}.fusion[{i}]") for i, v in enumerate(_as_list(data["fusion"]))]
-        if "connector" in data:
+        if data.get("connector") is not None:
             cfg.connector = ComponentConfig.parse(data["connector"], f"{where}.connector")
         if "llm" in data:
             cfg.llm = ComponentConfig.parse(data["llm"], f"{where}.llm")
@@ -103,7 +108,7 @@ class ModelConfig:
         return {
             "encoders": [c.to_dict() for c in self.encoders],
             "fusion": [c.to_dict() for c in self.fusion],
-            "connector": self.connector.to_dict(),
+            **({"connector": self.connector.to_dict()} if self.connector is not None else {}),
             "llm": self.llm.to_dict(),
             "objectives": [c.to_dict(with_weight=True) for c in self.objectives],
             "max_length": self.max_length,
@@ -113,6 +118,17 @@ class ModelConfig:
 
     def copy(self) -> "ModelConfig":
         return ModelConfig.from_dict(yaml.safe_load(yaml.safe_dump(self.to_dict())))
+
+    def require_connector(self, where: str = "model") -> ComponentConfig:
+        """The connector, or a ConfigError naming the field and listing the installed connectors."""
+        if self.connector is not None:
+            return self.connector
+        from .registry import registry
+
+        names = registry.names("connector")
+        have = f"installed connectors: {', '.join(names)}" if names else "no connector plugins are installed"
+        raise ConfigError(f"{where}.connector: not set; a model needs a final connector (the projector from the "
+                          f"visual features to the LLM width) and vlmkit-core has no default ({have})")
 
     # -- the parts addressed by --set ---------------------------------------------------------
     def parts(self) -> dict[str, ComponentConfig]:
@@ -126,7 +142,8 @@ class ModelConfig:
                     out[f"{group}.{bare}"] = c
             if len(items) == 1:
                 out[group] = items[0]
-        out["connector"] = self.connector
+        if self.connector is not None:
+            out["connector"] = self.connector
         out["llm"] = self.llm
         return out
 
