@@ -18,8 +18,9 @@ DEEPSPEED_PRESETS = ("zero2", "zero3")
 
 @dataclass
 class DataConfig:
-    #: dataset component name (registry kind "dataset") and its arguments
-    dataset: str = "llava-json"
+    #: dataset component name (registry kind "dataset"), required: core names no dataset plugin (recipe
+    #: presets and the CLI supply one); and its arguments
+    dataset: str
     args: dict[str, Any] = field(default_factory=dict)
     template: str | dict[str, Any] | None = None
     #: image preprocessing policy for fixed-size views: pad | square | resize (None: the encoder's default)
@@ -143,6 +144,11 @@ def parse_recipe(doc: dict[str, Any], where: str = "recipe") -> Recipe:
         if not isinstance(dd, dict):
             raise ConfigError(f"{w}: missing 'data' mapping")
         check_keys(dd, DATA_KEYS, f"{w}.data")
+        if not dd.get("dataset"):
+            raise ConfigError(f"{w}.data.dataset: not set; name the dataset component that reads this stage's data "
+                              f"({_installed('dataset')})")
+        if not isinstance(dd["dataset"], str):
+            raise ConfigError(f"{w}.data.dataset: expected a dataset name, got {type(dd['dataset']).__name__}")
         dd = dict(dd)
         dd["transforms"] = [ComponentConfig.parse(t, f"{w}.data.transforms[{j}]")
                             for j, t in enumerate(dd.get("transforms") or [])]
@@ -171,6 +177,13 @@ def parse_recipe(doc: dict[str, Any], where: str = "recipe") -> Recipe:
         raise ConfigError(f"{where}: stage names must be unique, got {names}")
     return Recipe(model=model, stages=stages, output_dir=str(doc.get("output_dir", "runs/vlmkit")),
                   seed=int(doc.get("seed", 0)), init_from=doc.get("init_from"), source=where)
+
+
+def _installed(kind: str) -> str:
+    from ..registry import registry
+
+    names = registry.names(kind)
+    return f"installed {kind}s: {', '.join(names)}" if names else f"no {kind} plugins are installed"
 
 
 def _check_scaling_keys(st: Stage, where: str) -> None:
