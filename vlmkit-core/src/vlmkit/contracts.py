@@ -56,7 +56,8 @@ class StreamSpec:
     def require_grid(self, consumer: str) -> tuple[int, int]:
         if self.grid is None:
             raise Incompatible("token grid", "tokens that form a spatial grid", f"{self.num_tokens} tokens without a grid",
-                               f"{consumer} needs a grid encoder (clip, siglip, convnext, ...)")
+                               f"{consumer} needs an encoder whose tokens form a spatial grid (patch or "
+                               "feature-map tokens, without a class token)")
         return self.grid
 
 
@@ -226,5 +227,6 @@ def single_stream(inputs: Sequence[StreamSpec], consumer: str) -> StreamSpec:
     if len(inputs) != 1:
         srcs = ", ".join(s.source for s in inputs)
         raise Incompatible("number of feature streams", 1, f"{len(inputs)} ({srcs})",
-                           f"add a fusion module (e.g. --fusion concat or --fusion convgate) before {consumer}")
+                           f"add a fusion module that merges the streams into one (--fusion NAME, a connector "
+                           f"that takes several streams) before {consumer}")
     return inputs[0]
