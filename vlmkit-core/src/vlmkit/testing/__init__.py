@@ -10,9 +10,13 @@ what to build; the inherited ``test_*`` methods check the contract::
         component_args = {"image_size": 32}     # default: the class's ``tiny_args``
 
 Suites: ``EncoderConformance``, ``ConnectorConformance``, ``ObjectiveConformance``,
-``DatasetConformance``. Override a ``test_*`` method (``pytest.mark.skip`` it, with a reason) only
-when a check cannot apply to your component. ``import vlmkit`` does not import this package, and
-this package does not import pytest (it only needs it while tests run).
+``DatasetConformance``. The partners a suite assembles around your component (an encoder for a
+connector, a connector for an encoder) are the kit's own test doubles (``GridEncoder`` as ``kit-grid``,
+``LinearConnector`` as ``kit-linear``, registered in-process while a check runs), so the kit needs no
+vlmkit package besides core; set ``encoders`` / ``connector`` / ``final_connector`` to use others.
+Override a ``test_*`` method (``pytest.mark.skip`` it, with a reason) only when a check cannot apply to
+your component. ``import vlmkit`` does not import this package, and this package does not import
+pytest (it only needs it while tests run).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 from .base import ComponentConformance, tiny_args_for
 from .connector import ConnectorConformance
 from .dataset import DatasetConformance
+from .doubles import GRID_ENCODER, LINEAR_CONNECTOR, GridEncoder, LinearConnector
 from .encoder import EncoderConformance
 from .inputs import conversation_batch, random_boxes, random_images
 from .model_checks import ModuleConformance
@@ -29,5 +34,6 @@ from .suites import generate_suites, registered_names
 __all__ = [
     "ComponentConformance", "ModuleConformance", "EncoderConformance", "ConnectorConformance",
     "ObjectiveConformance", "DatasetConformance", "tiny_args_for", "conversation_batch", "random_images",
-    "random_boxes", "generate_suites", "registered_names",
+    "random_boxes", "generate_suites", "registered_names", "GridEncoder", "LinearConnector", "GRID_ENCODER",
+    "LINEAR_CONNECTOR",
 ]

@@ -20,6 +20,7 @@ from ..config import ComponentConfig, ModelConfig
 from ..errors import ConfigError
 from ..model import VisionLanguageModel
 from ..registry import registry
+from .doubles import DOUBLES
 
 #: context parameters every component of a kind must accept (the assembler passes them by keyword)
 CONTEXT_PARAMETERS: dict[str, tuple[str, ...]] = {
@@ -101,8 +102,10 @@ class ComponentConformance:
     _registered: str | None = None
     _saved_threads: int | None = None
 
-    # -- pytest's xunit hooks: register a class component for one test --------------------------------
+    # -- pytest's xunit hooks: register a class component (and the kit's partners) for one test --------
     def setup_method(self, method: Any = None) -> None:
+        for kind, name, obj in DOUBLES:  # the default partners (vlmkit.testing.doubles)
+            registry.register(kind, name, obj, distribution=IN_PROCESS_DISTRIBUTION)
         torch.manual_seed(self.seed)
         if self.torch_threads is not None:
             self._saved_threads = torch.get_num_threads()
@@ -121,6 +124,8 @@ class ComponentConformance:
         if self._registered is not None:
             registry.unregister(self.kind, self._registered, distribution=IN_PROCESS_DISTRIBUTION)
             self._registered = None
+        for kind, name, _ in DOUBLES:
+            registry.unregister(kind, name, distribution=IN_PROCESS_DISTRIBUTION)
 
     # -- what is under test ----------------------------------------------------------------------------
     @property

@@ -4,12 +4,14 @@ groups, dtype and device moves, and the model-level checks.
 The component is placed in a tiny model: ``encoders`` -> ``fusion_before`` -> the component ->
 ``fusion_after`` -> ``final_connector`` -> tiny-llama. With ``placement = "auto"`` it is the final
 connector when it leaves one stream of the LLM's width, else a fusion module followed by
-``final_connector``. Boxes are supplied whenever a connector ``needs_boxes``.
+``final_connector``. Boxes are supplied whenever a connector ``needs_boxes``. The default partners are
+the kit's own test doubles (``vlmkit.testing.doubles``: ``kit-grid``, ``kit-linear``), so no other
+vlmkit package is needed; any registered component can replace them.
 
     class TestMyFusion(ConnectorConformance):
         component = "my-fusion"
-        encoders = [{"name": "tiny-conv", "args": {"image_size": 32, "width": 32}},
-                    {"name": "tiny-conv", "args": {"image_size": 64, "width": 16, "view": "hires"}}]
+        encoders = [{"name": "kit-grid", "args": {"image_size": 32, "width": 32}},
+                    {"name": "kit-grid", "args": {"image_size": 64, "width": 16, "view": "hires"}}]
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from ..config import ComponentConfig, ModelConfig
 from ..contracts import Connector, StreamSpec, VisualContext, VisualFeatures
 from ..errors import VlmkitError
 from ..model import VisionLanguageModel
+from .doubles import GRID_ENCODER, LINEAR_CONNECTOR
 from .inputs import devices, move_batch
 from .model_checks import ModuleConformance
 
-TINY_ENCODER: dict[str, Any] = {"name": "tiny-conv", "args": {"image_size": 32, "width": 32}}
+#: the default upstream encoder of the suites: the kit's grid double, 32 px -> a 2x2 grid of width 32
+TINY_ENCODER: dict[str, Any] = {"name": GRID_ENCODER, "args": {"image_size": 32, "width": 32}}
 
 
 class ConnectorConformance(ModuleConformance):
@@ -35,7 +39,7 @@ class ConnectorConformance(ModuleConformance):
     encoders: ClassVar[list[str | dict[str, Any]]] = [TINY_ENCODER]
     fusion_before: ClassVar[list[str | dict[str, Any]]] = []
     fusion_after: ClassVar[list[str | dict[str, Any]]] = []
-    final_connector: ClassVar[str | dict[str, Any]] = "mlp2x_gelu"
+    final_connector: ClassVar[str | dict[str, Any]] = LINEAR_CONNECTOR
     #: "auto", "connector" (the model's last connector) or "fusion" (followed by final_connector)
     placement: ClassVar[str] = "auto"
     dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.float64, torch.bfloat16)

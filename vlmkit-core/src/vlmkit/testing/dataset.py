@@ -30,6 +30,7 @@ from ..samples import BOXES, IMAGES, REGIONS, Sample, VisionLanguageDataset, pro
 from ..templates import IMAGE_TOKEN, Turn
 from .base import ComponentConformance, tiny_args_for
 from .connector import TINY_ENCODER
+from .doubles import LINEAR_CONNECTOR
 
 ROLES = ("system", "user", "assistant")
 
@@ -165,6 +166,7 @@ class DatasetConformance(ComponentConformance):
 
         ds = self.build_dataset()
         model = build_model(ModelConfig(encoders=[ComponentConfig.parse(TINY_ENCODER, "encoder")],
+                                        connector=ComponentConfig(LINEAR_CONNECTOR),
                                         llm=ComponentConfig("tiny-llama", dict(self.llm_args)), max_length=self.max_length))
         proc = MultimodalProcessor.for_model(model)
         with_boxes = model.needs_boxes

@@ -1,5 +1,6 @@
 """Conformance suite for vision encoders: declared shapes, dtype and device moves, graphs, and the
-model-level checks (round trip, meta build, training step) with a ``mlp2x_gelu`` + tiny-llama model.
+model-level checks (round trip, meta build, training step) in a model with the kit's linear connector
+(``kit-linear``, ``vlmkit.testing.doubles``) and tiny-llama.
 
     from vlmkit.testing import EncoderConformance
 
@@ -20,6 +21,7 @@ from ..config import ComponentConfig, ModelConfig
 from ..contracts import ImageView, StreamSpec, VisionEncoder, VisualFeatures
 from ..image_processing import RESIZE_POLICIES
 from ..model import VisionLanguageModel
+from .doubles import LINEAR_CONNECTOR
 from .inputs import devices
 from .model_checks import ModuleConformance
 
@@ -27,7 +29,7 @@ from .model_checks import ModuleConformance
 class EncoderConformance(ModuleConformance):
     kind = "encoder"
     #: the projector that joins the encoder to the baseline LLM
-    connector: ClassVar[str | dict[str, Any]] = "mlp2x_gelu"
+    connector: ClassVar[str | dict[str, Any]] = LINEAR_CONNECTOR
     #: dtypes the encoder must move to (``.to(dtype)``) and still run, fed float32 pixels
     dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.float64, torch.bfloat16)
     batch_size: ClassVar[int] = 2

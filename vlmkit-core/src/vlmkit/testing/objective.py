@@ -1,6 +1,7 @@
 """Conformance suite for objectives: named finite scalar losses (with and without images), gradients
 to their own trainable modules and to the model, frozen teachers left unsaved, dtype moves, and the
-model-level checks. The objective is added next to ``lm`` in a tiny-conv + mlp2x_gelu + tiny-llama model.
+model-level checks. The objective is added next to ``lm`` in a model of the kit's test doubles
+(``kit-grid`` + ``kit-linear``, ``vlmkit.testing.doubles``) and tiny-llama.
 
     class TestMyObjective(ObjectiveConformance):
         component = "my-objective"
@@ -18,6 +19,7 @@ from ..config import ComponentConfig, ModelConfig
 from ..contracts import ModelOutput, Objective
 from ..model import VisionLanguageModel
 from .connector import TINY_ENCODER
+from .doubles import LINEAR_CONNECTOR
 from .inputs import move_batch
 from .model_checks import ModuleConformance
 
@@ -25,7 +27,7 @@ from .model_checks import ModuleConformance
 class ObjectiveConformance(ModuleConformance):
     kind = "objective"
     encoders: ClassVar[list[str | dict[str, Any]]] = [TINY_ENCODER]
-    connector: ClassVar[str | dict[str, Any]] = "mlp2x_gelu"
+    connector: ClassVar[str | dict[str, Any]] = LINEAR_CONNECTOR
     #: whole-model dtypes the objective must still give finite losses in
     dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.float64,)
 
