@@ -8,6 +8,9 @@ import os
 import pytest
 import torch
 
+from vlmkit.contracts import Connector, ImageView, StreamSpec, VisionEncoder, VisualFeatures, single_stream
+from vlmkit.testing import ConnectorConformance, EncoderConformance
+
 SIBLINGS = {"vlmkit-encoders": "vlmkit_encoders", "vlmkit-fusion": "vlmkit_fusion",
             "vlmkit-objectives": "vlmkit_objectives", "vlmkit-data": "vlmkit_data", "vlmkit-cli": "vlmkit_cli"}
 PRESENT = os.environ.get("VLMKIT_EXPECT_SIBLINGS", "")
@@ -27,37 +30,41 @@ def test_registry_lists_only_installed_components():
     assert all(e.static_status() == "ok" for e in registry.entries())
 
 
+class PatchEncoder(VisionEncoder):
+    """An encoder written by a user, registered in-process (no packaging)."""
+
+    def __init__(self, dim: int = 16):
+        super().__init__()
+        self.view = ImageView("base", 32, (0.5,) * 3, (0.5,) * 3, "pad")
+        self.output_dim = dim
+        self.conv = torch.nn.Conv2d(3, dim, 8, 8)
+
+    def grid(self, h: int, w: int) -> tuple[int, int]:
+        return h // 8, w // 8
+
+    def forward(self, x: torch.Tensor) -> VisualFeatures:
+        f = self.conv(x.to(self.conv.weight.dtype))
+        return VisualFeatures(f.flatten(2).transpose(1, 2), (f.shape[2], f.shape[3]))
+
+
+class Proj(Connector):
+    """A projector written by a user."""
+
+    def __init__(self, inputs: list[StreamSpec], d_llm: int):
+        super().__init__()
+        self.s = single_stream(inputs, "proj")
+        self.lin = torch.nn.Linear(self.s.dim, d_llm)
+        self.d = d_llm
+
+    def output_specs(self) -> list[StreamSpec]:
+        return [StreamSpec("proj", self.d, self.s.num_tokens, self.s.grid, self.s.view)]
+
+    def forward(self, streams: list[VisualFeatures], context: object) -> list[VisualFeatures]:
+        return [VisualFeatures(self.lin(streams[0].tokens.to(self.lin.weight.dtype)), streams[0].grid)]
+
+
 def _user_parts():
-    """An encoder and a projector written by a user, registered in-process (no packaging)."""
-    from vlmkit.contracts import Connector, ImageView, StreamSpec, VisionEncoder, VisualFeatures, single_stream
     from vlmkit.registry import register
-
-    class PatchEncoder(VisionEncoder):
-        def __init__(self, dim: int = 16):
-            super().__init__()
-            self.view = ImageView("base", 32, (0.5,) * 3, (0.5,) * 3, "pad")
-            self.output_dim = dim
-            self.conv = torch.nn.Conv2d(3, dim, 8, 8)
-
-        def grid(self, h, w):
-            return h // 8, w // 8
-
-        def forward(self, x):
-            f = self.conv(x)
-            return VisualFeatures(f.flatten(2).transpose(1, 2), (f.shape[2], f.shape[3]))
-
-    class Proj(Connector):
-        def __init__(self, inputs, d_llm):
-            super().__init__()
-            self.s = single_stream(inputs, "proj")
-            self.lin = torch.nn.Linear(self.s.dim, d_llm)
-            self.d = d_llm
-
-        def output_specs(self):
-            return [StreamSpec("proj", self.d, self.s.num_tokens, self.s.grid, self.s.view)]
-
-        def forward(self, streams, context):
-            return [VisualFeatures(self.lin(streams[0].tokens), streams[0].grid)]
 
     register("encoder", "user-patch", PatchEncoder)
     register("connector", "user-proj", Proj)
@@ -115,3 +122,47 @@ def test_every_installed_component_imports():
 
     results = registry.check_all()
     assert results and all(status == "ok" for _, status in results), [(e.name, s) for e, s in results if s != "ok"]
+
+
+# -- the conformance kit needs no sibling: it brings its own partner components -----------------------
+class TestUserEncoderConformance(EncoderConformance):
+    component = PatchEncoder
+
+
+class TestUserConnectorConformance(ConnectorConformance):
+    component = Proj
+
+
+# -- core names no plugin: no default connector, and import-hf says what to install ----------------------
+def test_a_model_without_connector_is_refused_with_the_installed_ones():
+    from vlmkit.assembly import build_model
+    from vlmkit.config import ModelConfig
+    from vlmkit.errors import ConfigError
+
+    _user_parts()
+    cfg = ModelConfig.from_dict({"encoders": ["user-patch"], "llm": {"name": "tiny-llama", "args": {"hidden_size": 32}}})
+    with pytest.raises(ConfigError, match=r"model\.connector: not set.*installed connectors: .*user-proj"):
+        build_model(cfg)
+
+
+def test_import_hf_names_the_missing_converter_and_its_package(tmp_path):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+    from vlmkit.errors import ConfigError
+    from vlmkit.hf_llava import import_hf
+    from vlmkit.tiny_tokenizer import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    LlavaConfig(vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                               num_attention_heads=4, image_size=56, patch_size=14),
+                text_config=LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=4, vocab_size=len(tok))).save_pretrained(tmp_path / "hf")
+    tok.save_pretrained(tmp_path / "hf")
+    if PRESENT == "vlmkit-encoders":  # the tower converts; nothing converts the projector
+        expected = r"multi_modal_projector: no installed plugin converts HF Llava's projector.*vlmkit-fusion"
+    else:
+        expected = (r"vision_config\.model_type 'clip_vision_model': no installed plugin converts this HF vision "
+                    r"tower.*vlmkit-encoders")
+    with pytest.raises(ConfigError, match=expected):
+        import_hf(tmp_path / "hf", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
