@@ -96,6 +96,14 @@ def test_gpu_script_without_cuda_skips_cleanly(tmp_path):
     assert "not run on a GPU yet" in r["notes"][0] and "CUDA is not available" in r["notes"][0]
 
 
+def test_gpu_script_code_path_runs_on_cpu(tmp_path):
+    """``--quick --cpu``: the GPU benchmark's own code (bf16 autocast step, MFU fields) runs where no GPU is lent."""
+    r = run_quick("bench_gpu_train.py", tmp_path / "gpu.json", "--cpu")
+    m = by_name(r)
+    assert m["loss |vlmkit - hf| (bf16 autocast)"]["value"] <= 1e-3  # same weights, same loss
+    assert m["samples/s"]["value"] > 0 and m["tokens/s"]["value"] > m["samples/s"]["value"]
+
+
 def test_gpu_flop_formula():
     gpu = _module("bench_gpu_train")
     cfg = {"vision": {"image_size": 28, "patch_size": 14, "num_hidden_layers": 3, "hidden_size": 8},
