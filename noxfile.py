@@ -8,6 +8,7 @@ uv's cache, so extra environments cost seconds, not gigabytes).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nox
@@ -97,7 +98,9 @@ def lmms_eval_session(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """The README's main command in a fresh venv: the embedded default must learn (>= 95 % held-out)."""
     install(session, *[f"./{p}" for p in PACKAGES])
-    out = session.create_tmp()
+    # a fresh output folder: in a reused session folder the demo would resume its finished run and skip training
+    out = str(Path(session.create_tmp()) / "demo-out")
+    shutil.rmtree(out, ignore_errors=True)
     session.run("vlmkit", "demo", "--output", out)
     session.run("python", "-c", (
         "import json, sys; r = json.load(open(sys.argv[1])); "

@@ -168,3 +168,35 @@ def test_teachers_are_never_trainable_nor_saved(tiny_config, tmp_path):
         assert not any(k.startswith("objectives.with-teacher.teacher") for k in model.persistent_state_dict())
     finally:
         registry.unregister("objective", "with-teacher")
+
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_position_ids_reach_the_llm_as_one_row_when_right_padded(tiny_config, side):
+    """Right padding: every row counts 0, 1, 2, ..., so one row is passed (the LLM's rotary tables stay
+    (1, L, head_dim), not B times that) and gives the same logits as per-row positions. Left padding:
+    each row keeps its own offset."""
+    tiny_config.padding_side = side
+    model = build_model(tiny_config).eval()
+    inner = model.llm.model.forward
+    seen = {}
+
+    def spy(*args, **kwargs):
+        out = inner(*args, **kwargs)
+        pos = kwargs["position_ids"]
+        per_row = inner(*args, **{**kwargs, "position_ids": pos.expand(kwargs["inputs_embeds"].shape[0], -1)})
+        seen.update(position_ids=pos, same_logits=torch.equal(out.logits, per_row.logits))
+        return out
+
+    model.llm.model.forward = spy
+    ids = torch.tensor([[1, -200, 5, 6, 7], [1, -200, 8, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    with torch.no_grad():
+        length = model(ids, mask, pixel_values={"base": torch.randn(2, 3, 32, 32)}).logits.shape[1]
+    pos = seen["position_ids"]
+    if side == "right":
+        assert pos.shape == (1, length) and pos[0].tolist() == list(range(length))
+    else:
+        assert pos.shape == (2, length) and pos[0].tolist() == list(range(length))
+        assert pos[1, 2:].tolist() == list(range(length - 2))  # the short row starts 2 later
+    assert seen["same_logits"]

@@ -125,10 +125,9 @@ class ModelConfig:
             return self.connector
         from .registry import registry
 
-        names = registry.names("connector")
-        have = f"installed connectors: {', '.join(names)}" if names else "no connector plugins are installed"
         raise ConfigError(f"{where}.connector: not set; a model needs a final connector (the projector from the "
-                          f"visual features to the LLM width) and vlmkit-core has no default ({have})")
+                          f"visual features to the LLM width) and vlmkit-core has no default "
+                          f"({registry.installed_summary('connector')})")
 
     # -- the parts addressed by --set ---------------------------------------------------------
     def parts(self) -> dict[str, ComponentConfig]:

@@ -184,8 +184,8 @@ class VisionLanguageModel(nn.Module):
                 embeds, positions, new_labels, spans = packing.flatten_rows(embeds, positions, new_labels, valid, spans)
                 valid = torch.ones(positions.shape, dtype=torch.bool, device=positions.device)
             mask = valid.long()
-        elif positions.shape[0] > 1 and bool((positions == positions[:1]).all()):
-            # every row counts 0, 1, 2, ... (right padding): one row broadcasts, so the LLM's rotary tables
+        elif self.config.padding_side == "right":
+            # right padding: every row counts 0, 1, 2, ..., so one row broadcasts and the LLM's rotary tables
             # (cos and sin, kept for backward) are (1, L, head_dim) instead of (B, L, head_dim)
             positions = positions[:1]
         # no KV cache in a full forward: a cache would also switch off transformers' packed-sequence masking

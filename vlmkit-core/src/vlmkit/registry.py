@@ -157,9 +157,10 @@ class Registry:
             eps = [ep for ep in dist.entry_points if ep.group in GROUPS.values()]
             if not eps:
                 continue
-            dist_name = _normalise_dist(dist.metadata["Name"] or "unknown")
-            version = dist.version or "0"
-            requires = list(dist.requires or [])
+            meta = dist.metadata  # parsed once: .version and .requires would each parse METADATA again
+            dist_name = _normalise_dist(meta["Name"] or "unknown")
+            version = meta["Version"] or "0"
+            requires = list(meta.get_all("Requires-Dist") or [])
             for ep in eps:
                 kind = next(k for k, g in GROUPS.items() if g == ep.group)
                 key = (kind, dist_name, ep.name)
@@ -219,6 +220,11 @@ class Registry:
 
     def names(self, kind: str) -> list[str]:
         return sorted({e.name for e in self.entries(kind, include_hooks=True)})
+
+    def installed_summary(self, kind: str) -> str:
+        """``installed connectors: a, b`` (or that none is installed), for errors that ask for a component."""
+        names = self.names(kind)
+        return f"installed {kind}s: {', '.join(names)}" if names else f"no {kind} plugins are installed"
 
     def resolve(self, kind: str, name: str) -> ComponentEntry:
         entries = self.entries(kind, include_hooks=True)

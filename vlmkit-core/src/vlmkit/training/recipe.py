@@ -145,8 +145,10 @@ def parse_recipe(doc: dict[str, Any], where: str = "recipe") -> Recipe:
             raise ConfigError(f"{w}: missing 'data' mapping")
         check_keys(dd, DATA_KEYS, f"{w}.data")
         if not dd.get("dataset"):
+            from ..registry import registry
+
             raise ConfigError(f"{w}.data.dataset: not set; name the dataset component that reads this stage's data "
-                              f"({_installed('dataset')})")
+                              f"({registry.installed_summary('dataset')})")
         if not isinstance(dd["dataset"], str):
             raise ConfigError(f"{w}.data.dataset: expected a dataset name, got {type(dd['dataset']).__name__}")
         dd = dict(dd)
@@ -177,13 +179,6 @@ def parse_recipe(doc: dict[str, Any], where: str = "recipe") -> Recipe:
         raise ConfigError(f"{where}: stage names must be unique, got {names}")
     return Recipe(model=model, stages=stages, output_dir=str(doc.get("output_dir", "runs/vlmkit")),
                   seed=int(doc.get("seed", 0)), init_from=doc.get("init_from"), source=where)
-
-
-def _installed(kind: str) -> str:
-    from ..registry import registry
-
-    names = registry.names(kind)
-    return f"installed {kind}s: {', '.join(names)}" if names else f"no {kind} plugins are installed"
 
 
 def _check_scaling_keys(st: Stage, where: str) -> None:
