@@ -153,3 +153,12 @@ def test_generate_with_a_visual_prompt(tmp_path):
     assert img.getpixel((40, 30)) == (255, 255, 255)  # inside, untouched
     bad = run("generate", "--model", str(tmp_path / "ck"), "--prompt", "x", "--bbox", "1,2,3")
     assert bad.returncode == 2 and "--bbox needs exactly one --image" in bad.stderr
+
+
+def test_demo_in_a_used_folder_says_it_resumes(tmp_path):
+    """A second `vlmkit demo` in the same folder resumes (a finished run is only re-evaluated) and says so."""
+    first = run("demo", "--output", str(tmp_path), "--steps", "2", check=True)
+    assert "resuming" not in first.stdout
+    second = " ".join(run("demo", "--output", str(tmp_path), "--steps", "2", check=True).stdout.split())  # unwrap
+    assert "resuming the run in" in second and "train from scratch" in second
+    assert (tmp_path / "demo_report.json").is_file()

@@ -70,7 +70,11 @@ def run_demo(output: Path, steps: int | None = None, seed: int = 0, n_train: int
         stage["max_steps"] = steps
     recipe = parse_recipe(doc, "demo recipe")
     console.print("[b]2/4[/b] building the tiny model and [b]3/4[/b] training")
-    final = run_recipe(recipe, resume=(output / "run").exists())
+    resume = (output / "run").exists()
+    if resume:  # an interrupted demo goes on; a finished one is only evaluated again
+        console.print(f"resuming the run in {output / 'run'} (a finished run is not retrained; use a new --output "
+                      "or delete that folder to train from scratch)")
+    final = run_recipe(recipe, resume=resume)
     t_train = time.time() - t0
 
     console.print(f"[b]4/4[/b] evaluating on {n_test} held-out questions")
