@@ -199,6 +199,7 @@ def memory_worker(impl: str, root: Path, cfg_name: str) -> dict[str, Any]:
     # (HF's first forward faults its safetensors pages in, which would count as "step" memory)
     train_step(model, batch, opt)
     gc.collect()
+    common.release_freed_memory()  # the measured steps allocate afresh (both sides alike)
     base = common.rss_bytes()
     if not common.reset_peak_rss():
         raise RuntimeError("cannot reset the RSS high-water mark (/proc/self/clear_refs); no sound peak measurement")

@@ -116,6 +116,22 @@ def rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
+def release_freed_memory() -> None:
+    """Give memory that Python and torch have freed back to the OS (glibc ``malloc_trim``), so that the
+    next phase's allocations show in RSS instead of silently reusing pages an earlier phase left behind
+    (without it a small model's training step can measure a 0 MiB peak)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:
+        pass
+
+
 def reset_peak_rss() -> bool:
     """Reset this process's RSS high-water mark (VmHWM) to the current RSS (Linux >= 4.0).
 

@@ -64,7 +64,7 @@ def in_process_runner(args: list[str]) -> str:
 
 def collect(run: Runner) -> list[dict[str, Any]]:
     """``vlmkit info`` documents of every built-in component, sorted by (kind, name)."""
-    rows = json.loads(run(["plugins", "--json"]))
+    rows = [r for r in json.loads(run(["plugins", "--json"])) if r["kind"] != "hooks"]  # components only
     builtin = sorted((r for r in rows if r["distribution"] in BUILTIN_DISTRIBUTIONS), key=lambda r: (r["kind"], r["name"]))
     bad = [f"{r['kind']} '{r['name']}': {r['status']}" for r in builtin if r["status"] != "ok"]
     if bad:

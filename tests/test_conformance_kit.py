@@ -154,6 +154,23 @@ class CrashesOnBadInput(PoolProjector):
         super().__init__(inputs, d_llm)
 
 
+class CeilPool(PoolProjector):
+    """Declares ceil(h / 2) tokens per side but pools with floor: wrong only for the odd grids it accepts."""
+
+    def output_specs(self) -> list[StreamSpec]:
+        h, w = self.grid_in
+        g = (-(-h // 2), -(-w // 2))
+        return [StreamSpec(self.component_name, self.d_llm, g[0] * g[1], g, self.input.view)]
+
+
+class TakesAnyWidth(PoolProjector):
+    """Builds its projection for one fixed width, whatever stream it is given."""
+
+    def __init__(self, inputs: Sequence[StreamSpec], d_llm: int):
+        super().__init__(inputs, d_llm)
+        self.proj = nn.Linear(32, d_llm)
+
+
 class FeatureNorm(Objective):
     """A correct objective: a small head regresses the mean visual hidden state to zero."""
 
@@ -284,9 +301,18 @@ def test_connector_violations_are_caught(broken, check, message):
 
 
 def test_connector_crashing_on_bad_input_is_caught():
-    with pytest.raises(IndexError):
-        run_check(ConnectorConformance, CrashesOnBadInput, "test_unfit_inputs_raise_vlmkit_errors")
+    message = fails(ConnectorConformance, CrashesOnBadInput, "test_unfit_inputs_raise_vlmkit_errors")
+    assert "crashed on no stream at build time (IndexError" in message
+    assert "raising vlmkit.errors.Incompatible" in message  # the kit says what the plugin must do
     run_check(ConnectorConformance, PoolProjector, "test_unfit_inputs_raise_vlmkit_errors")
+
+
+@pytest.mark.parametrize("broken, message", [
+    (CeilPool, "accepted an odd 3x3 grid but output 0 is (2, 1, 64) while its output_specs() declares 4 tokens"),
+    (TakesAnyWidth, "accepted a stream of width 33 (declared 32) at build time but its forward failed"),
+])
+def test_connectors_that_accept_unfit_inputs_must_handle_them(broken, message):
+    assert message in fails(ConnectorConformance, broken, "test_unfit_inputs_raise_vlmkit_errors")
 
 
 @pytest.mark.parametrize("broken, check, message", [

@@ -110,13 +110,14 @@ def test_saved_checkpoints_always_record_their_connector(tmp_path):
 def test_the_cli_supplies_the_user_facing_default_connector(tmp_path):
     from vlmkit_cli.model_config import DEFAULT_CONNECTOR, resolve_model_config
 
-    assert DEFAULT_CONNECTOR == "mlp2x_gelu"
-    assert resolve_model_config(encoders=["tiny-conv"]).connector == ComponentConfig("mlp2x_gelu")
+    # qualified by the distribution that ships it: a plugin reusing the name does not change the default
+    assert DEFAULT_CONNECTOR == "vlmkit-fusion:mlp2x_gelu"
+    assert resolve_model_config(encoders=["tiny-conv"]).connector == ComponentConfig("vlmkit-fusion:mlp2x_gelu")
     assert resolve_model_config(encoders=["tiny-conv"], connector="linear").connector == ComponentConfig("linear")
     (tmp_path / "m.yaml").write_text("encoders: [tiny-conv]\nllm: tiny-llama\n")
     cfg = resolve_model_config(config=tmp_path / "m.yaml", sets=["connector.layernorm=true"])
-    assert cfg.connector == ComponentConfig("mlp2x_gelu", {"layernorm": True})
-    assert resolve_model_config(preset="vip-llava").connector.name == "ln-mlp2x_gelu"  # presets keep theirs
+    assert cfg.connector == ComponentConfig("vlmkit-fusion:mlp2x_gelu", {"layernorm": True})
+    assert resolve_model_config(preset="vip-llava").connector.name == "vlmkit-fusion:ln-mlp2x_gelu"  # presets keep theirs
 
 
 # -- no default dataset --------------------------------------------------------------------------------

@@ -85,7 +85,8 @@ def test_convert_writes_llava_jsonl_and_reports_missing(df, tmp_path):
     assert recs[1]["image"].endswith("b2.jpg") and recs[2]["image"].endswith("custom.webp")
     missing = [json.loads(x) for x in open(rep.report)]
     assert missing == [{"line": 4, "image_id": "gone", "url": "http://x/gone", "reason": "image not found"}]
-    ds = LlavaJsonDataset(str(out))  # the converted file trains through the ordinary loader
+    # the converted file trains through the ordinary loader, rooted at the image folder (paths stay under it)
+    ds = LlavaJsonDataset(str(out), image_root=str(root))
     assert len(ds) == 3 and ds[0].turns[1].text == CAPTIONS[0] and ds[0].images[0].size == (40, 30)
     rel = convert_densefusion(str(path), str(tmp_path / "rel.jsonl"), str(root), relative=True)
     assert json.loads(open(tmp_path / "rel.jsonl").readline())["image"] == "a1.png" and rel.written == 3

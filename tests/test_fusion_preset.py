@@ -37,8 +37,10 @@ def _check_mg_llava(model):
 
 def test_preset_contents():
     cfg = ModelConfig.from_dict(preset())
-    assert [e.name for e in cfg.encoders] == ["clip", "convnext"]
+    # other packages' components are named with their distribution (a reused name changes nothing)
+    assert [e.name for e in cfg.encoders] == ["vlmkit-encoders:clip", "vlmkit-encoders:convnext"]
     assert cfg.encoders[0].args["view"] == "base" and cfg.encoders[1].args["view"] == "hires"
+    # its own package's names stay bare (they resolve in its favour when loaded as a preset)
     assert [f.name for f in cfg.fusion] == ["roi", "convgate"] and cfg.connector.name == "mlp2x_gelu"
 
 

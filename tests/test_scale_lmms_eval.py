@@ -106,6 +106,18 @@ def request(kind, args, doc_id):
     return Instance(kind, args, idx=0, metadata={"task": "t", "doc_id": doc_id, "repeats": 1})
 
 
+def tool_errors(proc: subprocess.CompletedProcess) -> str:
+    """The lines where a tool reported an error (and its last lines), for a failure message."""
+    lines = (proc.stdout + "\n" + proc.stderr).splitlines()
+    flagged = [ln for ln in lines if "Error" in ln or "Traceback" in ln or "error:" in ln.lower()]
+    return "\n".join(flagged[-20:] or lines[-20:])
+
+
+def test_tool_errors_shows_what_the_tool_logged():
+    proc = subprocess.CompletedProcess([], 0, "INFO ok\nERROR Error during evaluation: No module named 'x'\n", "")
+    assert tool_errors(proc) == "ERROR Error during evaluation: No module named 'x'"
+
+
 def test_lmms_eval_cli_runs_a_vlmkit_checkpoint(setup):
     out = setup["root"] / "out"
     cmd = [sys.executable, "-m", "lmms_eval", "--model", "vlmkit", "--model_args", f"pretrained={setup['ckpt']}",
@@ -114,9 +126,14 @@ def test_lmms_eval_cli_runs_a_vlmkit_checkpoint(setup):
     env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", HF_HOME=str(setup["root"] / "hf"))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = json.loads(next(out.rglob("*_results.json")).read_text())
-    assert "exact_match,none" in results["results"]["vlmkit_shapes"]
-    samples = [json.loads(x) for x in next(out.rglob("*_samples_vlmkit_shapes.jsonl")).read_text().splitlines()]
+    # lmms-eval logs its own failures and still exits 0: check what it wrote, and show its errors if nothing
+    results_files = sorted(out.rglob("*_results.json"))
+    assert results_files, f"lmms-eval wrote no results under {out}; what it reported:\n{tool_errors(proc)}"
+    results = json.loads(results_files[0].read_text())
+    assert "exact_match,none" in results["results"]["vlmkit_shapes"], results["results"]
+    samples_files = sorted(out.rglob("*_samples_vlmkit_shapes.jsonl"))
+    assert samples_files, f"lmms-eval wrote no samples under {out}; what it reported:\n{tool_errors(proc)}"
+    samples = [json.loads(x) for x in samples_files[0].read_text().splitlines()]
     assert len(samples) == len(setup["docs"])
     by_doc = {s["doc_id"]: s["filtered_resps"] for s in samples}
     got = [by_doc[i] if isinstance(by_doc[i], str) else by_doc[i][0] for i in range(len(setup["docs"]))]

@@ -117,6 +117,28 @@ def test_cli_lists_core_components_only():
     assert {r["distribution"] for r in rows} == {"vlmkit-core"}
 
 
+@pytest.mark.skipif(PRESENT != "vlmkit-cli", reason="needs vlmkit-cli installed")
+@pytest.mark.parametrize("args, needs", [
+    (["build"], "vlmkit-encoders"),                                   # the default preset
+    (["build", "--encoder", "clip"], "vlmkit-fusion"),                 # the default connector
+    (["demo", "--output", "{tmp}/demo"], "vlmkit-encoders vlmkit-fusion vlmkit-data"),
+    (["data", "check", "{tmp}/x.jsonl"], "vlmkit-data"),
+    (["data", "preview", "{tmp}/x.jsonl"], "vlmkit-data"),
+])
+def test_cli_without_siblings_names_what_to_install(tmp_path, args, needs):
+    """With only vlmkit-cli beside core, a command that needs a sibling fails with one line naming it."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "vlmkit_cli", *[a.format(tmp=tmp_path) for a in args]],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert f"pip install {needs}" in lines[0] and 'vlmkit-cli[all]' in lines[0], lines[0]
+    assert not (tmp_path / "demo").exists()  # nothing ran before the check
+
+
 def test_every_installed_component_imports():
     from vlmkit.registry import registry
 

@@ -16,13 +16,37 @@ import torch.nn.functional as F  # noqa: E402
 from vlmkit.assembly import build_component  # noqa: E402
 from vlmkit.contracts import VisualContext  # noqa: E402
 from vlmkit.errors import IncompatibleComponentsError  # noqa: E402
-from vlmkit.testing import ConnectorConformance, EncoderConformance  # noqa: E402
+from vlmkit.testing import ConnectorConformance, EncoderConformance, ObjectiveConformance  # noqa: E402
 
 TINY_PATCH = {"name": "template-patch", "args": {"image_size": 32, "patch": 8, "width": 32}}
 
 
 class TestPatchEncoder(EncoderConformance):
     component = "template-patch"  # built from PatchEncoder.tiny_args
+
+
+class TestTokenColourProbe(ObjectiveConformance):
+    component = "template-probe"
+
+
+def test_probe_reads_each_images_tokens_in_order():
+    """The probe's target for image k comes from image k's pixels: a red and a blue image give red, blue."""
+    import vlmkit
+
+    model = vlmkit.create_model("template-patch", connector="template-pool", objectives=["lm", "template-probe"],
+                                encoder_args={"image_size": 32, "patch": 8, "width": 16},
+                                llm_args={"hidden_size": 32, "num_layers": 1, "num_heads": 2})
+    pixels = torch.zeros(2, 3, 32, 32)
+    pixels[0, 0], pixels[1, 2] = 1.0, 1.0
+    ids = torch.tensor([[1, -200, 5, 6], [1, -200, 7, 8]])
+    out = model(input_ids=ids, labels=ids.clamp(min=0), pixel_values={"template-patch": pixels})
+    assert len(out.visual_tokens) == 2 and "probe" in out.losses
+    probe = model.objectives["template-probe"]
+    with torch.no_grad():
+        probe.head.weight.zero_()
+        probe.head.bias.copy_(torch.tensor([1.0, 0.0, 0.0]))
+    terms = probe(out, {"pixel_values": {"template-patch": pixels}})
+    assert torch.isclose(terms["probe"], torch.tensor(1 / 3))  # right for image 0 (red), wrong for image 1
 
 
 class TestPoolProjector(ConnectorConformance):
@@ -41,7 +65,7 @@ def test_pooling_matches_a_reference():
     enc = build_component("encoder", TINY_PATCH)
     con = build_component("connector", "template-pool", inputs=[enc.spec()], d_llm=24)
     feats = enc(torch.randn(2, 3, 32, 32))
-    out = con([feats], VisualContext({"base": (32, 32)}))[0]
+    out = con([feats], VisualContext({"template-patch": (32, 32)}))[0]
     grid = feats.tokens.transpose(1, 2).reshape(2, 32, 4, 4)
     pooled = torch.stack([grid[..., i:i + 2, j:j + 2].mean((-2, -1)) for i in (0, 2) for j in (0, 2)], -1)
     want = con.proj(pooled.transpose(1, 2))

@@ -28,7 +28,7 @@ def vlmkit(*args: str) -> str:
 def test_plugins_lists_the_components():
     rows = json.loads(vlmkit("plugins", "--json", "--check"))
     mine = {(r["kind"], r["name"]): r for r in rows if r["distribution"] == "vlmkit-plugin-template"}
-    assert set(mine) == {("encoder", "template-patch"), ("connector", "template-pool")}
+    assert set(mine) == {("encoder", "template-patch"), ("connector", "template-pool"), ("objective", "template-probe")}
     assert all(r["status"] == "ok" for r in mine.values())
 
 

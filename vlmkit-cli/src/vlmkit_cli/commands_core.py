@@ -24,21 +24,35 @@ def plugins(
     """List every discovered component: kind, name, distribution, version and status."""
     from vlmkit.registry import GROUPS, registry, strict_mode
 
-    if kind is not None and kind not in GROUPS:
-        fail(f"unknown kind '{kind}'; kinds: {', '.join(GROUPS)}")
+    if kind is not None and kind != "hooks" and kind not in GROUPS:
+        fail(f"unknown kind '{kind}'; kinds: {', '.join(GROUPS)}, hooks")
     if check:
         rows = [e.as_dict(status) for e, status in registry.check_all() if kind in (None, e.kind)]
     else:
-        rows = [e.as_dict() for e in registry.entries(kind)]
-        if strict_mode():
-            bad = [r for r in rows if r["status"] != "ok"]
-            if bad:
-                fail(f"{bad[0]['kind']} plugin '{bad[0]['distribution']}:{bad[0]['name']}': {bad[0]['status']}")
+        rows = [e.as_dict() for e in registry.entries(None if kind == "hooks" else kind)]
+        if kind == "hooks":
+            rows = []
+    if kind in (None, "hooks"):  # hook modules: loading them imports only the plugin's hooks module
+        from vlmkit.hooks import get_plugin_manager, hook_modules
+
+        get_plugin_manager()
+        rows += [h.as_dict() for h in hook_modules]
+    if strict_mode() and not check:
+        bad = [r for r in rows if r["status"] != "ok"]
+        if bad:
+            fail(f"{bad[0]['kind']} plugin '{bad[0]['distribution']}:{bad[0]['name']}' ({bad[0]['target']}): "
+                 f"{bad[0]['status']}")
+    clashes = registry.collisions()
+    for r in rows:  # a name several distributions provide: each row says which others have it
+        others = [d for d in clashes.get((r["kind"], r["name"]), []) if d != r["distribution"]]
+        r["also_in"] = ", ".join(others)
     rows.sort(key=lambda r: (r["kind"], r["name"], r["distribution"]))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     columns = ("kind", "name", "distribution", "version", "status")
+    if any(r["also_in"] for r in rows):
+        columns += ("also_in",)
     if not interactive():  # scripts and pipes: aligned plain columns, no rich import
         typer.echo(plain_table(columns, [[r[c] for c in columns] for r in rows]))
         return
@@ -48,7 +62,8 @@ def plugins(
     table = Table(*columns)
     for r in rows:
         status = r["status"] if r["status"] == "ok" else f"[red]{r['status']}[/red]"
-        table.add_row(r["kind"], r["name"], r["distribution"], r["version"], status)
+        table.add_row(r["kind"], r["name"], r["distribution"], r["version"], status,
+                      *([f"[yellow]{r['also_in']}[/yellow]"] if "also_in" in columns else []))
     Console().print(table)
 
 

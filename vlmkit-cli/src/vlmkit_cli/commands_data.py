@@ -13,6 +13,7 @@ import typer
 
 from .app import app
 from .errors import fail, friendly
+from .siblings import require_module
 
 data_app = typer.Typer(no_args_is_help=True, help="Preview, convert and check training data.")
 app.add_typer(data_app, name="data")
@@ -55,6 +56,7 @@ def preview_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print what was shown as JSON."),
 ) -> None:
     """Draw a grid of samples (after transforms, prompts drawn in) with their conversation below each."""
+    require_module("vlmkit-data", "vlmkit data preview")
     from vlmkit_data.preview import preview
 
     specs = [_transform_spec(t) for t in transform or []]
@@ -83,6 +85,7 @@ def convert_cmd(
     """Convert a dataset's own format to LLaVA JSONL; records whose image is missing are listed, not dropped."""
     if fmt not in CONVERT_FORMATS:
         fail(f"unknown format '{fmt}'; formats: {', '.join(CONVERT_FORMATS)}")
+    require_module("vlmkit-data", "vlmkit data convert")
     from vlmkit_data.densefusion import convert_densefusion
 
     res = convert_densefusion(str(src), str(dst), str(images), report=str(report) if report else None,
@@ -90,11 +93,34 @@ def convert_cmd(
     if as_json:
         typer.echo(json.dumps(res.as_dict(), indent=2))
         return
-    typer.echo(f"wrote {res.written:,} records to {res.output}")
+    typer.echo(f"wrote {res.written:,} records to {res.output} (load with image_root={images}: image paths must stay "
+               "under the image root)")
+    if res.refused:
+        typer.echo(f"{res.refused:,} records name an image outside {images} and were refused; listed in {res.report}",
+                   err=True)
     if res.missing:
         typer.echo(f"{res.missing:,} records have no image under {images}; listed in {res.report}", err=True)
         for line, image_id in res.first_missing[:5]:
             typer.echo(f"  {src}:{line}: image_id={image_id}", err=True)
+
+
+def _processor(model: Optional[Path], preset: Optional[str], template: Optional[str], max_length: Optional[int]):
+    """The processor training would use: a checkpoint's or a preset's (built on the meta device: no weights)."""
+    from vlmkit.processing import MultimodalProcessor
+
+    if model is not None and preset is not None:
+        fail("give --model or --preset, not both")
+    if model is not None:
+        from vlmkit.checkpoint import load_checkpoint
+
+        built = load_checkpoint(model, meta=True)
+    else:
+        from vlmkit.assembly import build_model
+
+        from .model_config import resolve_model_config
+
+        built = build_model(resolve_model_config(preset=preset), meta=True)
+    return MultimodalProcessor.for_model(built, template=template, max_length=max_length)
 
 
 @data_app.command("check")
@@ -106,6 +132,12 @@ def check_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Check only the first N records."),
     show: int = typer.Option(20, "--show", min=0, help="How many problems to list."),
     meta_root: Optional[Path] = typer.Option(None, "--meta-root", help="Folder VCR meta_dir paths are relative to."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Also tokenise as this checkpoint would train: "
+                                                               "answers past max_length, truncation."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Like --model, with a model preset's tokenizer, "
+                                                                "template and max_length."),
+    template: Optional[str] = typer.Option(None, "--template", help="Chat template (default: the model's)."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Token budget (default: the model's)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
                                             help="Progress bar (default: on a terminal)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable report."),
@@ -114,11 +146,16 @@ def check_cmd(
     the image. Exits 1 when any problem is found."""
     import sys
 
+    require_module("vlmkit-data", "vlmkit data check")
     from vlmkit_data.check import check_file, format_report
 
     show_progress = (sys.stderr.isatty() and not as_json) if progress is None else progress
+    processor = None
+    if model is not None or preset is not None:
+        processor = _processor(model, preset, template, max_length)
     report = check_file(str(file), image_root=str(images) if images else None, dataset=dataset, limit=limit,
-                        max_examples=show, progress=show_progress, meta_root=str(meta_root) if meta_root else None)
+                        max_examples=show, progress=show_progress, meta_root=str(meta_root) if meta_root else None,
+                        processor=processor)
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:

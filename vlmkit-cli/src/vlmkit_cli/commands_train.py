@@ -10,13 +10,18 @@ import typer
 
 from .app import app
 from .errors import fail, friendly
+from .siblings import require_components, require_module
 
 
 @app.command()
 @friendly
 def train(recipe: str = typer.Argument(..., help="Recipe YAML file or recipe preset name."),
           output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (overrides the recipe)."),
-          resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in the output folder."),
+          resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint in the "
+                                                              "output folder."),
+          weights_only: bool = typer.Option(False, "--resume-weights-only",
+                                            help="Resume even if the checkpoint's optimizer/scheduler state is gone "
+                                                 "(fresh optimizer and schedule from its weights)."),
           deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="zero2, zero3 or a DeepSpeed JSON file."),
           set_: Optional[List[str]] = typer.Option(None, "--set",
                                                    help="Override recipe keys: stages.0.lr=1e-3, model.max_length=128"),
@@ -34,7 +39,7 @@ def train(recipe: str = typer.Argument(..., help="Recipe YAML file or recipe pre
     if deepspeed is not None:
         for st in rec.stages:
             st.deepspeed = deepspeed
-    final = run_recipe(rec, resume=resume)
+    final = run_recipe(rec, resume=resume or weights_only, weights_only=weights_only)
     import os
 
     if os.environ.get("RANK", "0") == "0":  # one line, not one per process, under torchrun
@@ -57,6 +62,9 @@ def generate(model: Path = typer.Option(..., "--model", help="vlmkit checkpoint 
              width: Optional[int] = typer.Option(None, "--width", help="Line width (default: scaled to the image)."),
              seed: int = typer.Option(0, "--seed", help="Seed for shapes with random geometry."),
              save_prompted: Optional[Path] = typer.Option(None, "--save-prompted", help="Save the prompted image here."),
+             trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
+                                                    help="Let the LLM's own Python code in the checkpoint run "
+                                                         "(never on by a checkpoint's say-so)."),
              ) -> None:
     """Answer a prompt about images with a trained model (greedy by default).
 
@@ -75,17 +83,19 @@ def generate(model: Path = typer.Option(..., "--model", help="vlmkit checkpoint 
             assert len(box) == 4
         except (ValueError, AssertionError):
             fail(f"--bbox '{bbox}': expected x1,y1,x2,y2")
-        try:
-            from vlmkit_data.vip import prompt_inference_image
-        except ImportError:
-            fail("--bbox needs the vlmkit-data package (pip install vlmkit-data)")
+        require_module("vlmkit-data", "--bbox")
+        from vlmkit_data.vip import prompt_inference_image
+
         img, phrase = prompt_inference_image(open_image(images[0]), box, shape, color, alpha=alpha, width=width,
                                              seed=seed)
         if save_prompted is not None:
             img.save(save_prompted)
         images = [img]
         prompt = prompt.replace("{region}", phrase)
-    text = run(str(model), images, prompt, max_new_tokens=max_new_tokens, template=template, do_sample=sample)
+    from vlmkit.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(model, trust_remote_code=trust_remote_code)
+    text = run(loaded, images, prompt, max_new_tokens=max_new_tokens, template=template, do_sample=sample)
     typer.echo(text)
 
 
@@ -97,12 +107,15 @@ def evaluate(model: Path = typer.Option(..., "--model", help="vlmkit checkpoint 
              batch_size: int = typer.Option(32, "--batch-size"),
              limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N records."),
              dataset: str = typer.Option("llava-json", "--dataset", help="Dataset component that reads --data."),
-             as_json: bool = typer.Option(False, "--json")) -> None:
+             as_json: bool = typer.Option(False, "--json"),
+             trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
+                                                    help="Let the LLM's own Python code in the checkpoint run "
+                                                         "(never on by a checkpoint's say-so).")) -> None:
     """Exact-match accuracy on short-answer questions, overall and per category."""
     from vlmkit.evaluation import evaluate_file
 
     report = evaluate_file(str(model), str(data), dataset=dataset, image_root=str(images) if images else None,
-                           batch_size=batch_size, limit=limit)
+                           batch_size=batch_size, limit=limit, trust_remote_code=trust_remote_code)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -117,6 +130,7 @@ def demo(output: Path = typer.Option(Path("demo-out"), "--output", "-o", help="W
          steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default: the demo recipe's)."),
          seed: int = typer.Option(0, "--seed")) -> None:
     """The embedded default: build a tiny model, make synthetic data, train, evaluate, save."""
-    from .demo import run_demo
+    from .demo import DEMO_NEEDS, run_demo
 
+    require_components("vlmkit demo", *DEMO_NEEDS)
     run_demo(output, steps=steps, seed=seed)

@@ -15,12 +15,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+#: the components the demo uses, with the sibling that ships each (checked before anything runs)
+DEMO_NEEDS = (("preset", "vlmkit-encoders:tiny", "vlmkit-encoders"),
+              ("connector", "vlmkit-fusion:mlp2x_gelu", "vlmkit-fusion"),
+              ("dataset", "vlmkit-data:synthetic-shapes", "vlmkit-data"))
+
 DEMO_RECIPE: dict[str, Any] = {
-    "model": {"preset": "tiny"},
+    "model": {"preset": "vlmkit-encoders:tiny"},
     "seed": 0,
     "stages": [{
         "name": "demo",
-        "data": {"dataset": "synthetic-shapes", "args": {"split": "train"}, "on_bad_sample": "error"},
+        "data": {"dataset": "vlmkit-data:synthetic-shapes", "args": {"split": "train"}, "on_bad_sample": "error"},
         "trainable": ["encoders", "connector", "llm"],
         "lr": 1e-3,
         "max_steps": 2000,
@@ -58,7 +63,7 @@ def run_demo(output: Path, steps: int | None = None, seed: int = 0, n_train: int
     output = Path(output)
     console.print(f"[b]1/4[/b] generating synthetic shapes data in {output / 'data'}")
     data_args = {"root": str(output / "data"), "n_train": n_train, "n_test": n_test, "seed": seed}
-    shapes = registry.load("dataset", "synthetic-shapes")
+    shapes = registry.load("dataset", "vlmkit-data:synthetic-shapes")
     test = shapes(split="test", **data_args)
 
     doc = copy.deepcopy(DEMO_RECIPE)

@@ -8,7 +8,7 @@ from typing import Any
 
 def describe_component(name: str, kind: str | None = None) -> dict[str, Any]:
     from vlmkit.arguments import describe_arguments
-    from vlmkit.errors import AmbiguousComponentError, UnknownComponentError
+    from vlmkit.errors import UnknownComponentError
     from vlmkit.registry import GROUPS, registry
 
     kinds = [kind] if kind else list(GROUPS)
@@ -19,9 +19,17 @@ def describe_component(name: str, kind: str | None = None) -> dict[str, Any]:
         except UnknownComponentError:
             continue
     if not found:
-        raise UnknownComponentError(kind or "component", name, None, [e.name for e in registry.entries(kind)])
+        import difflib
+
+        known = sorted({e.name for e in registry.entries(kind, include_hooks=True)})
+        raise UnknownComponentError(kind or "component", name, difflib.get_close_matches(name, known, n=3, cutoff=0.6),
+                                    known)
     if len(found) > 1:
-        raise AmbiguousComponentError("component", name, [f"--kind {e.kind}" for e in found])
+        from vlmkit.errors import ConfigError
+
+        kinds = ", ".join(f"{e.kind} ({e.distribution})" for e in found)
+        raise ConfigError(f"'{name}' names components of several kinds: {kinds}; say which with --kind "
+                          f"{found[0].kind} (or --kind {found[1].kind})")
     entry = found[0]
     obj = entry.load()
     doc: dict[str, Any] = entry.as_dict("ok")

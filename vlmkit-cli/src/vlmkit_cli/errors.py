@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 import functools
-import sys
 import traceback
 from typing import Any, Callable
 
 import typer
 
 STATE = {"debug": False}
+
+
+#: longer messages are cut (a library error can list thousands of names on one line)
+MAX_MESSAGE = 600
+
+
+def first_line(exc: BaseException) -> str:
+    """The line to show. An error raised in a DataLoader worker arrives re-wrapped by torch as
+    "Caught DataError in DataLoader worker process 0. Original Traceback ...": show the original."""
+    text = str(exc)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = [ln for ln in text.splitlines() if ln.strip()][-1]
+        name, sep, message = last.partition(": ")
+        line = message if sep and name.rsplit(".", 1)[-1] == type(exc).__name__ else last
+    else:
+        line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= MAX_MESSAGE else line[:MAX_MESSAGE] + f"... ({len(line):,} characters; --debug shows all)"
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -31,13 +47,23 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except _user_error_types() as exc:
             if STATE["debug"]:
                 traceback.print_exc()
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            typer.echo(f"error: {msg}", err=True)
+            typer.echo(f"error: {first_line(exc)}", err=True)
+            raise typer.Exit(2) from None
+        except ModuleNotFoundError as exc:
+            if STATE["debug"]:
+                raise
+            from .siblings import SIBLINGS, install_hint
+
+            dist = {m: d for d, m in SIBLINGS.items()}.get((exc.name or "").split(".")[0])
+            if dist is None:
+                typer.echo(f"error: ModuleNotFoundError: {exc} (run with --debug for the traceback)", err=True)
+                raise typer.Exit(1) from None
+            typer.echo(f"error: this command needs {dist}, which is not installed: {install_hint(dist)}", err=True)
             raise typer.Exit(2) from None
         except Exception as exc:  # noqa: BLE001
             if STATE["debug"]:
                 raise
-            typer.echo(f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+            typer.echo(f"error: {type(exc).__name__}: {first_line(exc) if str(exc) else ''} "
                        "(run with --debug for the traceback)", err=True)
             raise typer.Exit(1) from None
 
@@ -48,6 +74,3 @@ def fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
-
-def debug_enabled() -> bool:
-    return STATE["debug"] or "--debug" in sys.argv

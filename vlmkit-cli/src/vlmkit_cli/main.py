@@ -10,7 +10,15 @@ from .app import app
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except BrokenPipeError:  # `vlmkit ... | head`: the reader left; stop quietly, like other Unix tools
+        import os
+        import sys
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
+        sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -3,31 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-DEFAULT_PRESET = "tiny"
+#: the CLI's defaults, qualified by the distribution that ships each: a plugin reusing the name changes nothing
+DEFAULT_PRESET = "vlmkit-encoders:tiny"
 #: the connector of a CLI-built model that names none (core has no default: it names no plugin)
-DEFAULT_CONNECTOR = "mlp2x_gelu"
+DEFAULT_CONNECTOR = "vlmkit-fusion:mlp2x_gelu"
+#: the CLI's defaults, as (kind, name, the sibling distribution that ships it)
+DEFAULT_PRESET_NEED = ("preset", DEFAULT_PRESET, "vlmkit-encoders")
+DEFAULT_CONNECTOR_NEED = ("connector", DEFAULT_CONNECTOR, "vlmkit-fusion")
 
 
 def with_default_connector(cfg):
     """``cfg`` with the CLI's default connector when it has none (a config file or --encoder flags)."""
     from vlmkit.config import ComponentConfig
 
+    from .siblings import require_components
+
     if cfg.connector is None:
+        require_components("a model without a connector", DEFAULT_CONNECTOR_NEED)
         cfg.connector = ComponentConfig(DEFAULT_CONNECTOR)
     return cfg
-
-
-def load_preset(kind: str, name: str) -> dict[str, Any]:
-    """Presets are registered data (a dict, or a callable returning one)."""
-    import copy
-
-    from vlmkit.registry import registry
-
-    obj = registry.load(kind, name)
-    data = obj() if callable(obj) else obj
-    return copy.deepcopy(data)
 
 
 def resolve_model_config(*, preset: str | None = None, config: Path | None = None,
@@ -36,6 +32,7 @@ def resolve_model_config(*, preset: str | None = None, config: Path | None = Non
                          objectives: Sequence[str] | None = None, sets: Sequence[str] | None = None):
     from vlmkit.config import ComponentConfig, ModelConfig, load_yaml
     from vlmkit.errors import ConfigError
+    from vlmkit.presets import load_preset
 
     if preset and config:
         raise ConfigError("give --preset or --config, not both")
@@ -49,6 +46,9 @@ def resolve_model_config(*, preset: str | None = None, config: Path | None = Non
     elif encoders:
         cfg = ModelConfig()
     else:
+        from .siblings import require_components
+
+        require_components("the default model", DEFAULT_PRESET_NEED)
         cfg = ModelConfig.from_dict(load_preset("preset", DEFAULT_PRESET), where=f"preset '{DEFAULT_PRESET}'")
     if encoders:
         cfg.encoders = [ComponentConfig(e) for e in encoders]

@@ -18,20 +18,33 @@ def _fmt(n: int) -> str:
 
 
 def print_summary(summary: dict[str, Any], meta: bool = False) -> None:
+    """The model's parts and sizes: a rich table at a terminal, plain aligned text in a pipe."""
+    from .app import interactive
+
+    title = "vlmkit model" + (" (meta device)" if meta else "")
+    rows = [[p["part"], p["component"], _fmt(p["parameters"]), _fmt(p["trainable"])] for p in summary["parts"]]
+    total = ["total", "", _fmt(summary["parameters"]), _fmt(summary["trainable"])]
+    views = ", ".join(f"{k}: {v['size']} px ({v['resize']})" for k, v in summary["views"].items()) or "none"
+    tokens = summary["visual_tokens_per_image"]
+    extra = " + object tokens (one per box)" if summary.get("extra_tokens") else ""
+    lines = [f"visual tokens per image: {tokens}{extra}   views: {views}",
+             f"llm: {summary['llm']} (hidden size {summary['d_llm']})   objectives: "
+             + ", ".join(f"{k} x{w}" for k, w in summary["objectives"].items())]
+    if summary.get("checkpoint"):
+        lines.append(f"checkpoint written to {summary['checkpoint']}")
+    if not interactive():
+        print(title)
+        print(plain_table(("part", "component", "parameters", "trainable"), rows + [total]))
+        print("\n".join(lines))
+        return
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    table = Table("part", "component", "parameters", "trainable", title="vlmkit model" + (" (meta device)" if meta else ""))
-    for p in summary["parts"]:
-        table.add_row(p["part"], p["component"], _fmt(p["parameters"]), _fmt(p["trainable"]))
-    table.add_row("[b]total[/b]", "", f"[b]{_fmt(summary['parameters'])}[/b]", f"[b]{_fmt(summary['trainable'])}[/b]")
+    table = Table("part", "component", "parameters", "trainable", title=title)
+    for r in rows:
+        table.add_row(*r)
+    table.add_row(*[f"[b]{v}[/b]" if v else "" for v in total])
     console.print(table)
-    views = ", ".join(f"{k}: {v['size']} px ({v['resize']})" for k, v in summary["views"].items()) or "none"
-    tokens = summary["visual_tokens_per_image"]
-    extra = " + object tokens (one per box)" if summary.get("extra_tokens") else ""
-    console.print(f"visual tokens per image: {tokens}{extra}   views: {views}")
-    console.print(f"llm: {summary['llm']} (hidden size {summary['d_llm']})   objectives: "
-                  + ", ".join(f"{k} x{w}" for k, w in summary["objectives"].items()))
-    if summary.get("checkpoint"):
-        console.print(f"checkpoint written to {summary['checkpoint']}")
+    for line in lines:
+        console.print(line, highlight=False)

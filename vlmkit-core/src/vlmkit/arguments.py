@@ -3,7 +3,8 @@
 Components declare their arguments as ordinary keyword parameters with type annotations. Build-time
 context (input stream specs, LLM width, ...) comes through parameters listed in ``context``; every
 other parameter is a user argument. Unknown names and values of the wrong type are refused with the
-valid names listed, before anything is constructed.
+valid names listed, before anything is constructed. A parameter annotated with a range
+(``Annotated[int, Field(gt=0)]``, or annotated-types' ``Gt``/``Ge``...) is checked against it too.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ import inspect
 import typing
 from typing import Any, Iterable
 
+from pydantic import Field
+
 from .errors import ConfigError
+
+#: argument types with a range, for component signatures (sizes, counts): checked by ``validate_args``
+PositiveInt = typing.Annotated[int, Field(gt=0)]
+NonNegativeInt = typing.Annotated[int, Field(ge=0)]
+PositiveFloat = typing.Annotated[float, Field(gt=0)]
+NonNegativeFloat = typing.Annotated[float, Field(ge=0)]
 
 
 def user_parameters(cls: Any, context: Iterable[str] = ()) -> dict[str, inspect.Parameter]:
@@ -29,7 +38,7 @@ def user_parameters(cls: Any, context: Iterable[str] = ()) -> dict[str, inspect.
 def _hints(cls: Any) -> dict[str, Any]:
     target = cls.__init__ if inspect.isclass(cls) else cls
     try:
-        return typing.get_type_hints(target)
+        return typing.get_type_hints(target, include_extras=True)
     except Exception:  # noqa: BLE001 - unresolvable annotations: skip type checks
         return {}
 
@@ -37,6 +46,8 @@ def _hints(cls: Any) -> dict[str, Any]:
 def _matches(value: Any, hint: Any) -> bool:
     if hint is Any or hint is inspect.Parameter.empty:
         return True
+    if typing.get_origin(hint) is typing.Annotated:
+        return _matches(value, typing.get_args(hint)[0])
     origin = typing.get_origin(hint)
     if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
         return any(_matches(value, h) for h in typing.get_args(hint))
@@ -64,7 +75,43 @@ def _matches(value: Any, hint: Any) -> bool:
 
 
 def _describe(hint: Any) -> str:
+    """A type as a user reads it: ``int``, ``'pad' | 'square'``, ``int > 0``, ``list[str]``."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Annotated:
+        base, *meta = typing.get_args(hint)
+        bounds = [f"{op} {getattr(m, attr)}" for m in _constraints(meta)
+                  for attr, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")) if getattr(m, attr, None) is not None]
+        return _describe(base) + (f" {' and '.join(bounds)}" if bounds else "")
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(hint))
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        return " | ".join(_describe(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "None"
+    if origin is not None:
+        return str(hint).replace("typing.", "")
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _constraints(meta: list[Any]) -> list[Any]:
+    """annotated-types constraints, also those inside a pydantic ``Field(...)``."""
+    out = []
+    for m in meta:
+        out.extend(getattr(m, "metadata", None) or [m])
+    return out
+
+
+def _range_problem(value: Any, hint: Any) -> str | None:
+    """Why ``value`` breaks the range an ``Annotated`` hint declares (None: it does not)."""
+    if typing.get_origin(hint) is not typing.Annotated:
+        return None
+    for m in _constraints(list(typing.get_args(hint)[1:])):
+        for attr, ok in (("gt", lambda v, b: v > b), ("ge", lambda v, b: v >= b), ("lt", lambda v, b: v < b),
+                         ("le", lambda v, b: v <= b)):
+            bound = getattr(m, attr, None)
+            if bound is not None and isinstance(value, (int, float)) and not ok(value, bound):
+                return f"must be {_describe(hint).split(' ', 1)[1]}"
+    return None
 
 
 def validate_args(component: str, cls: Any, args: dict[str, Any], context: Iterable[str] = ()) -> None:
@@ -80,9 +127,13 @@ def validate_args(component: str, cls: Any, args: dict[str, Any], context: Itera
             )
         hint = hints.get(name, params[name].annotation)
         if not _matches(value, hint):
+            base = typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint
             raise ConfigError(
-                f"{component}: argument '{name}' expects {_describe(hint)}, got {type(value).__name__} {value!r}"
+                f"{component}: argument '{name}' expects {_describe(base)}, got {type(value).__name__} {value!r}"
             )
+        problem = _range_problem(value, hint)
+        if problem:
+            raise ConfigError(f"{component}: argument '{name}' {problem}, got {value!r}")
     missing = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in args]
     if missing:
         raise ConfigError(f"{component}: missing required argument(s): {', '.join(missing)}")

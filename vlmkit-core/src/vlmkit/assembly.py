@@ -8,6 +8,7 @@ final stream must be one stream of the LLM's width.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from typing import Any
 
 import torch
@@ -27,18 +28,51 @@ def _label(kind: str, cfg: ComponentConfig) -> str:
     return f"{kind} '{cfg.name}'"
 
 
+#: the distributions of the components being constructed, innermost first: a wrapper that builds another
+#: component by name (a multi-scale encoder around "clip") gets its own distribution's component when that
+#: name is ambiguous (provenance, see registry.resolve)
+_BUILDING_FROM: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("vlmkit_building_from", default=())
+
+
 def _construct(kind: str, cfg: ComponentConfig, context: dict[str, Any], installed_from: dict[str, str] | None = None) -> Any:
+    recorded = (installed_from or {}).get(cfg.name)
+    prefer = ((recorded,) if recorded else ()) + _BUILDING_FROM.get()
     try:
-        factory = registry.load(kind, cfg.name)
+        entry = registry.resolve(kind, cfg.name, prefer)
+        factory = entry.load()
     except UnknownComponentError:
-        if installed_from and cfg.name in installed_from:
-            raise MissingPluginError(kind, cfg.name, installed_from[cfg.name]) from None
+        if recorded:
+            raise MissingPluginError(kind, cfg.name, recorded) from None
         raise
     validate_args(_label(kind, cfg), factory, cfg.args, context=getattr(factory, "context_parameters", ()) or tuple(context))
-    obj = factory(**context, **cfg.args)
+    token = _BUILDING_FROM.set((entry.distribution, *_BUILDING_FROM.get()))
+    try:
+        obj = factory(**context, **cfg.args)
+    finally:
+        _BUILDING_FROM.reset(token)
     if hasattr(obj, "component_name"):
         obj.component_name = cfg.name
     return obj
+
+
+def check_shared_views(config: ModelConfig, encoders: list[VisionEncoder]) -> None:
+    """Encoders that name the same view share one preprocessed tensor, so they must agree on it exactly."""
+    import dataclasses
+
+    seen: dict[str, tuple[str, Any]] = {}
+    for cfg, enc in zip(config.encoders, encoders):
+        view = enc.view
+        if view.name not in seen:
+            seen[view.name] = (cfg.name, view)
+            continue
+        first_name, first = seen[view.name]
+        diff = [f.name for f in dataclasses.fields(view) if getattr(view, f.name) != getattr(first, f.name)]
+        if diff:
+            f = diff[0]
+            raise IncompatibleComponentsError(
+                f"encoder '{cfg.name}'", f"encoder '{first_name}'",
+                f"both read image view '{view.name}' but want different {f} ({getattr(view, f)!r} vs "
+                f"{getattr(first, f)!r}); give one of them its own view name (its 'view' argument)")
 
 
 def build_component(kind: str, spec: "str | dict[str, Any] | ComponentConfig", **context: Any) -> Any:
@@ -83,6 +117,7 @@ def _assemble(config: ModelConfig, installed_from: dict[str, str] | None) -> Vis
         if not isinstance(enc, VisionEncoder):
             raise ConfigError(f"encoder '{cfg.name}' is not a vlmkit VisionEncoder")
         encoders.append(enc)
+    check_shared_views(config, encoders)
     specs: list[StreamSpec] = [e.spec() for e in encoders]
     encoder_specs = tuple(specs)
 

@@ -1,13 +1,21 @@
 """Checkpoints: a folder with ``vlmkit.yaml`` (config + the plugin distributions and versions that
-built it), ``model.safetensors`` and the LLM's config/tokenizer files under ``llm/``.
+built it, and the SHA-256 of the weights), ``model.safetensors`` and the LLM's config/tokenizer files
+under ``llm/``.
 
 Loading rebuilds the model through the registry, with no downloads (architectures from configs),
-then loads the weights. Nothing here unpickles anything.
+then loads the weights strictly (every tensor, nothing extra, all finite, checksum verified). Nothing
+here unpickles anything, and nothing in a checkpoint can turn on remote code: ``trust_remote_code``
+comes only from the caller, and the LLM loads from the checkpoint's own ``llm/`` folder.
+
+Files are written to a temporary name and renamed, and ``vlmkit.yaml`` is written last, so a folder
+with a ``vlmkit.yaml`` holds a whole checkpoint.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -24,6 +32,27 @@ from .registry import registry
 CONFIG_FILE = "vlmkit.yaml"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
+#: where a checkpoint's LLM lives (config + tokenizer; its weights are in WEIGHTS_FILE)
+LLM_PATH = "{checkpoint}/llm"
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write a small file so that a reader sees the old content or the new, never a torn one."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, p)
 
 
 def _vlmkit_version() -> str:
@@ -86,8 +115,11 @@ def save_checkpoint(model: VisionLanguageModel, directory: str | Path, extra: di
             continue
         seen[key] = k
         tensors[k] = v.detach().contiguous().cpu()
-    save_file(tensors, str(d / WEIGHTS_FILE), metadata={"format": "pt", "aliases": json.dumps(aliases)})
-    (d / CONFIG_FILE).write_text(yaml.safe_dump(doc, sort_keys=False))
+    tmp = d / f".{WEIGHTS_FILE}.tmp-{os.getpid()}"
+    save_file(tensors, str(tmp), metadata={"format": "pt", "aliases": json.dumps(aliases)})
+    doc["weights"] = {"file": WEIGHTS_FILE, "sha256": file_sha256(tmp)}
+    os.replace(tmp, d / WEIGHTS_FILE)
+    write_atomic(d / CONFIG_FILE, yaml.safe_dump(doc, sort_keys=False))  # last: the folder is now whole
     return d
 
 
@@ -117,6 +149,46 @@ def _substitute(value: Any, directory: Path) -> Any:
     return value
 
 
+def verify_weights_checksum(directory: str | Path, doc: dict[str, Any] | None = None) -> None:
+    """Compare ``model.safetensors`` with the SHA-256 its ``vlmkit.yaml`` records (checkpoints written
+    before checksums were recorded have none and pass). ``VLMKIT_VERIFY_WEIGHTS=0`` skips the check."""
+    if os.environ.get("VLMKIT_VERIFY_WEIGHTS", "1") == "0":
+        return
+    d = Path(directory)
+    doc = read_checkpoint_config(d) if doc is None else doc
+    expected = (doc.get("weights") or {}).get("sha256")
+    f = d / WEIGHTS_FILE
+    if expected and f.is_file() and file_sha256(f) != expected:
+        raise CheckpointError(f"{f}: checksum mismatch (the file changed after it was saved: corrupt or edited); "
+                              f"{CONFIG_FILE} records sha256 {expected[:12]}... (VLMKIT_VERIFY_WEIGHTS=0 skips the check)")
+
+
+def load_state_strict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], aliases: dict[str, str], where: Path,
+                      expected: set[str] | None = None) -> None:
+    """Load ``tensors`` into ``model``: every expected tensor present, nothing unknown, every value finite."""
+    for alias, target in aliases.items():
+        if target in tensors:
+            tensors[alias] = tensors[target]
+    expected = set(model.state_dict()) if expected is None else expected
+    missing = sorted(expected - set(tensors))
+    unexpected = sorted(set(tensors) - set(model.state_dict()))
+    if missing or unexpected:
+        msg = []
+        if missing:
+            msg.append(f"missing {len(missing)} tensor(s), e.g. {', '.join(missing[:3])}")
+        if unexpected:
+            msg.append(f"unexpected {len(unexpected)} tensor(s), e.g. {', '.join(unexpected[:3])}")
+        raise CheckpointError(f"{where}: does not match the model: " + "; ".join(msg))
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{where}: non-finite values (NaN or inf) in {len(bad)} tensor(s), e.g. {', '.join(bad[:3])}")
+    try:
+        # strict=False only because non-persistent buffers are not saved; the key check above is strict
+        model.load_state_dict(tensors, strict=False)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{where}: {str(exc).splitlines()[0]}") from exc
+
+
 def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import safe_open
 
@@ -135,34 +207,80 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     return tensors, aliases
 
 
-def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu", meta: bool = False) -> VisionLanguageModel:
+def _minor(version: str) -> tuple[str, ...]:
+    return tuple(str(version).split(".")[:2])
+
+
+def warn_version_changes(plugins: list[dict[str, Any]], where: Path) -> list[str]:
+    """Warn (once per component) when the distribution a checkpoint recorded is installed at another major
+    or minor version than the one that saved it; returns the warnings."""
+    import logging
+
+    out = []
+    for rec in plugins:
+        dist, saved = rec.get("distribution"), rec.get("version")
+        if not dist or dist == "unknown" or not saved or saved == "unknown":
+            continue
+        try:
+            entry = registry.resolve(rec.get("kind", ""), rec.get("name", ""), prefer=(dist,))
+        except Exception:  # noqa: BLE001 - a missing plugin is reported when the model is built
+            continue
+        if entry.distribution == dist and _minor(entry.version) != _minor(saved):
+            out.append(f"{where}: {rec['kind']} '{rec['name']}' was saved with {dist} {saved}; {dist} "
+                       f"{entry.version} is installed (another minor version: check its changelog if results differ)")
+    for msg in out:
+        logging.getLogger(__name__).warning(msg)
+    return out
+
+
+def _own_llm(model_doc: dict[str, Any], where: Path, trust_remote_code: bool, llm_path: str | None) -> dict[str, Any]:
+    """The checkpoint's LLM section with what a checkpoint may not decide taken out of its hands: the LLM
+    loads from the checkpoint's ``llm/`` folder (or the caller's ``llm_path``), and remote code runs only
+    when the caller says so."""
+    llm = model_doc.get("llm")
+    if not isinstance(llm, dict) or llm.get("name") != "hf":
+        return model_doc  # a registered LLM component: built from its arguments, reads no folder
+    args = dict(llm.get("args") or {})
+    path = args.get("path")
+    if llm_path is not None:
+        args["path"] = llm_path
+    elif path is not None and path != LLM_PATH:
+        raise CheckpointError(f"{where}: model.llm.args.path is '{path}'; a checkpoint's LLM loads from its own "
+                              f"llm/ folder ('{LLM_PATH}'), so this file was not written by vlmkit or was edited "
+                              "(pass llm_path= to load_checkpoint to use another LLM folder on purpose)")
+    if args.get("trust_remote_code") and not trust_remote_code:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s asks for trust_remote_code; ignored: remote code runs only when you pass it yourself "
+            "(--trust-remote-code, or trust_remote_code=True)", where)
+    args["trust_remote_code"] = bool(trust_remote_code)
+    return {**model_doc, "llm": {**llm, "args": args}}
+
+
+def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu", meta: bool = False,
+                    trust_remote_code: bool = False, llm_path: str | None = None) -> VisionLanguageModel:
+    """Rebuild a saved model. ``trust_remote_code`` (default off, whatever the checkpoint says) lets the
+    LLM's own Python code run; ``llm_path`` loads the LLM's config and tokenizer from another folder."""
     d = Path(directory).resolve() if Path(directory).exists() else Path(directory)
     doc = read_checkpoint_config(d)
+    if not isinstance(doc["model"], dict):
+        raise CheckpointError(f"{d / CONFIG_FILE}: 'model' is not a mapping")
+    llm_doc = doc["model"].get("llm")
+    if isinstance(llm_doc, dict) and llm_doc.get("name") == "hf" and llm_path is None and not (d / "llm").is_dir():
+        raise CheckpointError(f"{d}: no llm/ folder (the LLM's config and tokenizer); the checkpoint is incomplete")
+    model_doc = _own_llm(doc["model"], d / CONFIG_FILE, trust_remote_code, llm_path)
     try:
-        cfg = ModelConfig.from_dict(_substitute(doc["model"], d), where=f"{d / CONFIG_FILE}: model")
+        cfg = ModelConfig.from_dict(_substitute(model_doc, d), where=f"{d / CONFIG_FILE}: model")
     except ConfigError as exc:
         raise CheckpointError(str(exc)) from exc
     installed_from = {p["name"]: p["distribution"] for p in doc.get("plugins", []) if p.get("distribution")}
+    warn_version_changes(doc.get("plugins", []), d / CONFIG_FILE)
     if not meta:
-        tensors, aliases = load_weights(d / WEIGHTS_FILE)
+        tensors, aliases = load_weights(d / WEIGHTS_FILE)  # first: a cut file is named as such
+        verify_weights_checksum(d, doc)
     model = build_model(cfg, meta=meta, pretrained=False, installed_from=installed_from)
     if meta:
         return model
-    for alias, target in aliases.items():
-        if target in tensors:
-            tensors[alias] = tensors[target]
-    expected = set(model.persistent_state_dict())
-    missing = sorted(expected - set(tensors))
-    unexpected = sorted(set(tensors) - set(model.state_dict()))
-    if missing or unexpected:
-        msg = []
-        if missing:
-            msg.append(f"missing {len(missing)} tensor(s), e.g. {', '.join(missing[:3])}")
-        if unexpected:
-            msg.append(f"unexpected {len(unexpected)} tensor(s), e.g. {', '.join(unexpected[:3])}")
-        raise CheckpointError(f"{d / WEIGHTS_FILE}: does not match the model in {CONFIG_FILE}: " + "; ".join(msg))
-    try:
-        model.load_state_dict(tensors, strict=False)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{d / WEIGHTS_FILE}: {str(exc).splitlines()[0]}") from exc
+    load_state_strict(model, tensors, aliases, d / WEIGHTS_FILE, expected=set(model.persistent_state_dict()))
     return model.to(device)

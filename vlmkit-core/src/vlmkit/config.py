@@ -55,6 +55,15 @@ class ComponentConfig:
         return d
 
 
+def check_max_length(value: Any, where: str) -> int:
+    """A positive whole number of tokens (a YAML ``2048`` or ``"2048"``; not 0, -5, 2.5 or ``true``)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}: expected an integer > 0 (a number of tokens), got {value!r}")
+    return value
+
+
 @dataclass
 class ModelConfig:
     encoders: list[ComponentConfig] = field(default_factory=list)
@@ -94,14 +103,12 @@ class ModelConfig:
             if not isinstance(t, (str, dict)):
                 raise ConfigError(f"{where}.template: expected a name or a mapping, got {type(t).__name__}")
             cfg.template = t if isinstance(t, str) else dict(t)
-        for key, typ in (("max_length", int), ("padding_side", str)):
-            if key in data:
-                try:
-                    setattr(cfg, key, typ(data[key]))
-                except (TypeError, ValueError) as exc:
-                    raise ConfigError(f"{where}.{key}: {exc}") from exc
+        if "max_length" in data:
+            cfg.max_length = check_max_length(data["max_length"], f"{where}.max_length")
+        if "padding_side" in data:
+            cfg.padding_side = data["padding_side"]
         if cfg.padding_side not in ("right", "left"):
-            raise ConfigError(f"{where}.padding_side: expected 'right' or 'left', got '{cfg.padding_side}'")
+            raise ConfigError(f"{where}.padding_side: expected 'right' or 'left', got {cfg.padding_side!r}")
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,6 +146,8 @@ class ModelConfig:
                 bare = c.name.split(":")[-1]
                 if sum(1 for x in items if x.name.split(":")[-1] == bare) == 1:
                     out[f"{group}.{bare}"] = c
+                    if ":" in c.name:  # the qualified name addresses it too: encoder.dist:name.arg
+                        out[f"{group}.{c.name}"] = c
             if len(items) == 1:
                 out[group] = items[0]
         if self.connector is not None:
@@ -157,9 +166,7 @@ class ModelConfig:
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {key}: cannot parse value '{raw}': {exc}") from exc
         if key in ("max_length", "model.max_length"):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ConfigError(f"--set {key}: expected an integer, got {type(value).__name__} '{raw}'")
-            self.max_length = value
+            self.max_length = check_max_length(value, f"--set {key}")
             return
         if key in ("padding_side", "template", "model.padding_side", "model.template"):
             setattr(self, key.split(".")[-1], str(value))

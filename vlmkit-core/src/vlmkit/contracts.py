@@ -102,7 +102,12 @@ class VisualContext:
 
 @dataclass
 class ImageSpan:
-    """Where one image's tokens landed in the spliced sequence."""
+    """Where one image's tokens landed in the spliced sequence.
+
+    ``row``: the batch row (after packing: the packed row); ``start``: the position of its first token in
+    that row; ``num_main``: its main (grid) tokens, then ``num_total - num_main`` extra tokens (object
+    tokens); ``grid``: the main tokens' (height, width) grid, or None.
+    """
 
     row: int
     start: int
@@ -121,6 +126,9 @@ class ModelOutput:
     labels: torch.Tensor | None = None
     image_spans: list[ImageSpan] = field(default_factory=list)
     past_key_values: Any = None
+    #: each image's projected visual tokens (num_total, D_llm) as they entered the LLM, in image order: the
+    #: same order as ``image_spans`` and as the placeholders of ``batch["input_ids"]`` (row by row)
+    visual_tokens: list[torch.Tensor] = field(default_factory=list)
 
     # transformers' Trainer indexes outputs like a mapping/tuple
     def __getitem__(self, key: Any) -> Any:
@@ -206,13 +214,31 @@ class Connector(Component, nn.Module):
 
 @dataclass(frozen=True)
 class ObjectiveContext:
+    """What an objective knows at build time: the LLM width, the spec of the visual stream fed to the LLM
+    (its grid and view), and the specs of every encoder's output."""
+
     d_llm: int
     visual: StreamSpec | None  # the main visual stream fed to the LLM (its grid, view)
     encoders: tuple[StreamSpec, ...] = ()
 
 
 class Objective(Component, nn.Module):
-    """Model output + batch -> named loss terms. May own trainable modules and frozen teachers."""
+    """Model output + batch -> named loss terms. May own trainable modules and frozen teachers.
+
+    ``forward(output, batch)`` gets:
+
+    * ``output``: a ``ModelOutput``: ``logits`` (B, L, V), ``hidden_states`` (B, L, D; only when
+      ``needs_hidden_states``), ``attention_mask`` and ``labels`` (B, L) of the spliced sequence,
+      ``image_spans`` (where each image landed) and ``visual_tokens`` (each image's projected tokens);
+    * ``batch``: ``input_ids``, ``attention_mask``, ``labels`` (before splicing; images are the
+      ``IMAGE_PLACEHOLDER`` ids, row by row, in the order of ``image_spans``), ``pixel_values`` (view name ->
+      (N, 3, H, W) for the N images of the batch, same order), ``boxes`` (view -> one (n_i, 4) tensor per
+      image, or None), ``num_items_in_batch``, and ``sample_ids`` during training.
+
+    It returns ``{term: scalar}``; each term is logged as ``loss/<term>`` (the term's key, not the component's
+    name) and their sum, times the objective's weight, is added to the loss. On a batch that gives it nothing
+    to do (text only), return ``{term: self.zero_loss()}``.
+    """
 
     context_parameters = ("context",)
     #: True when the objective needs the LLM's final hidden states
@@ -220,6 +246,14 @@ class Objective(Component, nn.Module):
 
     def forward(self, output: ModelOutput, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
+
+    def zero_loss(self) -> torch.Tensor:
+        """A 0 that every trainable parameter of this objective takes part in: distributed training (DDP,
+        ZeRO) expects each of them to get a gradient every step, also when this batch had no image."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            return torch.zeros(())
+        return torch.stack([p.sum().float() for p in params]).sum() * 0.0
 
 
 def single_stream(inputs: Sequence[StreamSpec], consumer: str) -> StreamSpec:

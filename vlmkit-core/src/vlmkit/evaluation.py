@@ -68,13 +68,16 @@ def evaluate(model: VisionLanguageModel, dataset: Any, *, batch_size: int = 32, 
 
 
 def evaluate_file(model_dir: str, data: str, *, dataset: str, image_root: str | None = None, batch_size: int = 32,
-                  limit: int | None = None) -> dict[str, Any]:
+                  limit: int | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
     """Load a checkpoint and a data file through the registered ``dataset`` component, then evaluate."""
     from pathlib import Path
 
     from .checkpoint import load_checkpoint
+    from .errors import DataError
     from .registry import registry
 
-    model = load_checkpoint(model_dir)
     ds = registry.load("dataset", dataset)(path=data, image_root=image_root or str(Path(data).parent))
+    if len(ds) == 0:
+        raise DataError("no records to evaluate (the file is empty)", file=data, kind="empty")
+    model = load_checkpoint(model_dir, trust_remote_code=trust_remote_code)
     return evaluate(model, ds, batch_size=batch_size, limit=limit)

@@ -207,10 +207,18 @@ def _read_llava_config(src: Path) -> Any:
     if raw.get("model_type") != "llava":
         raise ConfigError(f"{f}: model_type is '{raw.get('model_type')}'; import-hf converts only 'llava' "
                           "(LlavaForConditionalGeneration, LLaVA-1.5)")
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    for part in ("text_config", "vision_config"):
+        sub_type = (raw.get(part) or {}).get("model_type") if isinstance(raw.get(part), dict) else None
+        if sub_type is not None and sub_type not in CONFIG_MAPPING:
+            raise ConfigError(f"{f}: {part}.model_type '{sub_type}' is not a model type that transformers "
+                              "knows (a newer transformers, or a typo?)")
     try:
         return LlavaConfig.from_pretrained(str(src))
     except Exception as exc:  # noqa: BLE001 - transformers validates configs with several error types
-        raise ConfigError(f"{f}: not a valid Llava config: {exc}") from exc
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{f}: not a valid Llava config: {reason[:300]}") from exc
 
 
 def _import_layout(hf: Any, converters: LlavaConverters) -> tuple[LlavaLayout, ComponentConfig, ComponentConfig]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import traceback
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
@@ -60,8 +61,24 @@ class VlmkitHookSpecs:
 
 
 _pm: pluggy.PluginManager | None = None
-#: entry-point hook modules that failed to load: {qualified name: error}
-hook_load_errors: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class HookModule:
+    """One ``vlmkit.hooks`` entry point and what happened when it was loaded (``vlmkit plugins`` lists it)."""
+
+    distribution: str
+    name: str
+    target: str
+    status: str = "ok"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"kind": "hooks", "name": self.name, "distribution": self.distribution, "version": "",
+                "target": self.target, "status": self.status}
+
+
+#: every hook module found, in load order
+hook_modules: list[HookModule] = []
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -69,15 +86,20 @@ def get_plugin_manager() -> pluggy.PluginManager:
     if _pm is None:
         pm = pluggy.PluginManager(PROJECT)
         pm.add_hookspecs(VlmkitHookSpecs)
+        from .errors import PluginLoadError
         from .registry import HOOKS_GROUP, strict_mode
 
+        hook_modules.clear()
         for ep in metadata.entry_points(group=HOOKS_GROUP):
+            dist = ep.dist.metadata["Name"] if getattr(ep, "dist", None) is not None else "unknown"
             try:
                 pm.register(ep.load(), name=f"{ep.value}")
+                hook_modules.append(HookModule(dist, ep.name, ep.value))
             except Exception as exc:  # noqa: BLE001 - one broken plugin must not break the rest
-                hook_load_errors[ep.name] = f"{type(exc).__name__}: {exc}"
+                error = f"{type(exc).__name__}: {exc}"
+                hook_modules.append(HookModule(dist, ep.name, ep.value, error))
                 if strict_mode():
-                    raise
+                    raise PluginLoadError("hooks", f"{dist}:{ep.name}", ep.value, error) from exc
                 if os.environ.get("VLMKIT_DEBUG"):
                     traceback.print_exc()
         _pm = pm

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .arguments import PositiveInt
 from .build_context import load_pretrained
 from .contracts import Component
 from .errors import ConfigError
@@ -166,8 +167,8 @@ def load_tokenizer(source: str | None) -> Any:
     return tok
 
 
-def tiny_llama(hidden_size: int = 128, num_layers: int = 2, num_heads: int = 4, intermediate_size: int = 344,
-               attn_implementation: str = "sdpa") -> LanguageModel:
+def tiny_llama(hidden_size: PositiveInt = 128, num_layers: PositiveInt = 2, num_heads: PositiveInt = 4,
+               intermediate_size: PositiveInt = 344, attn_implementation: str = "sdpa") -> LanguageModel:
     """A Llama-style LLM small enough to train on a laptop CPU, with the local tokenizer."""
     from .tiny_tokenizer import build_tiny_tokenizer
 

@@ -191,7 +191,7 @@ class VisionLanguageModel(nn.Module):
         # no KV cache in a full forward: a cache would also switch off transformers' packed-sequence masking
         logits, hidden, _ = self.llm(embeds, llm_mask, positions, want_hidden=self._needs_hidden, use_cache=False)
         out = ModelOutput(loss=None, logits=logits, hidden_states=hidden, attention_mask=mask,
-                          labels=new_labels, image_spans=spans)
+                          labels=new_labels, image_spans=spans, visual_tokens=list(blocks))
         if compute_loss is None:
             compute_loss = labels is not None
         if compute_loss:

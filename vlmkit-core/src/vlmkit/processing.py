@@ -75,6 +75,7 @@ class MultimodalProcessor:
         budget = self.max_length - visual + n_placeholders
         if budget <= n_placeholders:
             raise LabelPolicyError(f"images take {visual} tokens, leaving no room for text within max_length={self.max_length}")
+        full_length = len(enc.input_ids) - n_placeholders + visual
         try:
             enc = truncate(enc, budget)
         except ValueError as exc:
@@ -83,6 +84,8 @@ class MultimodalProcessor:
             raise LabelPolicyError("no supervised token left: every label is masked"
                                    + (" after truncation to max_length" if budget < len(enc.labels) + 1 else ""))
         feats = Features(enc.input_ids, enc.labels, pix, None, len(images))
+        if full_length > self.max_length:  # cut at the end to fit: counted in the stage's data report
+            feats.meta["truncated_from"] = full_length
         if boxes is not None and self.views:
             feats.boxes = {v: [aff[v][i].boxes(b) if b is not None and len(b) else torch.zeros(0, 4)
                                for i, b in enumerate(boxes)] for v in self.views}

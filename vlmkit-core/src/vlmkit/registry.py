@@ -5,7 +5,9 @@ This module must never import torch or any plugin at import time: ``vlmkit plugi
 ``importlib.metadata`` (the ``entrypoints`` package is in maintenance mode and points there).
 
 Addressing: a bare name works when exactly one distribution provides it; ``distribution:name`` always
-works. Duplicates are only an error when the ambiguous bare name is asked for.
+works. Duplicates are only an error when the ambiguous bare name is asked for by a user. A name that
+comes with a provenance (a preset's own distribution, the distribution a checkpoint recorded) resolves in
+favour of that distribution, so a third party reusing a name never changes what it means there.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ HOOKS_GROUP = "vlmkit.hooks"
 #: set to 1/true to turn a plugin that fails to import into a hard error (CI).
 STRICT_ENV = "VLMKIT_STRICT_PLUGINS"
 IN_PROCESS = "__main__"
+#: core's own distribution: the components it ships itself (LLM adapters, the LM objective, templates)
+CORE_DISTRIBUTION = "vlmkit-core"
 
 
 def strict_mode() -> bool:
@@ -226,7 +230,10 @@ class Registry:
         names = self.names(kind)
         return f"installed {kind}s: {', '.join(names)}" if names else f"no {kind} plugins are installed"
 
-    def resolve(self, kind: str, name: str) -> ComponentEntry:
+    def resolve(self, kind: str, name: str, prefer: Iterable[str] = ()) -> ComponentEntry:
+        """The entry for ``name`` (bare or ``distribution:name``). ``prefer`` lists distributions that decide
+        between several providers of a bare name, in order (provenance); without one that provides it,
+        an ambiguous bare name is an error listing the qualified candidates."""
         entries = self.entries(kind, include_hooks=True)
         if ":" in name:
             dist, _, bare = name.partition(":")
@@ -241,12 +248,23 @@ class Registry:
             raise UnknownComponentError(kind, name, difflib.get_close_matches(name, names, n=3, cutoff=0.5), names)
         # an in-process registration deliberately overrides nothing: same rules as entry points
         if len({e.distribution for e in matches}) > 1:
+            for dist in prefer:
+                chosen = [e for e in matches if e.distribution == _normalise_dist(dist)]
+                if chosen:
+                    return chosen[-1]
             raise AmbiguousComponentError(kind, name, sorted(e.qualified_name for e in matches))
         return matches[-1]
 
-    def load(self, kind: str, name: str) -> Any:
+    def load(self, kind: str, name: str, prefer: Iterable[str] = ()) -> Any:
         """Resolve and import a component. Import failures raise PluginLoadError (strict or not)."""
-        return self.resolve(kind, name).load()
+        return self.resolve(kind, name, prefer).load()
+
+    def collisions(self) -> dict[tuple[str, str], list[str]]:
+        """(kind, bare name) -> the distributions that each provide it, where there are several."""
+        found: dict[tuple[str, str], set[str]] = {}
+        for e in self.entries(include_hooks=True):
+            found.setdefault((e.kind, e.name), set()).add(e.distribution)
+        return {k: sorted(v) for k, v in found.items() if len(v) > 1}
 
     def check_all(self) -> list[tuple[ComponentEntry, str]]:
         """Import every component and report its status; in strict mode the first failure raises."""

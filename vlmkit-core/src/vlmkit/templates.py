@@ -179,9 +179,6 @@ class TokenizerChatTemplate(ChatTemplate):
         return segs
 
 
-TEMPLATES = {"plain": PlainTemplate, "vicuna_v1": VicunaV1Template, "chat_template": TokenizerChatTemplate}
-
-
 def get_template(spec: "str | dict[str, Any]") -> ChatTemplate:
     """A template by name, or ``{"name": ..., "args": {...}}`` (e.g. a vicuna_v1 with its own system prompt)."""
     if isinstance(spec, dict):
@@ -190,12 +187,11 @@ def get_template(spec: "str | dict[str, Any]") -> ChatTemplate:
             raise ConfigError(f"template {spec!r}: missing 'name'")
     else:
         name, args = spec, {}
-    if name in TEMPLATES:
-        cls: Any = TEMPLATES[name]
-    else:
-        from .registry import registry
+    from .registry import CORE_DISTRIBUTION, registry
 
-        cls = registry.load("template", name)
+    # core's templates are entry points of vlmkit-core; a plugin's template of the same name does not
+    # replace them where a bare name was written before it existed
+    cls: Any = registry.load("template", name, prefer=(CORE_DISTRIBUTION,))
     from .arguments import validate_args
 
     validate_args(f"template '{name}'", cls, args, context=("tokenizer",))

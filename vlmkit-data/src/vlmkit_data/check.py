@@ -4,7 +4,11 @@ Each record is read through the dataset that training would use (so "check passe
 accepts every record"): the JSON parses, each image exists and decodes, ``<image>`` placeholders
 match the images, turns alternate human/gpt. On top of that, every box (``boxes``, and the boxes of
 ViP region records) must lie inside its image, and region records must have the fields of their
-type. Problems are counted per kind, and the first few are kept with their ``file:line``.
+type. A conversation needs an assistant turn (otherwise nothing is supervised). Given the model's
+processor (``--model`` or ``--preset`` on the command line), each sample is also tokenised as training
+would: a sample whose answer falls past ``max_length`` (every label masked) is a problem, and samples cut
+at ``max_length`` are counted. Problems are counted per kind, and the first few are kept with their
+``file:line``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any, Iterable
 from vlmkit.errors import DataError
 from vlmkit.samples import Sample
 
+from .box_checks import box_problem
 from .progress import ProgressCallback, ProgressReporter
 
 
@@ -52,6 +57,8 @@ class CheckReport:
     bad_records: int = 0
     counts: collections.Counter = field(default_factory=collections.Counter)
     first: list[Problem] = field(default_factory=list)
+    #: samples that training would cut at max_length (not a problem: counted in the stage report too)
+    truncated: int = 0
 
     @property
     def ok(self) -> bool:
@@ -70,7 +77,7 @@ class CheckReport:
         return {"file": self.file, "dataset": self.dataset, "records": self.records, "checked": self.checked,
                 "ok_records": self.checked - self.bad_records, "bad_records": self.bad_records,
                 "problems": dict(sorted(self.counts.items())), "first": [p.as_dict() for p in self.first],
-                "ok": self.ok}
+                "truncated": self.truncated, "ok": self.ok}
 
 
 def _source(sample: Sample) -> tuple[str | None, int | None]:
@@ -93,14 +100,10 @@ def box_problems(sample: Sample, meta_root: str | None = None, strict_regions: b
     for k, fld, b in boxes:
         if k >= len(sizes):
             continue
-        w, h = sizes[k]
-        x1, y1, x2, y2 = (float(v) for v in list(b)[:4])
-        if x2 < x1 or y2 < y1:
-            yield Problem.from_error(DataError(f"box {[x1, y1, x2, y2]} has x2 < x1 or y2 < y1", file=file, line=line,
-                                               record_id=sample.id, field=fld, kind="bad_box"))
-        elif x1 < 0 or y1 < 0 or x2 > w or y2 > h:
-            yield Problem.from_error(DataError(f"box {[x1, y1, x2, y2]} lies outside the {w}x{h} image", file=file,
-                                               line=line, record_id=sample.id, field=fld, kind="box_outside_image"))
+        found = box_problem(b, sizes[k])
+        if found:
+            yield Problem.from_error(DataError(found[0], file=file, line=line, record_id=sample.id, field=fld,
+                                               kind=found[1]))
 
 
 def _region_boxes(sample: Sample, meta_root: str | None, strict: bool) -> list[tuple[str, tuple[float, ...]]]:
@@ -128,20 +131,22 @@ def open_dataset(path: str, image_root: str | None = None, dataset: str = "llava
 
 def check_file(path: str, image_root: str | None = None, dataset: str = "llava-json", limit: int | None = None,
                max_examples: int = 20, progress: bool | None = None,
-               callback: ProgressCallback | None = None, meta_root: str | None = None) -> CheckReport:
-    """Check every record (or the first ``limit``) and return the counts and first problems."""
+               callback: ProgressCallback | None = None, meta_root: str | None = None,
+               processor: Any = None) -> CheckReport:
+    """Check every record (or the first ``limit``) and return the counts and first problems.
+
+    ``processor`` (a ``vlmkit.processing.MultimodalProcessor``) adds the tokenised checks."""
     report = CheckReport(file=path, dataset=dataset)
     try:
         ds = open_dataset(path, image_root, dataset)
-    except DataError as exc:  # the file as a whole is unreadable (missing, broken JSON structure)
+    except DataError as exc:  # the file as a whole is unreadable (missing, broken JSON structure): no record
         report.add(Problem.from_error(exc), max_examples)
-        report.bad_records = 1
         return report
     report.records = len(ds)
     n = len(ds) if limit is None else min(limit, len(ds))
     with ProgressReporter(f"checking {os.path.basename(path)}", n, progress, callback, unit="records") as rep:
         for i in range(n):
-            found = _check_one(ds, i, meta_root, dataset.split(":")[-1] == "vip-regions")
+            found = _check_one(ds, i, meta_root, dataset.split(":")[-1] == "vip-regions", processor, report)
             if found:
                 report.bad_records += 1
                 for p in found:
@@ -153,20 +158,38 @@ def check_file(path: str, image_root: str | None = None, dataset: str = "llava-j
     return report
 
 
-def _check_one(ds: Any, i: int, meta_root: str | None, strict_regions: bool) -> list[Problem]:
+def _check_one(ds: Any, i: int, meta_root: str | None, strict_regions: bool, processor: Any,
+               report: CheckReport) -> list[Problem]:
     try:
         sample = ds[i]
     except DataError as exc:
         return [Problem.from_error(exc)]
+    file, line = _source(sample)
+    if not any(t.role == "assistant" for t in sample.turns):
+        return [Problem("no_assistant_turn", "the conversation has no assistant (gpt) turn: nothing to learn from",
+                        file, line, sample.id, "conversations")]
     try:
-        return list(box_problems(sample, meta_root, strict_regions))
+        found = list(box_problems(sample, meta_root, strict_regions))
     except DataError as exc:
         return [Problem.from_error(exc)]
+    if processor is not None and not found:
+        from vlmkit.processing import LabelPolicyError
+
+        try:
+            feats = processor(sample.turns, sample.images, sample.boxes)
+        except LabelPolicyError as exc:
+            return [Problem("all_masked", f"{exc} (max_length={processor.max_length})", file, line, sample.id,
+                            "conversations")]
+        report.truncated += "truncated_from" in feats.meta
+    return found
 
 
 def format_report(report: CheckReport) -> str:
-    lines = [f"checked {report.checked:,} of {report.records:,} records in {report.file}: "
-             f"{report.checked - report.bad_records:,} ok, {report.bad_records:,} with problems"]
+    if report.records == 0 and report.counts:
+        lines = [f"{report.file}: the file could not be read as a whole; no record was checked"]
+    else:
+        lines = [f"checked {report.checked:,} of {report.records:,} records in {report.file}: "
+                 f"{report.checked - report.bad_records:,} ok, {report.bad_records:,} with problems"]
     if report.counts:
         width = max(len(k) for k in report.counts)
         lines.append("problems:")
@@ -174,4 +197,6 @@ def format_report(report: CheckReport) -> str:
         lines.append(f"first {len(report.first)}:")
         lines += [f"  {p.message}" if p.file and p.message.startswith(p.file) else f"  {p.where}: {p.message}"
                   for p in report.first]
+    if report.truncated:
+        lines.append(f"{report.truncated:,} sample(s) would be cut at max_length (trained on, and counted)")
     return "\n".join(lines)

@@ -29,6 +29,7 @@ from vlmkit.samples import IMAGES, Sample
 from vlmkit.templates import IMAGE_TOKEN, Turn
 
 from .json_index import CHUNK_SIZE, RecordIndex, load_or_build_index
+from .paths import OUTSIDE_ROOT, outside_message, resolve_under
 from .progress import ProgressCallback, ProgressReporter
 
 #: tried in this order when a record names no image file
@@ -72,9 +73,14 @@ class ImageFinder:
         self.root = root
         self.extensions = list(extensions)
 
+    def outside(self, rec: CaptionRecord) -> bool:
+        """Whether the record's image (its ``image`` field, or ``{image_id}.*``) leads outside the root."""
+        return not resolve_under(self.root, rec.image if rec.image is not None else rec.image_id + ".png")[1]
+
     def find(self, rec: CaptionRecord) -> str | None:
+        """The image's path; None when there is none (the caller checks ``outside`` first)."""
         if rec.image is not None:
-            path = rec.image if os.path.isabs(rec.image) else os.path.join(self.root, rec.image)
+            path = resolve_under(self.root, rec.image)[0]
             return path if os.path.isfile(path) else None
         for k, ext in enumerate(self.extensions):
             path = os.path.join(self.root, rec.image_id + ext)
@@ -151,6 +157,10 @@ class DenseFusionDataset:
 
     def __getitem__(self, i: int) -> Sample:
         rec = self.caption_record(i)
+        if self.finder.outside(rec):
+            raise DataError(outside_message(rec.image or rec.image_id, self.image_root), file=self.path, line=rec.line,
+                            record_id=rec.image_id, field="image" if rec.image is not None else "image_id",
+                            kind=OUTSIDE_ROOT)
         image_path = self.finder.find(rec)
         if image_path is None:
             raise DataError(f"image not found under {self.image_root} ({rec.image or rec.image_id + '.png/.jpg/...'})",
@@ -187,13 +197,16 @@ def llava_record(rec: CaptionRecord, image: str) -> dict[str, Any]:
 class ConvertReport:
     written: int = 0
     missing: int = 0
+    #: records whose image leads outside --images (refused, listed in the report)
+    refused: int = 0
     output: str = ""
     report: str | None = None
     #: the first few missing records, (line, image_id)
     first_missing: list[tuple[int, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"written": self.written, "missing": self.missing, "output": self.output, "report": self.report,
+        return {"written": self.written, "missing": self.missing, "refused": self.refused, "output": self.output,
+                "report": self.report,
                 "first_missing": [{"line": ln, "image_id": i} for ln, i in self.first_missing]}
 
 
@@ -218,6 +231,11 @@ def convert_densefusion(src: str, out: str, image_root: str, report: str | None 
     tmp = f"{out}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as fo, open(report, "w", encoding="utf-8") as fr:
         for rec in iter_caption_records(src, progress, callback):
+            if finder.outside(rec):  # refused: listed in the report, never copied through
+                result.refused += 1
+                fr.write(json.dumps({"line": rec.line, "image_id": rec.image_id, "url": rec.url,
+                                     "reason": outside_message(rec.image or rec.image_id, root)}) + "\n")
+                continue
             path = finder.find(rec)
             if path is None:
                 result.missing += 1

@@ -37,7 +37,9 @@ from vlmkit.errors import DataError
 from vlmkit.samples import BOXES, IMAGES, REGIONS, Sample, modality_length
 from vlmkit.templates import IMAGE_TOKEN, Turn
 
+from .box_checks import box_problem
 from .json_index import CHUNK_SIZE, RecordIndex, cache_path, load_or_build_index, write_cache
+from .paths import OUTSIDE_ROOT, outside_message, resolve_under
 from .progress import ProgressCallback, ProgressReporter
 
 #: record roles -> template roles
@@ -49,7 +51,8 @@ _RESERVED = ("id", "image", "conversations", "boxes", "regions")
 class LlavaJsonDataset:
     """A LLaVA JSON/JSONL file as a ``VisionLanguageDataset`` of ``Sample``s.
 
-    ``image_root``: folder the ``image`` paths are relative to (default: the data file's folder).
+    ``image_root``: folder the ``image`` paths are relative to (default: the data file's folder). A path
+    that leads outside it is refused (``paths.py``) unless ``allow_outside_root``.
     ``index_cache``: keep the byte index next to the file (``None``: only for files over 8 MiB).
     ``progress``: show a progress bar while indexing/scanning (``None``: on a terminal, for big files);
     ``progress_callback(done, total)`` is called either way.
@@ -60,10 +63,12 @@ class LlavaJsonDataset:
 
     def __init__(self, path: str, image_root: str | None = None, boxes: bool | None = None,
                  regions: bool | None = None, scan_records: int = 64, index_cache: bool | None = None,
-                 progress: bool | None = None, progress_callback: ProgressCallback | None = None):
+                 progress: bool | None = None, progress_callback: ProgressCallback | None = None,
+                 allow_outside_root: bool = False):
         if not os.path.isfile(path):
             raise DataError("data file not found", file=path, kind="missing_file")
         self.path = os.fspath(path)
+        self.allow_outside_root = allow_outside_root
         self.image_root = image_root if image_root is not None else os.path.dirname(os.path.abspath(path))
         self.progress, self.progress_callback = progress, progress_callback
         self.index_cache = index_cache
@@ -140,6 +145,11 @@ class LlavaJsonDataset:
         images = [self._load_image(i, rec, p, f"image[{k}]" if isinstance(rec.get("image"), list) else "image")
                   for k, p in enumerate(paths)]
         boxes = self._boxes(i, rec, len(paths))
+        for k, per_image in enumerate(boxes or []):
+            for j, b in enumerate(per_image):
+                found = box_problem(b, images[k].size)
+                if found:
+                    raise self._error(i, rec, found[0], found[1], f"boxes[{k}][{j}]")
         regions = self._regions(i, rec, len(paths))
         meta = {k: v for k, v in rec.items() if k not in _RESERVED}
         meta["index"] = i
@@ -215,7 +225,9 @@ class LlavaJsonDataset:
         return turns
 
     def _load_image(self, i: int, rec: dict[str, Any], rel: str, field: str) -> Image.Image:
-        path = rel if os.path.isabs(rel) else os.path.join(self.image_root, rel)
+        path, inside = resolve_under(self.image_root, rel)
+        if not inside and not self.allow_outside_root:
+            raise self._error(i, rec, outside_message(rel, self.image_root), OUTSIDE_ROOT, field)
         if not os.path.isfile(path):
             raise self._error(i, rec, f"image file not found: {path}", "missing_image", field)
         try:

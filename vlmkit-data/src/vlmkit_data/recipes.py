@@ -49,7 +49,7 @@ def densefusion() -> dict[str, Any]:
     """
     df = "data/DenseFusion-1M/DenseFusion-1M.jsonl"
     return {
-        "model": {"preset": "llava-1.5-s2"},
+        "model": {"preset": "vlmkit-encoders:llava-1.5-s2"},
         "output_dir": "runs/densefusion",
         "stages": [
             _stage("prealign", _data(df, dataset="densefusion", template="plain", resize="square"),
@@ -68,7 +68,7 @@ def vip_llava() -> dict[str, Any]:
     (2e-7). Vision frozen; 8 GPUs: global batch 256 / 128 / 128; ZeRO-2; pad in stages 2-3."""
     vip = [{"name": "vip"}]
     return {
-        "model": {"preset": "vip-llava"},
+        "model": {"preset": "vlmkit-encoders:vip-llava"},
         "output_dir": "runs/vip-llava",
         "stages": [
             _stage("align", _data(LLAVA_558K, template="plain", resize="square"),
@@ -90,7 +90,7 @@ def convllava() -> dict[str, Any]:
     (not stated by the source facts), vicuna_v1 for stage 3."""
     captions = "data/ConvLLaVA/stage1_captions.json"
     return {
-        "model": {"preset": "convllava-1536"},
+        "model": {"preset": "vlmkit-encoders:convllava-1536"},
         "output_dir": "runs/convllava",
         "stages": [
             _stage("projector-init", _data(captions, template="plain", resize="pad"),
@@ -108,7 +108,7 @@ def mg_llava() -> dict[str, Any]:
     fusion, 1e-3, batch 32/GPU); 2 SFT (+ LLM, 2e-5, 16/GPU). fp16 AMP, grad clip 1.0, pad, vicuna
     template in both stages. Records need ``boxes`` (MG-LLaVA's detections joined by id)."""
     return {
-        "model": {"preset": "mg-llava"},
+        "model": {"preset": "vlmkit-fusion:mg-llava"},
         "output_dir": "runs/mg-llava",
         "stages": [
             _stage("pretrain", _data("data/MG-LLaVA/pretrain_with_boxes.json", template="vicuna_v1", resize="pad",
@@ -125,7 +125,7 @@ def ross() -> dict[str, Any]:
     16 x 2 per GPU); 2 finetune on Cambrian-737K (v1, LLM + projector + denoiser, 2e-5, 4 x 4 per GPU,
     pad). The VAE teacher and the vision tower stay frozen. ZeRO-2 then ZeRO-3."""
     return {
-        "model": {"preset": "ross"},
+        "model": {"preset": "vlmkit-objectives:ross"},
         "output_dir": "runs/ross",
         "stages": [
             _stage("pretrain", _data(LLAVA_558K, template="plain", resize="square"),

@@ -1,5 +1,9 @@
 """Model presets (configs as data), registered under ``vlmkit.presets``.
 
+Components of another package are named with their distribution (``vlmkit-fusion:mlp2x_gelu``), so a
+third-party plugin that reuses a name cannot change what a preset builds; this package's own names are
+resolved in its favour when the preset is loaded (``vlmkit.presets``).
+
 Paper presets use a Vicuna-7B-shaped LLM built from a config (no weights); point ``llm`` at a real
 checkpoint (``--llm lmsys/vicuna-7b-v1.5``) and encoders at real towers (``path``) to train them.
 """
@@ -14,7 +18,7 @@ def vicuna_7b() -> dict:
 
 TINY = {
     "encoders": [{"name": "tiny-conv"}],
-    "connector": {"name": "mlp2x_gelu"},
+    "connector": {"name": "vlmkit-fusion:mlp2x_gelu"},
     "llm": {"name": "tiny-llama"},
     # Vicuna's turn format without its 35-token system prompt: a constant prefix that long slows a
     # 2-layer, width-128 LLM down a lot (measured: shape questions 27 % vs 92 % after 750 steps)
@@ -24,7 +28,7 @@ TINY = {
 
 LLAVA_15 = {
     "encoders": [{"name": "clip", "args": {"config": "large-336", "feature_layer": -2}}],
-    "connector": {"name": "mlp2x_gelu"},
+    "connector": {"name": "vlmkit-fusion:mlp2x_gelu"},
     "llm": vicuna_7b(),
     "template": "vicuna_v1",
     "max_length": 2048,
@@ -35,7 +39,7 @@ LLAVA_15_S2 = {
     "encoders": [{"name": "s2", "args": {"encoder": {"name": "clip", "args": {"config": "large-336",
                                                                              "feature_layer": -2}},
                                          "scales": [336, 672, 1008]}}],
-    "connector": {"name": "mlp2x_gelu"},
+    "connector": {"name": "vlmkit-fusion:mlp2x_gelu"},
     "llm": vicuna_7b(),
     "template": "vicuna_v1",
     "max_length": 2048,
@@ -45,7 +49,7 @@ LLAVA_15_S2 = {
 CONVLLAVA_1536 = {
     "encoders": [{"name": "convnext5", "args": {"config": "large", "stage5_width": 3072, "stage5_depth": 6,
                                                 "image_size": 1536}}],
-    "connector": {"name": "mlp2x_gelu"},
+    "connector": {"name": "vlmkit-fusion:mlp2x_gelu"},
     "llm": vicuna_7b(),
     "template": "vicuna_v1",
     "max_length": 2048,
@@ -54,7 +58,7 @@ CONVLLAVA_1536 = {
 #: ViP-LLaVA: CLIP-L/14-336 layers [-2,-5,-8,-11,6] -> 576 tokens x 5120, LayerNorm + MLP projector
 VIP_LLAVA = {
     "encoders": [{"name": "clip-multilayer", "args": {"config": "large-336", "layers": [-2, -5, -8, -11, 6]}}],
-    "connector": {"name": "ln-mlp2x_gelu"},
+    "connector": {"name": "vlmkit-fusion:ln-mlp2x_gelu"},
     "llm": vicuna_7b(),
     "template": "vicuna_v1",
     "max_length": 2048,

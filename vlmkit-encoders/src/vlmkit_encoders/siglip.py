@@ -30,17 +30,29 @@ SIGLIP_CONFIGS: dict[str, dict[str, Any]] = {
 _ARCH_KEYS = tuple(SIGLIP_CONFIGS["tiny"]) + ("num_channels",)
 
 
+def _without_head(model):
+    """Drop the pooling head if this transformers built it anyway (before 5.23 ``from_pretrained`` ignores the
+    config's ``vision_use_head``): the encoder never uses it, and its weights must not enter checkpoints."""
+    vision = getattr(model, "vision_model", model)  # the head sits on the model itself in transformers 5
+    if getattr(vision, "use_head", False):
+        vision.use_head = False
+        del vision.head
+    return model
+
+
 def build_siglip_vision(path: str | None, config: str | dict | None):
     """A SiglipVisionModel without its pooling head, from weights (path) or a named/explicit config."""
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
     if path is not None:
-        if load_pretrained():
-            try:
-                return SiglipVisionModel.from_pretrained(path, vision_use_head=False)
-            except OSError as exc:
-                raise ConfigError(f"encoder 'siglip': cannot load '{path}': {str(exc).splitlines()[0]}") from exc
-        return SiglipVisionModel(SiglipVisionConfig.from_pretrained(path, vision_use_head=False))
+        try:
+            # the head switch goes through the config: every transformers 5 release reads it there
+            hf_config = SiglipVisionConfig.from_pretrained(path, vision_use_head=False)
+            if load_pretrained():
+                return _without_head(SiglipVisionModel.from_pretrained(path, config=hf_config))
+        except OSError as exc:
+            raise ConfigError(f"encoder 'siglip': cannot load '{path}': {str(exc).splitlines()[0]}") from exc
+        return SiglipVisionModel(hf_config)
     if isinstance(config, str):
         if config not in SIGLIP_CONFIGS:
             raise ConfigError(f"encoder 'siglip': unknown config '{config}'; built-in: {', '.join(SIGLIP_CONFIGS)}")

@@ -5,16 +5,20 @@ Stride 16: a 64 px image gives a 4x4 grid of tokens. Trains from scratch in minu
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
+from vlmkit.arguments import PositiveInt
 from vlmkit.contracts import ImageView, VisionEncoder, VisualFeatures
 
 
 class TinyConvEncoder(VisionEncoder):
     STRIDE = 16
 
-    def __init__(self, image_size: int = 64, width: int = 64, resize: str = "pad", view: str = "base"):
+    def __init__(self, image_size: PositiveInt = 64, width: PositiveInt = 64,
+                 resize: Literal["pad", "square", "resize", "native"] = "pad", view: str = "base"):
         super().__init__()
         self.output_dim = width
         self.view = ImageView(view, image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), resize, multiple=self.STRIDE)

@@ -12,8 +12,8 @@ VICUNA_7B_LLM = {"name": "hf", "args": {"config": {"model_type": "llama", "hidde
 #: listed first because it pools the ConvNeXt maps in the "hires" frame, which the fused stream (in the
 #: CLIP view) no longer carries; the token order is the same either way: [image tokens][object tokens].
 MG_LLAVA = {
-    "encoders": [{"name": "clip", "args": {"config": "large-336", "feature_layer": -2, "view": "base"}},
-                 {"name": "convnext", "args": {"image_size": 768, "view": "hires"}}],
+    "encoders": [{"name": "vlmkit-encoders:clip", "args": {"config": "large-336", "feature_layer": -2, "view": "base"}},
+                 {"name": "vlmkit-encoders:convnext", "args": {"image_size": 768, "view": "hires"}}],
     "fusion": [{"name": "roi", "args": {"output_size": 56}},
                {"name": "convgate", "args": {"high_map": "stage3"}}],
     "connector": {"name": "mlp2x_gelu"},

@@ -11,8 +11,8 @@ VICUNA_7B = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11
              "max_position_embeddings": 4096, "rms_norm_eps": 1e-5}
 
 ROSS = {
-    "encoders": [{"name": "clip", "args": {"config": "large-336", "feature_layer": -2}}],
-    "connector": {"name": "mlp2x_gelu"},
+    "encoders": [{"name": "vlmkit-encoders:clip", "args": {"config": "large-336", "feature_layer": -2}}],
+    "connector": {"name": "vlmkit-fusion:mlp2x_gelu"},
     "llm": {"name": "hf", "args": {"config": VICUNA_7B, "tokenizer": "builtin:tiny"}},
     "objectives": [{"name": "lm"}, {"name": "ross", "weight": 1.0, "args": {"vae_config": "flux"}}],
     "template": "vicuna_v1",
@@ -20,8 +20,8 @@ ROSS = {
 }
 
 ROSS_TINY = {
-    "encoders": [{"name": "tiny-conv"}],
-    "connector": {"name": "mlp2x_gelu"},
+    "encoders": [{"name": "vlmkit-encoders:tiny-conv"}],
+    "connector": {"name": "vlmkit-fusion:mlp2x_gelu"},
     "llm": {"name": "tiny-llama"},
     "objectives": [{"name": "lm"}, {"name": "ross", "weight": 1.0,
                                     "args": {"vae_config": "tiny", "width": 128, "depth": 2, "heads": 4}}],

@@ -167,10 +167,6 @@ class RossObjective(Objective):
             eps = self.denoiser(x_t.to(dtype), t, cond)
         return (eps.float() - noise).pow(2).flatten(1).mean(1)
 
-    def _zero(self) -> torch.Tensor:
-        # keeps every denoiser parameter in the graph (DDP / ZeRO expect a gradient for each)
-        return torch.stack([p.sum().float() for p in self.denoiser.parameters()]).sum() * 0.0
-
     # -- the objective -------------------------------------------------------------------------
     def image_groups(self, output: ModelOutput, batch: Mapping[str, Any]
                      ) -> list[tuple[torch.Tensor, torch.Tensor, tuple[int, int], list[str] | None]]:
@@ -232,7 +228,7 @@ class RossObjective(Objective):
     def forward(self, output: ModelOutput, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         groups = self.image_groups(output, batch)
         if not groups:
-            return {"ross": self._zero()}
+            return {"ross": self.zero_loss()}
         total, rows = None, 0
         for pixels, hidden, grid, keys in groups:
             losses = self.denoising_losses(self.targets(pixels, grid, keys), hidden)

@@ -15,13 +15,16 @@ from vlmkit.errors import ConfigError
 
 
 class PatchEncoder(VisionEncoder):
-    """Non-overlapping ``patch`` x ``patch`` squares -> ``width``-channel tokens on a square grid."""
+    """Non-overlapping ``patch`` x ``patch`` squares -> ``width``-channel tokens on a square grid.
+
+    Its image view is named after the component (``template-patch``), not ``base``: encoders that name the
+    same view share one preprocessed tensor and must agree on it, and ``clip`` already reads ``base``."""
 
     #: what the conformance kit and `vlmkit info` use to build a tiny instance
     tiny_args = {"image_size": 32, "patch": 8, "width": 32}
 
     def __init__(self, image_size: int = 224, patch: int = 16, width: int = 256, resize: str = "pad",
-                 view: str = "base"):
+                 view: str = "template-patch"):
         super().__init__()
         if patch < 1 or image_size % patch:
             raise ConfigError(f"encoder 'template-patch': patch {patch} must divide image_size {image_size}")

@@ -17,6 +17,7 @@ vlmkit package is needed; any registered component can replace them.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any, ClassVar
 
 import torch
@@ -119,13 +120,72 @@ class ConnectorConformance(ModuleConformance):
             "output_specs() must return a non-empty list of StreamSpec"
         assert isinstance(type(con).needs_boxes, bool)
 
+    def unfit_inputs(self) -> list[tuple[str, list[StreamSpec]]]:
+        """Upstream specs unlike the real ones: none, no grid, an odd grid, a wider stream, mismatched grids."""
+        specs = self.upstream_specs()
+        first = specs[0]
+        out: list[tuple[str, list[StreamSpec]]] = [
+            ("no stream", []), ("a stream without a grid", [StreamSpec("no-grid", 8, 5, None, None)])]
+        if first.grid is not None:
+            gh, gw = first.grid
+            odd = (gh + 1, gw + 1) if (gh + 1) % 2 else (gh + 2, gw + 2)
+            out.append((f"an odd {odd[0]}x{odd[1]} grid",
+                        [dataclasses.replace(first, grid=odd, num_tokens=odd[0] * odd[1])] + specs[1:]))
+        out.append((f"a stream of width {first.dim + 1} (declared {first.dim})",
+                    [dataclasses.replace(first, dim=first.dim + 1)] + specs[1:]))
+        if len(specs) > 1 and specs[1].grid is not None:
+            gh, gw = specs[1].grid
+            out.append(("two streams with mismatched grids",
+                        [first, dataclasses.replace(specs[1], grid=(gh + 1, gw), num_tokens=(gh + 1) * gw)] + specs[2:]))
+        return out
+
     def test_unfit_inputs_raise_vlmkit_errors(self) -> None:
-        """Inputs that do not fit are refused with a vlmkit error (Incompatible), not a crash."""
-        for inputs in ([], [StreamSpec("no-grid", 8, 5, None, None)]):
+        """Inputs that do not fit are refused at build time with a vlmkit error (Incompatible), not a crash;
+        inputs the component accepts at build time it must handle in forward, with the outputs it declares."""
+        for what, inputs in self.unfit_inputs():
             try:
-                build_component("connector", self.component_config(), inputs=inputs, d_llm=self.d_llm)
+                con = build_component("connector", self.component_config(), inputs=inputs, d_llm=self.d_llm)
             except VlmkitError:
                 continue
+            except Exception as exc:  # noqa: BLE001 - the message says what the plugin must do instead
+                raise AssertionError(
+                    f"'{self.component_name}' crashed on {what} at build time ({type(exc).__name__}: {exc}); refuse "
+                    "inputs it cannot take by raising vlmkit.errors.Incompatible(quantity, expected, got) in __init__"
+                ) from exc
+            if not inputs:
+                continue
+            feats, ctx = self.features_for(inputs, boxes=type(con).needs_boxes)
+            try:
+                with torch.no_grad():
+                    out = con(feats, ctx)
+            except Exception as exc:  # noqa: BLE001
+                raise AssertionError(
+                    f"'{self.component_name}' accepted {what} at build time but its forward failed "
+                    f"({type(exc).__name__}: {exc}); raise vlmkit.errors.Incompatible in __init__ for inputs it "
+                    "cannot take, or handle them") from exc
+            for i, (o, spec) in enumerate(zip(out, con.output_specs())):
+                assert o.tokens.shape[-1] == spec.dim and o.tokens.shape[1] == spec.num_tokens, (
+                    f"'{self.component_name}' accepted {what} but output {i} is {tuple(o.tokens.shape)} while its "
+                    f"output_specs() declares {spec.num_tokens} tokens of width {spec.dim}: derive output_specs() "
+                    "from the inputs it was built with, or refuse them with Incompatible")
+
+    @staticmethod
+    def features_for(specs: list[StreamSpec], n: int = 2, boxes: bool = False
+                     ) -> tuple[list[VisualFeatures], VisualContext]:
+        """Random features shaped as ``specs`` say (maps at ``view size / stride``), and their context (with
+        one box per image in every view when ``boxes``)."""
+        g = torch.Generator().manual_seed(0)
+        feats, sizes = [], {}
+        for s in specs:
+            size = s.view.size if s.view is not None else 32
+            maps = {name: torch.randn(n, ch, max(1, size // stride), max(1, size // stride), generator=g)
+                    for name, ch, stride in s.maps}
+            feats.append(VisualFeatures(torch.randn(n, s.num_tokens, s.dim, generator=g), s.grid, maps))
+            if s.view is not None:
+                sizes[s.view.name] = (size, size)
+        sizes = sizes or {"base": (32, 32)}
+        box = {v: [torch.tensor([[0.0, 0.0, h / 2, w / 2]]) for _ in range(n)] for v, (h, w) in sizes.items()}
+        return feats, VisualContext(image_sizes=sizes, boxes=box if boxes else None)
 
     def test_outputs_match_output_specs(self) -> None:
         """Each output stream has the declared width, token count and grid; extra groups are D_llm wide."""

@@ -1,13 +1,15 @@
-"""Samples -> model features for training, with the bad-sample policy.
+"""Samples -> model features for training, with the bad-sample policy and the stage's data report.
 
-Every unusable sample is either an error (policy ``error``) or a counted skip (policy ``skip``) whose
-file, line and reason are kept and written out at the end of the stage; never a silent drop and never
-a fully masked sample.
+Every unusable sample is either an error (policy ``error``) or a counted skip (policy ``skip``); never a
+silent drop and never a fully masked sample. Under ``skip`` the dataset hands out the next usable
+sample in the skipped one's place, so batches stay full (a batch of only bad samples does not stop
+training). What happened to each sample (skipped, or truncated to ``max_length``) travels inside the
+batch as ``data_report``, because the collator may run in a DataLoader worker whose memory the trainer
+never sees; the trainer adds the reports up, keeps them in its checkpoints, and writes them out.
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import random
 from dataclasses import dataclass
@@ -20,10 +22,10 @@ from ..packing import collate_packed, spliced_length
 from ..processing import Features, LabelPolicyError, MultimodalProcessor, collate
 from ..samples import Sample, Transform
 
-
-@dataclass
-class Skipped:
-    error: DataError
+#: how many samples after a bad one are tried in its place before the data is declared unusable
+MAX_REPLACEMENTS = 64
+#: the batch key that carries the data report (the trainer removes it before the forward pass)
+REPORT_KEY = "data_report"
 
 
 def _split_source(source: str) -> tuple[str | None, int | None]:
@@ -35,8 +37,13 @@ def _split_source(source: str) -> tuple[str | None, int | None]:
     return source, None
 
 
+def skip_record(err: DataError) -> dict[str, Any]:
+    """A skipped sample as plain data (exceptions with keyword fields do not survive worker pickling)."""
+    return {"file": err.file, "line": err.line, "id": err.record_id, "kind": err.kind, "message": str(err)}
+
+
 class SupervisedDataset(torch.utils.data.Dataset):
-    """A vlmkit dataset + transforms + processor, returning ``Features`` or ``Skipped``."""
+    """A vlmkit dataset + transforms + processor, returning ``Features`` (skips recorded in their meta)."""
 
     def __init__(self, dataset: Any, processor: MultimodalProcessor, transforms: Sequence[Transform] = (),
                  policy: str = "error", seed: int = 0):
@@ -57,7 +64,8 @@ class SupervisedDataset(torch.utils.data.Dataset):
         digest = hashlib.blake2b(f"{self.seed}:{self.epoch}:{index}".encode(), digest_size=8).digest()
         return random.Random(int.from_bytes(digest, "little"))
 
-    def __getitem__(self, index: int) -> Features | Skipped:
+    def features(self, index: int) -> Features:
+        """One sample processed; a DataError (with file, line, id and field) when it cannot be used."""
         sample: Sample | None = None
         try:
             sample = self.dataset[index]
@@ -65,24 +73,34 @@ class SupervisedDataset(torch.utils.data.Dataset):
             for t in self.transforms:
                 sample = t(sample, rng)
             feats = self.processor(sample.turns, sample.images, sample.boxes)
-        except DataError as exc:
-            if self.policy == "error":
-                raise
-            return Skipped(exc)
         except LabelPolicyError as exc:
             file, line = _split_source(sample.source if sample else "")
-            err = DataError(str(exc), file=file, line=line, record_id=sample.id if sample else None,
-                            field="conversations", kind="all_masked")
-            if self.policy == "error":
-                raise err from exc
-            return Skipped(err)
+            raise DataError(str(exc), file=file, line=line, record_id=sample.id if sample else None,
+                            field="conversations", kind="all_masked") from exc
         feats.meta["id"] = sample.id
+        feats.meta["source"] = sample.source
         feats.meta["length"] = spliced_length(feats, self.processor.visual_tokens)
         return feats
 
+    def __getitem__(self, index: int) -> Features:
+        skipped: list[dict[str, Any]] = []
+        n = len(self)
+        for attempt in range(min(n, MAX_REPLACEMENTS + 1)):
+            try:
+                feats = self.features((index + attempt) % n)
+            except DataError as exc:
+                if self.policy == "error":
+                    raise
+                skipped.append(skip_record(exc))
+                continue
+            feats.meta["skipped"] = skipped
+            return feats
+        raise DataError(f"{len(skipped)} samples in a row from record {index} on are unusable (on_bad_sample: skip "
+                        f"replaces a bad sample with the next usable one); first: {skipped[0]['message']}")
+
 
 class TrainingCollator:
-    """Pads (or packs) a batch and counts skipped samples (kept, with their reasons, for the stage report).
+    """Pads (or packs) a batch and attaches its data report (skipped and truncated samples).
 
     With ``pack_max_tokens`` the batch's samples share rows of at most that many tokens after splicing.
     """
@@ -93,13 +111,9 @@ class TrainingCollator:
         self.views = list(views)
         self.padding_side = padding_side
         self.pack_max_tokens = pack_max_tokens
-        self.skipped: list[DataError] = []
 
-    def __call__(self, items: Sequence[Features | Skipped]) -> dict[str, Any]:
-        good = [x for x in items if isinstance(x, Features)]
-        self.skipped.extend(x.error for x in items if isinstance(x, Skipped))
-        if not good:
-            raise DataError("every sample of a batch was unusable; first: " + str(items[0].error))  # type: ignore[union-attr]
+    def __call__(self, items: Sequence[Features]) -> dict[str, Any]:
+        good = list(items)
         if self.pack_max_tokens:
             lengths = [f.meta["length"] for f in good]
             batch = collate_packed(good, lengths, self.pack_max_tokens, self.pad_token_id, self.views)
@@ -107,10 +121,54 @@ class TrainingCollator:
         else:
             batch = collate(good, self.pad_token_id, self.padding_side, self.views)
         batch["sample_ids"] = [f.meta.get("id") for f in good]
+        batch[REPORT_KEY] = batch_report(good)
         return batch
 
-    def skip_report(self) -> dict[str, Any]:
-        kinds = collections.Counter(e.kind for e in self.skipped)
-        return {"skipped": len(self.skipped), "by_kind": dict(kinds),
-                "records": [{"file": e.file, "line": e.line, "id": e.record_id, "kind": e.kind, "message": str(e)}
-                            for e in self.skipped]}
+
+def batch_report(features: Sequence[Features]) -> dict[str, list[dict[str, Any]]]:
+    truncated = []
+    for f in features:
+        if "truncated_from" in f.meta:
+            file, line = _split_source(f.meta.get("source") or "")
+            truncated.append({"file": file, "line": line, "id": f.meta.get("id"), "length": f.meta["truncated_from"],
+                              "kept": len(f.input_ids)})
+    return {"skipped": [r for f in features for r in f.meta.get("skipped", [])], "truncated": truncated}
+
+
+@dataclass
+class DataReport:
+    """What the stage's data pipeline did: every skipped sample with its reason, every truncated one."""
+
+    skipped: list[dict[str, Any]]
+    truncated: list[dict[str, Any]]
+
+    @classmethod
+    def empty(cls) -> "DataReport":
+        return cls([], [])
+
+    def add(self, batch_report: dict[str, list[dict[str, Any]]]) -> None:
+        self.skipped.extend(batch_report.get("skipped", []))
+        self.truncated.extend(batch_report.get("truncated", []))
+
+    def as_dict(self) -> dict[str, Any]:
+        """Counts of distinct records (a record met again in a later epoch, or drawn in a skipped one's
+        place, counts once), and how often each event happened in all."""
+        import collections
+
+        skipped, truncated = _distinct(self.skipped), _distinct(self.truncated)
+        return {"skipped": len(skipped), "by_kind": dict(collections.Counter(r["kind"] for r in skipped)),
+                "truncated": len(truncated), "skip_events": len(self.skipped),
+                "truncation_events": len(self.truncated), "records": skipped, "truncated_records": truncated,
+                "events": {"skipped": self.skipped, "truncated": self.truncated}}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> "DataReport":
+        events = doc.get("events") or {}
+        return cls(list(events.get("skipped", [])), list(events.get("truncated", [])))
+
+
+def _distinct(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: dict[tuple, dict[str, Any]] = {}
+    for r in records:
+        seen.setdefault((r.get("file"), r.get("line"), r.get("id"), r.get("kind")), r)
+    return list(seen.values())

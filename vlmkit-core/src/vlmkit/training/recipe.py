@@ -1,19 +1,41 @@
-"""Recipes: a model config plus training stages. YAML in, dataclasses out, unknown keys refused."""
+"""Recipes: a model config plus training stages. YAML in, dataclasses out, unknown keys refused.
+
+Every stage value is checked against the field's declared type and range (a pydantic schema over the
+dataclasses below) before anything runs: a wrong value is a ConfigError naming the file, the field, what
+it expects (the allowed values for a choice) and what it got.
+"""
 
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
+from pydantic import AfterValidator, Field, StrictBool, TypeAdapter, ValidationError
 
+from ..arguments import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from ..config import ComponentConfig, ModelConfig, check_keys, load_yaml
 from ..errors import ConfigError
 from .lora import LoraSpec, parse_lora
 
 DEEPSPEED_PRESETS = ("zero2", "zero3")
+
+
+def schedule_name(value: str) -> str:
+    """One of transformers' learning-rate schedules (``SchedulerType``), listed when the value is not."""
+    from transformers import SchedulerType
+
+    valid = [s.value for s in SchedulerType]
+    if value not in valid:
+        raise ValueError(f"input should be one of {', '.join(repr(v) for v in valid)}")
+    return value
+
+
+Schedule = Annotated[str, AfterValidator(schedule_name)]
+
+Positive = PositiveInt
+NonNegative = NonNegativeInt
 
 
 @dataclass
@@ -22,14 +44,14 @@ class DataConfig:
     #: presets and the CLI supply one); and its arguments
     dataset: str
     args: dict[str, Any] = field(default_factory=dict)
-    template: str | dict[str, Any] | None = None
+    template: Optional[Union[str, dict[str, Any]]] = None
     #: image preprocessing policy for fixed-size views: pad | square | resize (None: the encoder's default)
-    resize: str | None = None
+    resize: Optional[Literal["pad", "square", "resize"]] = None
     transforms: list[ComponentConfig] = field(default_factory=list)
     #: what to do with a sample that cannot be used (corrupt image, all labels masked...): error | skip
-    on_bad_sample: str = "error"
+    on_bad_sample: Literal["error", "skip"] = "error"
     #: sampler component (registry kind "sampler"), e.g. modality-length; None: random order
-    sampler: str | None = None
+    sampler: Optional[str] = None
 
 
 @dataclass
@@ -37,34 +59,34 @@ class Stage:
     name: str
     data: DataConfig
     trainable: list[str] = field(default_factory=lambda: ["connector"])
-    lr: float = 1e-3
+    lr: PositiveFloat = 1e-3
     #: extra learning rates: selector -> lr (e.g. {"encoder.0:layers>=12": 2e-5})
-    lr_groups: dict[str, float] = field(default_factory=dict)
-    epochs: float = 1.0
-    max_steps: int | None = None
-    batch_size: int = 8
-    grad_accum: int = 1
-    precision: str = "fp32"
-    schedule: str = "cosine"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int | None = None
-    save_steps: int = 500
-    save_total_limit: int | None = 2
-    logging_steps: int = 10
+    lr_groups: dict[str, PositiveFloat] = field(default_factory=dict)
+    epochs: PositiveFloat = 1.0
+    max_steps: Optional[Positive] = None
+    batch_size: Positive = 8
+    grad_accum: Positive = 1
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    schedule: Schedule = "cosine"
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.03
+    weight_decay: NonNegativeFloat = 0.0
+    max_grad_norm: NonNegativeFloat = 1.0
+    seed: Optional[NonNegative] = None
+    save_steps: Positive = 500
+    save_total_limit: Optional[Positive] = 2
+    logging_steps: Positive = 10
     #: zero2, zero3 or a DeepSpeed JSON file; run the command under torchrun / deepspeed for several processes
-    deepspeed: str | None = None
-    max_length: int | None = None
+    deepspeed: Optional[str] = None
+    max_length: Optional[Positive] = None
     #: recompute activations in the backward pass: true (llm + trainable encoders) or a list of parts
-    gradient_checkpointing: bool | list[str] = False
-    dataloader_workers: int = 0
+    gradient_checkpointing: Union[StrictBool, list[str]] = False
+    dataloader_workers: NonNegative = 0
     #: LoRA/QLoRA adapters on one part, merged into the final checkpoint (see training/lora.py)
-    lora: LoraSpec | None = None
+    lora: Optional[LoraSpec] = None
     #: several samples per row, no attention across them (see vlmkit/packing.py)
-    packing: bool = False
+    packing: StrictBool = False
     #: the row length for packing, in tokens after splicing (default: the model's max_length)
-    pack_max_tokens: int | None = None
+    pack_max_tokens: Optional[Positive] = None
 
 
 @dataclass
@@ -87,6 +109,15 @@ class Recipe:
         return d
 
 
+@dataclass
+class RecipeSettings:
+    """The recipe's own top-level values (besides model and stages)."""
+
+    output_dir: str
+    seed: NonNegative
+    init_from: Optional[str]
+
+
 STAGE_KEYS = {f for f in Stage.__dataclass_fields__}
 DATA_KEYS = {f for f in DataConfig.__dataclass_fields__}
 
@@ -95,24 +126,38 @@ def _apply_override(doc: dict[str, Any], assignment: str) -> None:
     if "=" not in assignment:
         raise ConfigError(f"--set '{assignment}': expected KEY=VALUE, e.g. stages.0.lr=1e-3")
     key, _, raw = assignment.partition("=")
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        reason = str(exc).splitlines()[0]
+        raise ConfigError(f"--set {key}: the value {raw!r} is not valid YAML ({reason})") from None
     node: Any = doc
-    parts = key.strip().split(".")
-    for i, p in enumerate(parts[:-1]):
-        nxt = parts[i + 1]
+    parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {key}: empty part in the key (expected dotted names, e.g. stages.0.lr)")
+    for i, p in enumerate(parts):
+        last = i == len(parts) - 1
+        at = ".".join(parts[:i + 1])
         if isinstance(node, list):
             if not p.isdigit() or int(p) >= len(node):
-                raise ConfigError(f"--set {key}: no list index '{p}'")
-            node = node[int(p)]
+                raise ConfigError(f"--set {key}: '{at}' is not a list index here (the list has {len(node)} "
+                                  f"item(s): {'.'.join(parts[:i])}.0 to .{len(node) - 1})" if node else
+                                  f"--set {key}: '{'.'.join(parts[:i])}' is an empty list")
+            if last:
+                node[int(p)] = value
+            else:
+                node = node[int(p)]
+        elif isinstance(node, dict):
+            if last:
+                node[p] = value
+            else:
+                if p not in node or node[p] is None:
+                    node[p] = [] if parts[i + 1].isdigit() else {}
+                node = node[p]
         else:
-            if p not in node or node[p] is None:
-                node[p] = [] if nxt.isdigit() else {}
-            node = node[p]
-    last = parts[-1]
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
+            raise ConfigError(f"--set {key}: '{'.'.join(parts[:i])}' is {type(node).__name__} {node!r}, not a "
+                              "mapping or a list")
 
 
 def parse_recipe(doc: dict[str, Any], where: str = "recipe") -> Recipe:
@@ -122,10 +167,9 @@ def parse_recipe(doc: dict[str, Any], where: str = "recipe") -> Recipe:
     model_doc = doc.get("model") or {}
     if isinstance(model_doc, str) or (isinstance(model_doc, dict) and "preset" in model_doc):
         name = model_doc if isinstance(model_doc, str) else model_doc["preset"]
-        from ..registry import registry
+        from ..presets import load_preset
 
-        preset = registry.load("preset", name)
-        base = copy.deepcopy(preset() if callable(preset) else preset)
+        base = load_preset("preset", name)
         if isinstance(model_doc, dict):
             base.update({k: v for k, v in model_doc.items() if k != "preset"})
         model_doc = base
@@ -133,6 +177,8 @@ def parse_recipe(doc: dict[str, Any], where: str = "recipe") -> Recipe:
     stages_doc = doc.get("stages")
     if not stages_doc:
         raise ConfigError(f"{where}: no stages")
+    if not isinstance(stages_doc, list):
+        raise ConfigError(f"{where}.stages: expected a list of stages, got {type(stages_doc).__name__} {stages_doc!r}")
     stages = []
     for i, sd in enumerate(stages_doc):
         w = f"{where}.stages[{i}]"
@@ -154,46 +200,32 @@ def parse_recipe(doc: dict[str, Any], where: str = "recipe") -> Recipe:
         dd = dict(dd)
         dd["transforms"] = [ComponentConfig.parse(t, f"{w}.data.transforms[{j}]")
                             for j, t in enumerate(dd.get("transforms") or [])]
-        data = DataConfig(**dd)
-        if data.on_bad_sample not in ("error", "skip"):
-            raise ConfigError(f"{w}.data.on_bad_sample: expected 'error' or 'skip', got '{data.on_bad_sample}'")
+        try:
+            data = TypeAdapter(DataConfig).validate_python(dd)
+        except ValidationError as exc:
+            raise schema_error(exc, f"{w}.data") from None
         sd.setdefault("name", f"stage{i + 1}")
         sd["lora"] = parse_lora(sd.get("lora"), f"{w}.lora")
+        for key in ("trainable", "gradient_checkpointing"):  # one name stands for a list of one
+            if isinstance(sd.get(key), str):
+                sd[key] = [sd[key]]
         try:
-            st = Stage(data=data, **sd)
-        except TypeError as exc:
-            raise ConfigError(f"{w}: {exc}") from exc
-        for key, typ in (("lr", float), ("epochs", float), ("warmup_ratio", float), ("weight_decay", float)):
-            try:
-                setattr(st, key, typ(getattr(st, key)))
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"{w}.{key}: expected a number, got {getattr(st, key)!r}") from exc
-        if st.precision not in ("fp32", "bf16", "fp16"):
-            raise ConfigError(f"{w}.precision: expected fp32, bf16 or fp16, got '{st.precision}'")
-        if isinstance(st.trainable, str):
-            st.trainable = [st.trainable]
-        _check_scaling_keys(st, w)
+            st = TypeAdapter(Stage).validate_python({**sd, "data": data})
+        except ValidationError as exc:
+            raise schema_error(exc, w) from None
+        if st.lora is not None and st.lora.quantize and st.deepspeed:
+            raise ConfigError(f"{w}: QLoRA (lora.quantize) runs without DeepSpeed; drop one of the two")
         stages.append(st)
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: stage names must be unique, got {names}")
-    return Recipe(model=model, stages=stages, output_dir=str(doc.get("output_dir", "runs/vlmkit")),
-                  seed=int(doc.get("seed", 0)), init_from=doc.get("init_from"), source=where)
-
-
-def _check_scaling_keys(st: Stage, where: str) -> None:
-    gc = st.gradient_checkpointing
-    if isinstance(gc, str):
-        st.gradient_checkpointing = gc = [gc]
-    if not isinstance(gc, bool) and not (isinstance(gc, list) and all(isinstance(x, str) for x in gc)):
-        raise ConfigError(f"{where}.gradient_checkpointing: expected true/false or a list of parts "
-                          f"(llm, encoders, encoder.0), got {gc!r}")
-    if not isinstance(st.packing, bool):
-        raise ConfigError(f"{where}.packing: expected true or false, got {st.packing!r}")
-    if st.pack_max_tokens is not None and (not isinstance(st.pack_max_tokens, int) or st.pack_max_tokens < 1):
-        raise ConfigError(f"{where}.pack_max_tokens: expected a positive number of tokens, got {st.pack_max_tokens!r}")
-    if st.lora is not None and st.lora.quantize and st.deepspeed:
-        raise ConfigError(f"{where}: QLoRA (lora.quantize) runs without DeepSpeed; drop one of the two")
+    top = {"output_dir": doc.get("output_dir", "runs/vlmkit"), "seed": doc.get("seed", 0),
+           "init_from": doc.get("init_from")}
+    try:
+        top = asdict(TypeAdapter(RecipeSettings).validate_python(top))
+    except ValidationError as exc:
+        raise schema_error(exc, where) from None
+    return Recipe(model=model, stages=stages, source=where, **top)
 
 
 def load_recipe(ref: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
@@ -202,11 +234,19 @@ def load_recipe(ref: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe
         doc = load_yaml(ref)
         where = ref
     else:
-        from ..registry import registry
+        from ..presets import load_preset
 
-        obj = registry.load("recipe", ref)
-        doc = copy.deepcopy(obj() if callable(obj) else obj)
+        doc = load_preset("recipe", ref)
         where = f"recipe preset '{ref}'"
     for o in overrides:
         _apply_override(doc, o)
     return parse_recipe(doc, where)
+
+
+def schema_error(exc: ValidationError, where: str) -> ConfigError:
+    """A pydantic error as one line: the field's dotted path, what it expects, what it got."""
+    first = exc.errors()[0]
+    loc = ".".join(str(x) for x in first["loc"] if not str(x).startswith(("function-", "lax-or-strict")))
+    got = first.get("input")
+    more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
+    return ConfigError(f"{where}.{loc}: {first['msg'][0].lower()}{first['msg'][1:]}, got {got!r}{more}")

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import torch
 import yaml
 
 from ..assembly import build_component, build_model
-from ..checkpoint import CONFIG_FILE, load_checkpoint
+from ..checkpoint import load_checkpoint
 from ..errors import ConfigError, IncompatibleComponentsError
 from ..hooks import get_plugin_manager
 from ..lm_objective import LanguageModelingObjective
@@ -35,8 +37,22 @@ from .lora import apply_lora, lora_key_map, merge_lora_state_dict, target_module
 from .plots import plot_loss_curve
 from .recipe import Recipe, Stage
 from .recompute import enable_gradient_checkpointing
+from .resume import find_resume_checkpoint
 
 log = logging.getLogger(__name__)
+
+
+def check_deepspeed(ref: str | None, where: str) -> None:
+    """Before anything runs: the value names a preset or a file, and DeepSpeed is installed."""
+    if ref is None:
+        return
+    if ref not in ("zero2", "zero3") and not Path(ref).is_file():
+        raise ConfigError(f"{where}.deepspeed: '{ref}' is neither zero2, zero3 nor a DeepSpeed JSON file")
+    import importlib.util
+
+    if importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(f"{where}.deepspeed: '{ref}' needs DeepSpeed, which is not installed: "
+                          "pip install 'vlmkit-core[deepspeed]'")
 
 
 def deepspeed_config(ref: str | None, stage: Stage) -> dict[str, Any] | str | None:
@@ -93,7 +109,8 @@ def training_arguments(stage: Stage, output_dir: Path, seed: int) -> Any:
         max_steps=stage.max_steps if stage.max_steps else -1, lr_scheduler_type=stage.schedule,
         warmup_steps=stage.warmup_ratio, weight_decay=stage.weight_decay, max_grad_norm=stage.max_grad_norm,
         logging_steps=stage.logging_steps, logging_first_step=True, save_strategy="steps", save_steps=stage.save_steps,
-        save_total_limit=stage.save_total_limit, seed=seed, data_seed=seed, report_to="none",
+        # rotation is the trainer's own (it counts complete checkpoints only): see resume.py
+        save_total_limit=None, seed=seed, data_seed=seed, report_to="none",
         remove_unused_columns=False, dataloader_num_workers=stage.dataloader_workers,
         bf16=stage.precision == "bf16", fp16=stage.precision == "fp16",
         use_cpu=not torch.cuda.is_available(),
@@ -103,13 +120,8 @@ def training_arguments(stage: Stage, output_dir: Path, seed: int) -> Any:
     return TrainingArguments(**kwargs)
 
 
-def _last_checkpoint(stage_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(stage_dir)) if stage_dir.is_dir() else None
-
-
-def run_stage(model: VisionLanguageModel, stage: Stage, stage_dir: Path, recipe: Recipe, resume: bool) -> Path:
+def run_stage(model: VisionLanguageModel, stage: Stage, stage_dir: Path, recipe: Recipe, resume: bool,
+              weights_only: bool = False) -> Path:
     from .trainer import VlmkitTrainer
 
     seed = stage.seed if stage.seed is not None else recipe.seed
@@ -140,30 +152,40 @@ def run_stage(model: VisionLanguageModel, stage: Stage, stage_dir: Path, recipe:
     callbacks = [cb for res in get_plugin_manager().hook.vlmkit_training_callbacks(recipe=recipe, stage=stage) if res
                  for cb in res]
     trainer = VlmkitTrainer(model=model, args=args, train_dataset=train_ds, data_collator=collator,
-                            lr_groups=stage.lr_groups, sampler_factory=sampler_factory, callbacks=callbacks)
-    ckpt = _last_checkpoint(stage_dir) if resume else None
+                            lr_groups=stage.lr_groups, sampler_factory=sampler_factory, callbacks=callbacks,
+                            keep_checkpoints=stage.save_total_limit)
+    ckpt = find_resume_checkpoint(stage_dir, weights_only) if resume else None
     trainer.train(resume_from_checkpoint=ckpt)
 
+    # the final checkpoint is written beside its place and renamed into it when every file is there:
+    # a stage is done exactly when `final` exists
     final = stage_dir / "final"
+    partial = stage_dir / "final.partial"
     state = full_state_dict(trainer)  # every process takes part (ZeRO-3 gathers); rank 0 gets the tensors
+    report = trainer.data_report_dict()  # likewise (gathers every process's skips and truncations)
     if trainer.args.should_save:
+        shutil.rmtree(partial, ignore_errors=True)  # what an interrupted final save left
         assert state is not None
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
         extra = {"stage": stage.name, "recipe": recipe.source}
         if stage.lora is not None:  # a plain checkpoint: adapters merged into their base weights
             extra["lora"] = {"merged": True, **asdict(stage.lora)}
-            save_weights(unwrapped, merge_lora_state_dict(unwrapped, state), final, extra,
+            save_weights(unwrapped, merge_lora_state_dict(unwrapped, state), partial, extra,
                          key_map=lora_key_map(unwrapped))
         else:
-            save_weights(unwrapped, state, final, extra)
+            save_weights(unwrapped, state, partial, extra)
         history = trainer.state.log_history
-        (final / "log_history.json").write_text(json.dumps(history, indent=1))
-        plot_loss_curve(history, final / "loss_curve.png", title=f"{stage.name}: loss")
-        report = collator.skip_report()
-        (final / "skipped.json").write_text(json.dumps(report, indent=1))
+        (partial / "log_history.json").write_text(json.dumps(history, indent=1))
+        plot_loss_curve(history, partial / "loss_curve.png", title=f"{stage.name}: loss")
+        (partial / "skipped.json").write_text(json.dumps(report, indent=1))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(partial, final)
         if report["skipped"]:
             log.warning("stage %s skipped %d sample(s): %s (list in %s)", stage.name, report["skipped"],
                         report["by_kind"], final / "skipped.json")
+        if report["truncated"]:
+            log.warning("stage %s cut %d sample(s) at max_length=%d (list in %s)", stage.name, report["truncated"],
+                        model.config.max_length, final / "skipped.json")
     trainer.accelerator.wait_for_everyone()  # the next stage reads `final` on every process
     return final
 
@@ -204,7 +226,11 @@ def prepare_stage_model(model: VisionLanguageModel, stage: Stage) -> dict[str, A
     return done
 
 
-def run_recipe(recipe: Recipe, resume: bool = False) -> Path:
+def run_recipe(recipe: Recipe, resume: bool = False, weights_only: bool = False) -> Path:
+    """Run every stage not yet done. ``resume`` continues from each stage's newest complete checkpoint;
+    ``weights_only`` lets it continue from one whose optimizer/scheduler state is gone."""
+    for i, stage in enumerate(recipe.stages):
+        check_deepspeed(stage.deepspeed, f"{recipe.source}.stages[{i}]")
     out = Path(recipe.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if is_main_process():
@@ -213,7 +239,7 @@ def run_recipe(recipe: Recipe, resume: bool = False) -> Path:
     for i, stage in enumerate(recipe.stages):
         stage_dir = out / f"{i + 1:02d}-{stage.name}"
         final = stage_dir / "final"
-        if resume and (final / CONFIG_FILE).is_file():
+        if resume and final.is_dir():  # `final` appears whole (renamed into place) or not at all
             prev = final
             continue
         if not resume and stage_dir.exists() and any(stage_dir.iterdir()):
@@ -221,9 +247,10 @@ def run_recipe(recipe: Recipe, resume: bool = False) -> Path:
         if prev is None:
             torch.manual_seed(recipe.seed)  # initial weights are part of the recipe: seed them
             model = build_model(recipe.model)
-        else:
-            model = load_checkpoint(prev)
-        prev = run_stage(model, stage, stage_dir, recipe, resume)
+        else:  # remote code only if the user's own recipe asks for it (never because a checkpoint does)
+            trust = bool(recipe.model.llm is not None and (recipe.model.llm.args or {}).get("trust_remote_code"))
+            model = load_checkpoint(prev, trust_remote_code=trust)
+        prev = run_stage(model, stage, stage_dir, recipe, resume, weights_only)
         del model
     assert prev is not None
     return prev

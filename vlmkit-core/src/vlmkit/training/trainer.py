@@ -5,26 +5,37 @@ on N processes as on one."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from transformers import Trainer
 
-from ..checkpoint import WEIGHTS_FILE, load_weights, save_checkpoint
+from ..checkpoint import WEIGHTS_FILE, load_state_strict, load_weights, save_checkpoint, verify_weights_checksum
 from ..parts import select_parameters
+from .data import REPORT_KEY, DataReport
 from .distributed import save_weights
+from .resume import rotate, write_manifest
+
+#: the data report inside a periodic checkpoint (skips and truncations so far: resume goes on counting)
+DATA_REPORT_FILE = "data_report.json"
 
 
 class VlmkitTrainer(Trainer):
     def __init__(self, *args: Any, lr_groups: dict[str, float] | None = None,
-                 sampler_factory: Callable[[Any], torch.utils.data.Sampler] | None = None, **kwargs: Any):
+                 sampler_factory: Callable[[Any], torch.utils.data.Sampler] | None = None,
+                 keep_checkpoints: int | None = None, **kwargs: Any):
         self.lr_groups = dict(lr_groups or {})
+        #: how many complete periodic checkpoints to keep (rotation is ours: only complete ones count)
+        self.keep_checkpoints = keep_checkpoints
         self.sampler_factory = sampler_factory
         self._term_sums: dict[str, float] = defaultdict(float)
         self._term_counts: dict[str, int] = defaultdict(int)
         self._slots = [0, 0]  # real tokens, computed token slots (for the padding fraction)
+        self.data_report = DataReport.empty()  # this process's batches (see data_report_dict for all of them)
         super().__init__(*args, **kwargs)
 
     # -- optimisation ------------------------------------------------------------------------
@@ -61,6 +72,9 @@ class VlmkitTrainer(Trainer):
             # the Trainer counts supervised tokens over all processes; gradients are then averaged over
             # processes, so each process divides its token sum by 1/world of the global count
             num_items_in_batch = num_items_in_batch / world
+        report = inputs.pop(REPORT_KEY, None)
+        if report is not None and model.training:
+            self.data_report.add(report)
         out = model(**inputs, num_items_in_batch=num_items_in_batch)
         for k, v in out.losses.items():
             self._term_sums[k] += float(v.detach())
@@ -87,6 +101,28 @@ class VlmkitTrainer(Trainer):
             self._slots = [0, 0]
         super().log(logs, start_time)
 
+    # -- data report -------------------------------------------------------------------------
+    def data_report_dict(self) -> dict[str, Any]:
+        """The report over every process (all must call this: it gathers)."""
+        report = self.data_report
+        if self.accelerator.num_processes > 1:
+            import torch.distributed as dist
+
+            parts: list[Any] = [None] * self.accelerator.num_processes
+            dist.all_gather_object(parts, report)
+            report = DataReport.empty()
+            for p in parts:
+                report.skipped += p.skipped
+                report.truncated += p.truncated
+        return report.as_dict()
+
+    def train(self, resume_from_checkpoint: str | None = None, **kwargs: Any) -> Any:
+        if resume_from_checkpoint and self.accelerator.is_main_process:  # the counts so far, once
+            f = Path(resume_from_checkpoint) / DATA_REPORT_FILE
+            if f.is_file():
+                self.data_report = DataReport.from_dict(json.loads(f.read_text()))
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
     # -- checkpoints -------------------------------------------------------------------------
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Periodic checkpoints: ``state_dict`` is the gathered one under DeepSpeed. With LoRA the adapters
@@ -100,9 +136,26 @@ class VlmkitTrainer(Trainer):
         else:
             save_weights(model, state_dict, output_dir)
 
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """The Trainer's save, then (once every process has written its part) the completeness manifest,
+        then rotation (see resume.py)."""
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        super()._save_checkpoint(model, trial)
+        report = self.data_report_dict()  # every process takes part
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            run_dir = self._get_output_dir(trial=trial)
+            folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            Path(folder, DATA_REPORT_FILE).write_text(json.dumps(report, indent=1))
+            write_manifest(folder, self.state.global_step)
+            rotate(run_dir, self.keep_checkpoints)
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        """Resume's weights: checksum verified, every tensor present, nothing unknown, all finite."""
         model = model or self.model
-        tensors, aliases = load_weights(os.path.join(resume_from_checkpoint, WEIGHTS_FILE))
-        for alias, target in aliases.items():
-            tensors[alias] = tensors[target]
-        model.load_state_dict(tensors, strict=False)
+        path = os.path.join(resume_from_checkpoint, WEIGHTS_FILE)
+        tensors, aliases = load_weights(path)
+        verify_weights_checksum(resume_from_checkpoint)
+        load_state_strict(self.accelerator.unwrap_model(model), tensors, aliases, Path(path),
+                          expected=set(self.accelerator.unwrap_model(model).persistent_state_dict()))

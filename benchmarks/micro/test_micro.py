@@ -1,0 +1,168 @@
+"""Micro-benchmarks of vlmkit's own hot paths, each beside a reference measured in the same run (the same
+``benchmark.group``), so the comparison is a ratio on one machine at one time:
+
+* splice: the vectorised placeholder splice vs a per-sample Python loop that builds the same rows;
+* packing: ``collate_packed`` (first-fit rows) vs plain padded ``collate`` of the same samples;
+* data access: ``LlavaJsonDataset.record(i)`` (byte-offset index: seek + parse) vs ``json.loads`` of the
+  same line held in memory (the eager loader's cost per record, without its memory);
+* ViP drawing: the ``vip`` transform on a 336 px refcocog record vs the decode + pad + resize + normalise
+  every sample pays anyway.
+
+Each test also checks that candidate and reference agree where they compute the same thing.
+
+    nox -s benchmark                       # or: pytest benchmarks/micro --benchmark-only
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+
+import pytest
+import torch
+
+from vlmkit.contracts import IGNORE_INDEX, IMAGE_PLACEHOLDER
+from vlmkit.splice import splice
+
+pytest.importorskip("pytest_benchmark")
+
+
+# -- splice ------------------------------------------------------------------------------------------
+def splice_inputs(bsz=8, seq=256, images_per_row=2, tokens=64, dim=256, vocab=1000):
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, vocab, (bsz, seq), generator=g)
+    for r in range(bsz):
+        ids[r, torch.randperm(seq, generator=g)[:images_per_row]] = IMAGE_PLACEHOLDER
+    blocks = [torch.randn(tokens, dim, generator=g) for _ in range(bsz * images_per_row)]
+    table = torch.nn.Embedding(vocab, dim)
+    return ids, blocks, table
+
+
+def splice_loop(ids, blocks, embed):
+    """The reference: each row built by a Python loop over its tokens' runs, then padded on the right."""
+    rows, k = [], 0
+    for row in ids:
+        parts, run = [], []
+        for t in row.tolist():
+            if t == IMAGE_PLACEHOLDER:
+                if run:
+                    parts.append(embed(torch.tensor(run)))
+                    run = []
+                parts.append(blocks[k])
+                k += 1
+            else:
+                run.append(t)
+        if run:
+            parts.append(embed(torch.tensor(run)))
+        rows.append(torch.cat(parts))
+    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+
+
+@pytest.mark.benchmark(group="splice")
+def test_splice_vectorised(benchmark):
+    ids, blocks, table = splice_inputs()
+    with torch.no_grad():
+        out = benchmark(lambda: splice(ids, None, None, blocks, table).inputs_embeds)
+        torch.testing.assert_close(out, splice_loop(ids, blocks, table), rtol=0, atol=0)
+
+
+@pytest.mark.benchmark(group="splice")
+def test_splice_reference_loop(benchmark):
+    ids, blocks, table = splice_inputs()
+    with torch.no_grad():
+        benchmark(splice_loop, ids, blocks, table)
+
+
+# -- packing -----------------------------------------------------------------------------------------
+def packing_samples():
+    from bench_packing import CONFIGS, make_samples
+
+    cfg = CONFIGS["llava-mix-quarter"]
+    samples = make_samples(cfg["samples"], cfg, visual=64, vocab=1000)
+    lengths = [len(f.input_ids) + (63 if IMAGE_PLACEHOLDER in f.input_ids else 0) for f in samples]
+    return samples, lengths, cfg["max_length"]
+
+
+@pytest.mark.benchmark(group="packing")
+def test_collate_packed(benchmark):
+    from vlmkit.packing import collate_packed
+
+    samples, lengths, max_len = packing_samples()
+    batch = benchmark(collate_packed, samples, lengths, max_len, 0, ["base"])
+    supervised = sum(int((torch.tensor(f.labels) != IGNORE_INDEX).sum()) for f in samples)
+    assert int((batch["labels"] != IGNORE_INDEX).sum()) == supervised  # packing drops no label
+
+
+@pytest.mark.benchmark(group="packing")
+def test_collate_padded_reference(benchmark):
+    from vlmkit.processing import collate
+
+    samples, _, _ = packing_samples()
+    benchmark(collate, samples, 0, "right", ["base"])
+
+
+# -- data access -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def llava_jsonl(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "records.jsonl"
+    rng = random.Random(0)
+    words = "a dense caption of the scene with objects colours and their positions".split()
+    lines = [json.dumps({"id": str(i), "conversations": [
+        {"from": "human", "value": "Describe the image in detail."},
+        {"from": "gpt", "value": " ".join(rng.choice(words) for _ in range(rng.randint(40, 120)))}]})
+        for i in range(20000)]
+    path.write_text("\n".join(lines) + "\n")
+    return path, lines
+
+
+@pytest.mark.benchmark(group="data-access")
+def test_llava_json_random_record(benchmark, llava_jsonl):
+    from vlmkit_data.llava_json import LlavaJsonDataset
+
+    path, lines = llava_jsonl
+    ds = LlavaJsonDataset(str(path), progress=False, index_cache=False)
+    order = iter(random.Random(1).choices(range(len(lines)), k=10 ** 7))
+    benchmark(lambda: ds.record(next(order)))
+    i = 12345
+    assert ds.record(i) == json.loads(lines[i])
+
+
+@pytest.mark.benchmark(group="data-access")
+def test_in_memory_json_loads_reference(benchmark, llava_jsonl):
+    _, lines = llava_jsonl
+    order = iter(random.Random(1).choices(range(len(lines)), k=10 ** 7))
+    benchmark(lambda: json.loads(lines[next(order)]))
+
+
+# -- ViP drawing -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def photo_336():
+    from bench_vip import photo, record
+
+    img = photo(336)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return record(img), buf.getvalue()
+
+
+@pytest.mark.benchmark(group="vip")
+def test_vip_transform(benchmark, photo_336):
+    from vlmkit_data.vip import VisualPromptTransform
+
+    sample, _ = photo_336
+    transform, seeds = VisualPromptTransform(), iter(range(10 ** 9))
+    out = benchmark(lambda: transform(sample, random.Random(next(seeds))))
+    assert out.images[0].size == sample.images[0].size and out.images[0] is not sample.images[0]
+
+
+@pytest.mark.benchmark(group="vip")
+def test_image_load_reference(benchmark, photo_336):
+    from PIL import Image
+
+    from vlmkit.contracts import ImageView
+    from vlmkit.image_processing import preprocess
+
+    _, jpeg = photo_336
+    view = ImageView(size=336, resize="pad")
+    benchmark(lambda: preprocess(Image.open(io.BytesIO(jpeg)).convert("RGB"), view))
