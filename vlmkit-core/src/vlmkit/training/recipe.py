@@ -34,8 +34,6 @@ def schedule_name(value: str) -> str:
 
 Schedule = Annotated[str, AfterValidator(schedule_name)]
 
-Positive = PositiveInt
-NonNegative = NonNegativeInt
 
 
 @dataclass
@@ -63,30 +61,30 @@ class Stage:
     #: extra learning rates: selector -> lr (e.g. {"encoder.0:layers>=12": 2e-5})
     lr_groups: dict[str, PositiveFloat] = field(default_factory=dict)
     epochs: PositiveFloat = 1.0
-    max_steps: Optional[Positive] = None
-    batch_size: Positive = 8
-    grad_accum: Positive = 1
+    max_steps: Optional[PositiveInt] = None
+    batch_size: PositiveInt = 8
+    grad_accum: PositiveInt = 1
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     schedule: Schedule = "cosine"
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.03
     weight_decay: NonNegativeFloat = 0.0
     max_grad_norm: NonNegativeFloat = 1.0
-    seed: Optional[NonNegative] = None
-    save_steps: Positive = 500
-    save_total_limit: Optional[Positive] = 2
-    logging_steps: Positive = 10
+    seed: Optional[NonNegativeInt] = None
+    save_steps: PositiveInt = 500
+    save_total_limit: Optional[PositiveInt] = 2
+    logging_steps: PositiveInt = 10
     #: zero2, zero3 or a DeepSpeed JSON file; run the command under torchrun / deepspeed for several processes
     deepspeed: Optional[str] = None
-    max_length: Optional[Positive] = None
+    max_length: Optional[PositiveInt] = None
     #: recompute activations in the backward pass: true (llm + trainable encoders) or a list of parts
     gradient_checkpointing: Union[StrictBool, list[str]] = False
-    dataloader_workers: NonNegative = 0
+    dataloader_workers: NonNegativeInt = 0
     #: LoRA/QLoRA adapters on one part, merged into the final checkpoint (see training/lora.py)
     lora: Optional[LoraSpec] = None
     #: several samples per row, no attention across them (see vlmkit/packing.py)
     packing: StrictBool = False
     #: the row length for packing, in tokens after splicing (default: the model's max_length)
-    pack_max_tokens: Optional[Positive] = None
+    pack_max_tokens: Optional[PositiveInt] = None
 
 
 @dataclass
@@ -114,7 +112,7 @@ class RecipeSettings:
     """The recipe's own top-level values (besides model and stages)."""
 
     output_dir: str
-    seed: NonNegative
+    seed: NonNegativeInt
     init_from: Optional[str]
 
 
