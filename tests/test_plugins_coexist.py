@@ -84,7 +84,7 @@ def test_plugins_marks_collisions(extras):
 def test_a_broken_hooks_module_is_listed_with_its_error(fake_dist):
     site = fake_dist("vlmkit-broken-hooks", {"vlmkit.hooks": {"broken": "fakeplug_hooks"}},
                      {"fakeplug_hooks": "raise ImportError('hooks went wrong')"})
-    listed = cli("plugins", "--json", site=site)
+    listed = cli("plugins", "--json", site=site, env={"VLMKIT_STRICT_PLUGINS": ""})  # CI runs strict: not here
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
     hooks = {r["name"]: r for r in rows if r["kind"] == "hooks"}
