@@ -65,3 +65,36 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture()
+def crash_after_save():
+    """``with crash_after_save(step): run_recipe(...)``: training stops (KeyboardInterrupt, as a kill would)
+    right after the checkpoint at ``step`` is complete; the block expects exactly that."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def crash(step: int):
+        from transformers import TrainerCallback
+
+        from vlmkit.hooks import get_plugin_manager, hookimpl
+
+        class Stop(TrainerCallback):
+            def on_save(self, args, state, control, **kw):
+                if state.global_step == step:
+                    raise KeyboardInterrupt
+
+        class Plugin:
+            @hookimpl
+            def vlmkit_training_callbacks(self, recipe, stage):
+                return [Stop()]
+
+        plugin = Plugin()
+        get_plugin_manager().register(plugin)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                yield
+        finally:
+            get_plugin_manager().unregister(plugin)
+
+    return crash

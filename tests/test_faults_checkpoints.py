@@ -133,34 +133,19 @@ def test_non_finite_weights_are_an_error(saved):
 
 
 # -- resume trusts only complete checkpoints -----------------------------------------------------------
-def crash_after(step: int, out: Path, shapes) -> Path:
+@pytest.fixture()
+def crash_after(crash_after_save):
     """A run stopped right after the checkpoint at ``step`` was written (as a kill would leave it)."""
-    from transformers import TrainerCallback
 
-    from vlmkit.hooks import get_plugin_manager, hookimpl
-
-    class Stop(TrainerCallback):
-        def on_save(self, args, state, control, **kw):
-            if state.global_step == step:
-                raise KeyboardInterrupt
-
-    class Plugin:
-        @hookimpl
-        def vlmkit_training_callbacks(self, recipe, stage):
-            return [Stop()]
-
-    pm = get_plugin_manager()
-    plugin = Plugin()
-    pm.register(plugin)
-    try:
-        with pytest.raises(KeyboardInterrupt):
+    def run(step: int, out: Path, shapes) -> Path:
+        with crash_after_save(step):
             run_recipe(parse_recipe(recipe(out, shapes)))
-    finally:
-        pm.unregister(plugin)
-    return out / "01-s1"
+        return out / "01-s1"
+
+    return run
 
 
-def test_resume_passes_over_half_written_checkpoints(shapes, tmp_path, uninterrupted, caplog):
+def test_resume_passes_over_half_written_checkpoints(shapes, tmp_path, crash_after, uninterrupted, caplog):
     stage = crash_after(4, tmp_path / "run", shapes)
     # what a kill 0-20 ms into the next save leaves: a folder with some files and no manifest
     half = stage / "checkpoint-6"
@@ -173,14 +158,14 @@ def test_resume_passes_over_half_written_checkpoints(shapes, tmp_path, uninterru
 
 
 @pytest.mark.parametrize("victim", ["optimizer.pt", "scheduler.pt", "trainer_state.json"])
-def test_resume_refuses_a_checkpoint_missing_its_training_state(shapes, tmp_path, victim):
+def test_resume_refuses_a_checkpoint_missing_its_training_state(shapes, tmp_path, crash_after, victim):
     stage = crash_after(4, tmp_path / "run", shapes)
     (stage / "checkpoint-4" / victim).unlink()
     with pytest.raises(CheckpointError, match=f"checkpoint-4/{victim}: missing.*resume-weights-only"):
         run_recipe(parse_recipe(recipe(tmp_path / "run", shapes)), resume=True)
 
 
-def test_weights_only_resume_continues_without_optimizer_state(shapes, tmp_path):
+def test_weights_only_resume_continues_without_optimizer_state(shapes, tmp_path, crash_after):
     stage = crash_after(4, tmp_path / "run", shapes)
     for f in ("optimizer.pt", "scheduler.pt"):
         (stage / "checkpoint-4" / f).unlink()
@@ -189,7 +174,7 @@ def test_weights_only_resume_continues_without_optimizer_state(shapes, tmp_path)
 
 
 @pytest.mark.parametrize("victim", ["trainer_state.json", "optimizer.pt"])
-def test_truncated_training_state_names_the_file(shapes, tmp_path, victim):
+def test_truncated_training_state_names_the_file(shapes, tmp_path, crash_after, victim):
     stage = crash_after(4, tmp_path / "run", shapes)
     f = stage / "checkpoint-4" / victim
     f.write_bytes(f.read_bytes()[:10])
@@ -197,7 +182,7 @@ def test_truncated_training_state_names_the_file(shapes, tmp_path, victim):
         run_recipe(parse_recipe(recipe(tmp_path / "run", shapes)), resume=True)
 
 
-def test_resume_loads_weights_strictly(shapes, tmp_path):
+def test_resume_loads_weights_strictly(shapes, tmp_path, crash_after):
     stage = crash_after(4, tmp_path / "run", shapes)
     ck = stage / "checkpoint-4"
     tensors = load_file(str(ck / WEIGHTS_FILE))
