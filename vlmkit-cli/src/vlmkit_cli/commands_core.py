@@ -26,12 +26,12 @@ def plugins(
 
     if kind is not None and kind != "hooks" and kind not in GROUPS:
         fail(f"unknown kind '{kind}'; kinds: {', '.join(GROUPS)}, hooks")
-    if check:
+    if kind == "hooks":
+        rows = []
+    elif check:
         rows = [e.as_dict(status) for e, status in registry.check_all() if kind in (None, e.kind)]
     else:
-        rows = [e.as_dict() for e in registry.entries(None if kind == "hooks" else kind)]
-        if kind == "hooks":
-            rows = []
+        rows = [e.as_dict() for e in registry.entries(kind)]
     if kind in (None, "hooks"):  # hook modules: loading them imports only the plugin's hooks module
         from vlmkit.hooks import get_plugin_manager, hook_modules
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import typing
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from pydantic import Field
 
@@ -78,10 +78,8 @@ def _describe(hint: Any) -> str:
     """A type as a user reads it: ``int``, ``'pad' | 'square'``, ``int > 0``, ``list[str]``."""
     origin = typing.get_origin(hint)
     if origin is typing.Annotated:
-        base, *meta = typing.get_args(hint)
-        bounds = [f"{op} {getattr(m, attr)}" for m in _constraints(meta)
-                  for attr, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")) if getattr(m, attr, None) is not None]
-        return _describe(base) + (f" {' and '.join(bounds)}" if bounds else "")
+        bounds = _bounds(hint)
+        return _describe(typing.get_args(hint)[0]) + (f" {' and '.join(b for b, _ in bounds)}" if bounds else "")
     if origin is typing.Literal:
         return " | ".join(repr(a) for a in typing.get_args(hint))
     if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
@@ -93,25 +91,31 @@ def _describe(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
-def _constraints(meta: list[Any]) -> list[Any]:
-    """annotated-types constraints, also those inside a pydantic ``Field(...)``."""
+#: annotated-types bound attributes, how they read, and what they require
+_BOUND_KINDS = (("gt", ">", lambda v, b: v > b), ("ge", ">=", lambda v, b: v >= b),
+                ("lt", "<", lambda v, b: v < b), ("le", "<=", lambda v, b: v <= b))
+
+
+def _bounds(hint: Any) -> list[tuple[str, Callable[[Any], bool]]]:
+    """The range an ``Annotated`` hint declares, as ("> 0", check) pairs (also inside a pydantic ``Field``)."""
+    if typing.get_origin(hint) is not typing.Annotated:
+        return []
     out = []
-    for m in meta:
-        out.extend(getattr(m, "metadata", None) or [m])
+    for meta in typing.get_args(hint)[1:]:
+        for m in getattr(meta, "metadata", None) or [meta]:
+            for attr, op, ok in _BOUND_KINDS:
+                bound = getattr(m, attr, None)
+                if bound is not None:
+                    out.append((f"{op} {bound}", lambda v, ok=ok, bound=bound: ok(v, bound)))
     return out
 
 
 def _range_problem(value: Any, hint: Any) -> str | None:
     """Why ``value`` breaks the range an ``Annotated`` hint declares (None: it does not)."""
-    if typing.get_origin(hint) is not typing.Annotated:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
         return None
-    for m in _constraints(list(typing.get_args(hint)[1:])):
-        for attr, ok in (("gt", lambda v, b: v > b), ("ge", lambda v, b: v >= b), ("lt", lambda v, b: v < b),
-                         ("le", lambda v, b: v <= b)):
-            bound = getattr(m, attr, None)
-            if bound is not None and isinstance(value, (int, float)) and not ok(value, bound):
-                return f"must be {_describe(hint).split(' ', 1)[1]}"
-    return None
+    bounds = _bounds(hint)
+    return f"must be {' and '.join(text for text, _ in bounds)}" if any(not ok(value) for _, ok in bounds) else None
 
 
 def validate_args(component: str, cls: Any, args: dict[str, Any], context: Iterable[str] = ()) -> None:

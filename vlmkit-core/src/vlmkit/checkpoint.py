@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from importlib import metadata
 from pathlib import Path
@@ -28,6 +29,8 @@ from .config import ComponentConfig, ModelConfig
 from .errors import CheckpointError, ConfigError
 from .model import VisionLanguageModel
 from .registry import registry
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "vlmkit.yaml"
 WEIGHTS_FILE = "model.safetensors"
@@ -169,9 +172,10 @@ def load_state_strict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], 
     for alias, target in aliases.items():
         if target in tensors:
             tensors[alias] = tensors[target]
-    expected = set(model.state_dict()) if expected is None else expected
+    known = set(model.state_dict())
+    expected = known if expected is None else expected
     missing = sorted(expected - set(tensors))
-    unexpected = sorted(set(tensors) - set(model.state_dict()))
+    unexpected = sorted(set(tensors) - known)
     if missing or unexpected:
         msg = []
         if missing:
@@ -187,6 +191,15 @@ def load_state_strict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], 
         model.load_state_dict(tensors, strict=False)
     except RuntimeError as exc:
         raise CheckpointError(f"{where}: {str(exc).splitlines()[0]}") from exc
+
+
+def load_checkpoint_weights(model: Any, directory: str | Path, doc: dict[str, Any] | None = None) -> None:
+    """A checkpoint folder's weights into ``model`` (a VisionLanguageModel): parsed (a cut file is named as
+    such), checked against the recorded SHA-256, then loaded strictly. Used by loading and by resume."""
+    d = Path(directory)
+    tensors, aliases = load_weights(d / WEIGHTS_FILE)
+    verify_weights_checksum(d, doc)
+    load_state_strict(model, tensors, aliases, d / WEIGHTS_FILE, expected=set(model.persistent_state_dict()))
 
 
 def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -214,8 +227,6 @@ def _minor(version: str) -> tuple[str, ...]:
 def warn_version_changes(plugins: list[dict[str, Any]], where: Path) -> list[str]:
     """Warn (once per component) when the distribution a checkpoint recorded is installed at another major
     or minor version than the one that saved it; returns the warnings."""
-    import logging
-
     out = []
     for rec in plugins:
         dist, saved = rec.get("distribution"), rec.get("version")
@@ -229,7 +240,7 @@ def warn_version_changes(plugins: list[dict[str, Any]], where: Path) -> list[str
             out.append(f"{where}: {rec['kind']} '{rec['name']}' was saved with {dist} {saved}; {dist} "
                        f"{entry.version} is installed (another minor version: check its changelog if results differ)")
     for msg in out:
-        logging.getLogger(__name__).warning(msg)
+        log.warning(msg)
     return out
 
 
@@ -249,11 +260,8 @@ def _own_llm(model_doc: dict[str, Any], where: Path, trust_remote_code: bool, ll
                               f"llm/ folder ('{LLM_PATH}'), so this file was not written by vlmkit or was edited "
                               "(pass llm_path= to load_checkpoint to use another LLM folder on purpose)")
     if args.get("trust_remote_code") and not trust_remote_code:
-        import logging
-
-        logging.getLogger(__name__).warning(
-            "%s asks for trust_remote_code; ignored: remote code runs only when you pass it yourself "
-            "(--trust-remote-code, or trust_remote_code=True)", where)
+        log.warning("%s asks for trust_remote_code; ignored: remote code runs only when you pass it yourself "
+                    "(--trust-remote-code, or trust_remote_code=True)", where)
     args["trust_remote_code"] = bool(trust_remote_code)
     return {**model_doc, "llm": {**llm, "args": args}}
 
@@ -276,11 +284,8 @@ def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu"
         raise CheckpointError(str(exc)) from exc
     installed_from = {p["name"]: p["distribution"] for p in doc.get("plugins", []) if p.get("distribution")}
     warn_version_changes(doc.get("plugins", []), d / CONFIG_FILE)
-    if not meta:
-        tensors, aliases = load_weights(d / WEIGHTS_FILE)  # first: a cut file is named as such
-        verify_weights_checksum(d, doc)
     model = build_model(cfg, meta=meta, pretrained=False, installed_from=installed_from)
     if meta:
         return model
-    load_state_strict(model, tensors, aliases, d / WEIGHTS_FILE, expected=set(model.persistent_state_dict()))
+    load_checkpoint_weights(model, d, doc)
     return model.to(device)

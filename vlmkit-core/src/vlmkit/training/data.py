@@ -150,6 +150,14 @@ class DataReport:
         self.skipped.extend(batch_report.get("skipped", []))
         self.truncated.extend(batch_report.get("truncated", []))
 
+    @classmethod
+    def merged(cls, parts: Sequence["DataReport"]) -> "DataReport":
+        """One report from several processes' reports."""
+        out = cls.empty()
+        for p in parts:
+            out.add({"skipped": p.skipped, "truncated": p.truncated})
+        return out
+
     def as_dict(self) -> dict[str, Any]:
         """Counts of distinct records (a record met again in a later epoch, or drawn in a skipped one's
         place, counts once), and how often each event happened in all."""

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 from transformers import Trainer
 
-from ..checkpoint import WEIGHTS_FILE, load_state_strict, load_weights, save_checkpoint, verify_weights_checksum
+from ..checkpoint import load_checkpoint_weights, save_checkpoint
 from ..parts import select_parameters
 from .data import REPORT_KEY, DataReport
 from .distributed import save_weights
@@ -110,10 +110,7 @@ class VlmkitTrainer(Trainer):
 
             parts: list[Any] = [None] * self.accelerator.num_processes
             dist.all_gather_object(parts, report)
-            report = DataReport.empty()
-            for p in parts:
-                report.skipped += p.skipped
-                report.truncated += p.truncated
+            report = DataReport.merged(parts)
         return report.as_dict()
 
     def train(self, resume_from_checkpoint: str | None = None, **kwargs: Any) -> Any:
@@ -153,9 +150,4 @@ class VlmkitTrainer(Trainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         """Resume's weights: checksum verified, every tensor present, nothing unknown, all finite."""
-        model = model or self.model
-        path = os.path.join(resume_from_checkpoint, WEIGHTS_FILE)
-        tensors, aliases = load_weights(path)
-        verify_weights_checksum(resume_from_checkpoint)
-        load_state_strict(self.accelerator.unwrap_model(model), tensors, aliases, Path(path),
-                          expected=set(self.accelerator.unwrap_model(model).persistent_state_dict()))
+        load_checkpoint_weights(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint)
