@@ -10,7 +10,7 @@ ross overhead is far larger than at paper scale; the paper-scale overhead is the
 FLOP count (``torch.utils.flop_counter`` on the meta device: exact FLOPs of the real modules, not a
 timing), clearly labelled as an estimate.
 
-    python benchmarks/bench_ross.py                  # writes docs/benchmarks/ross.md
+    python benchmarks/bench_ross.py                  # writes docs/benchmarks/ross-overhead.md
     python benchmarks/bench_ross.py --quick          # seconds: checks the script runs
 """
 
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1 is the most stable on a shared machine)")
     p.add_argument("--no-flops", action="store_true", help="skip the paper-scale FLOP count")
-    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "ross.md"))
+    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "ross-overhead.md"))
     args = p.parse_args(argv)
     if args.repeats is None:
         args.repeats = 3 if args.quick else 15

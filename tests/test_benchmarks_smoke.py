@@ -141,3 +141,17 @@ def test_validate_rejects_bad_results():
             common.validate_result(bad)
     assert common.meets(0.9, "<= 1.0") and not common.meets(1.6, "<= 1.5") and common.meets(2, ">= 0.67")
     assert common.paired_ratio([2, 4, 9], [1, 2, 3]) == 2.0
+
+
+def test_ross_evidence_quick_measures_every_predictor_and_renders(results, tmp_path):
+    r = run_quick("bench_ross_evidence.py", results / "ross_evidence.json", "--work", str(tmp_path / "work"),
+                  timeout=600)
+    (seed,) = r["extra"]["per_seed"]
+    assert set(seed["recon"]["latent_mse"]) == {"ross", "zero", "train_mean", "shuffled"}
+    assert set(seed["recon"]["pixel_mse"]) == {"teacher", "ross", "zero", "train_mean", "shuffled"}
+    assert all(math.isfinite(v) and v >= 0 for v in seed["recon"]["pixel_mse"].values())
+    assert seed["recon"]["pixel_mse"]["teacher"] < seed["recon"]["pixel_mse"]["zero"]  # the teacher decodes images
+    assert set(seed["accuracy"]) == {"lm", "lm+ross"}
+    page = _module("bench_ross_evidence").render(r)
+    assert page.startswith("<!-- ross-evidence:start -->") and page.rstrip().endswith("<!-- ross-evidence:end -->")
+    assert "| zero latent |" in page and "lm + ross" in page

@@ -322,3 +322,40 @@ def test_teacher_stays_fp32_when_the_model_is_cast_to_bf16():
     assert next(obj.denoiser.parameters()).dtype == torch.bfloat16
     out = model(**batch_of(model, image_features(model, 2)))
     assert torch.isfinite(out.losses["ross"]) and out.losses["ross"].dtype == torch.float32
+
+
+# -- the denoiser reads the image from the LLM --------------------------------------------------
+
+def test_denoiser_prediction_depends_on_the_hidden_states_and_its_loss_reaches_the_llm():
+    """After a few steps on the ross loss alone, (a) the prediction for one noisy latent changes when the
+    hidden states change, most at the token whose state changed, and (b) the ross loss sends gradient into
+    the LLM. At init neither holds: adaLN-Zero makes the output exactly 0, whatever the condition."""
+    model = ross_tiny_model()
+    obj = model.objectives["ross"]
+    batch = batch_of(model, image_features(model, 4))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+    torch.manual_seed(0)
+    for _ in range(5):
+        opt.zero_grad()
+        model(**batch).losses["ross"].backward()
+        opt.step()
+
+    opt.zero_grad()
+    model(**batch).losses["ross"].backward()
+    llm_grads = [p.grad for p in model.llm.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in llm_grads), "no ross gradient reaches the LLM"
+
+    torch.manual_seed(1)
+    grid = obj.grid
+    x_t = torch.randn(1, obj.latent_channels, *grid)
+    t = torch.tensor([500])
+    hidden = torch.randn(1, grid[0] * grid[1], obj.d_llm)
+    with torch.no_grad():
+        base = obj.denoiser(x_t, t, obj.condition(hidden, torch.float32))
+        other = obj.denoiser(x_t, t, obj.condition(torch.randn_like(hidden), torch.float32))
+        changed = hidden.clone()
+        changed[0, 5] = torch.randn(hidden.shape[-1])  # token (1, 1) of the 4x4 grid
+        local = obj.denoiser(x_t, t, obj.condition(changed, torch.float32))
+    assert (other - base).abs().mean() > 1e-3 * base.abs().mean().clamp_min(1e-6)
+    per_token = (local - base).abs().mean(1).flatten()  # (16,)
+    assert per_token.argmax().item() == 5 and per_token[5] > 0

@@ -10,7 +10,10 @@ from .app import app
 
 
 def main() -> None:
+    from .plugin_commands import add_plugin_commands
+
     try:
+        add_plugin_commands(app)
         app()
     except BrokenPipeError:  # `vlmkit ... | head`: the reader left; stop quietly, like other Unix tools
         import os

@@ -11,7 +11,6 @@ refused when the model is built, with the list of installed connectors (``ModelC
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,12 +213,3 @@ def load_yaml(path: str | Path) -> Any:
         return yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
-
-
-def dataclass_from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
-    """Build a flat dataclass from a mapping, refusing unknown keys (typos must not be ignored)."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    check_keys(data, names, where)
-    return cls(**data)

@@ -8,7 +8,7 @@ produces specs and features; an objective consumes a ``ModelOutput`` and a batch
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
@@ -36,9 +36,6 @@ class ImageView:
     std: tuple[float, float, float] = CLIP_STD
     resize: str = "pad"
     multiple: int = 1
-
-    def with_policy(self, resize: str) -> "ImageView":
-        return replace(self, resize=resize)
 
 
 @dataclass(frozen=True)

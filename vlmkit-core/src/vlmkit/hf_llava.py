@@ -228,17 +228,6 @@ def _import_layout(hf: Any, converters: LlavaConverters) -> tuple[LlavaLayout, C
     return LlavaLayout(vision, projector), encoder, connector
 
 
-def llava_model_config(hf: Any, tokenizer: str, dtype: str | None = None, *,
-                       plugin_manager: pluggy.PluginManager | None = None) -> ModelConfig:
-    """The vlmkit ModelConfig equivalent to an HF ``LlavaConfig``; ConfigError names what cannot be mapped.
-
-    The encoder and the connector come from the installed converters (``vlmkit_llava_converters`` hook of
-    ``plugin_manager``, by default vlmkit's).
-    """
-    _, encoder, connector = _import_layout(hf, llava_converters(plugin_manager))
-    return _model_config(hf, encoder, connector, tokenizer, dtype)
-
-
 def _model_config(hf: Any, encoder: ComponentConfig, connector: ComponentConfig, tokenizer: str,
                   dtype: str | None) -> ModelConfig:
     text = hf.text_config
@@ -380,11 +369,6 @@ def _export_layout(model: VisionLanguageModel, converters: LlavaConverters) -> t
     problems += _llm_problems(model.llm.model)
     layout = LlavaLayout(vision, projector) if vision is not None and projector is not None else None
     return layout, problems
-
-
-def llava_problems(model: VisionLanguageModel, *, plugin_manager: pluggy.PluginManager | None = None) -> list[str]:
-    """Why ``model`` cannot be written as HF Llava, one line per part (empty: it can)."""
-    return _export_layout(model, llava_converters(plugin_manager))[1]
 
 
 def _llm_problems(lm: nn.Module) -> list[str]:

@@ -8,6 +8,8 @@ Components are enumerated through entry points (see ``registry``). Hooks are for
 * ``vlmkit_training_callbacks(recipe, stage)``: return transformers ``TrainerCallback`` objects.
 * ``vlmkit_llava_converters()``: return converters between HF Llava parts and the plugin's components
   (``vlmkit.llava_conversion``), used by ``import-hf`` / ``export-hf``.
+* ``vlmkit_register_commands(cli)``: add subcommands to the ``vlmkit`` command line (as llm's and
+  datasette's ``register_commands``).
 
 Implementations are modules or objects listed in the ``vlmkit.hooks`` entry-point group, or
 registered at run time with ``get_plugin_manager().register(obj)``. Following pluggy's versioning,
@@ -31,6 +33,16 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 class VlmkitHookSpecs:
+    @hookspec
+    def vlmkit_register_commands(self, cli: Any) -> None:
+        """Add subcommands to ``vlmkit``: ``@cli.command("name")`` over a typer-style function.
+
+        The CLI calls this only when it needs plugin commands (an unknown command name, or the top-level
+        help), so a hook module should import typer and heavy modules inside the hook, not at the top.
+        Names of built-in commands are refused; errors the command raises print as one line, like
+        the built-in commands' errors.
+        """
+
     @hookspec
     def vlmkit_register_components(self, register: Any) -> None:
         """Call ``register(kind, name, obj)`` for each component to add in-process."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Iterable, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from .templates import Turn
 
@@ -51,9 +51,3 @@ class Transform(Protocol):
 
 def provides(dataset: Any) -> frozenset[str]:
     return frozenset(getattr(dataset, "provides", frozenset({IMAGES})))
-
-
-def modality_length(sample_turns: Iterable[Turn], has_image: bool) -> int:
-    """LLaVA's length for grouping: whitespace words over all turns, negative for text-only."""
-    n = sum(len(t.text.split()) for t in sample_turns)
-    return n if has_image else -n

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from vlmkit.errors import DataError
-from vlmkit.samples import BOXES, IMAGES, REGIONS, Sample, modality_length
+from vlmkit.samples import BOXES, IMAGES, REGIONS, Sample
 from vlmkit.templates import IMAGE_TOKEN, Turn
 
 from .box_checks import box_problem
@@ -327,6 +327,12 @@ class LlavaJsonDataset:
                 lengths.append(modality_length(turns, bool(_image_paths(rec))))
             rep.update(int(self.index.ends[-1]) if total else 0)
         return lengths
+
+
+def modality_length(turns: Any, has_image: bool) -> int:
+    """LLaVA's length for grouping: whitespace words over all turns, negative for text-only."""
+    n = sum(len(t.text.split()) for t in turns)
+    return n if has_image else -n
 
 
 def _image_paths(rec: dict[str, Any]) -> list[Any]:

@@ -27,6 +27,7 @@ from torch import nn
 from vlmkit.build_context import load_pretrained
 from vlmkit.contracts import CLIP_MEAN, CLIP_STD, ImageView, VisionEncoder, VisualFeatures
 from vlmkit.errors import ConfigError
+from vlmkit.image_processing import RESIZE_POLICIES
 
 from . import convnext_convert
 from .frozen_prefix import FrozenPrefixMixin, Stage, run_stages
@@ -40,7 +41,6 @@ CONVNEXT_CONFIGS: dict[str, dict[str, Any]] = {
 #: keys of a config mapping that rebuild the architecture
 _ARCH_KEYS = ("hidden_sizes", "depths", "hidden_act", "layer_scale_init_value", "drop_path_rate", "num_channels",
               "patch_size")
-RESIZE_POLICIES = ("pad", "square", "resize", "native")
 PAPER_IMAGE_SIZE = 768
 TINY_IMAGE_SIZE = {"convnext": 64, "convnext5": 128}
 STAGE5_DEPTH = 6

@@ -63,16 +63,11 @@ def sample_latents(mean: torch.Tensor, std: torch.Tensor, scale: float, shift: f
 
 
 def group_latents(z: torch.Tensor) -> torch.Tensor:
-    """(B, C, 2h, 2w) -> (B, 4C, h, w); channel index ``c*4 + p1*2 + p2`` (c-major, then p1, p2)."""
-    b, c, hh, ww = z.shape
-    h, w = hh // GROUP, ww // GROUP
-    z = z.reshape(b, c, h, GROUP, w, GROUP).permute(0, 1, 3, 5, 2, 4)
-    return z.reshape(b, c * GROUP * GROUP, h, w)
+    """(B, C, 2h, 2w) -> (B, 4C, h, w); channel index ``c*4 + p1*2 + p2`` (c-major, then p1, p2): exactly
+    ``pixel_unshuffle`` by 2."""
+    return F.pixel_unshuffle(z, GROUP)
 
 
 def ungroup_latents(x: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`group_latents`."""
-    b, cg, h, w = x.shape
-    c = cg // (GROUP * GROUP)
-    x = x.reshape(b, c, GROUP, GROUP, h, w).permute(0, 1, 4, 2, 5, 3)
-    return x.reshape(b, c, h * GROUP, w * GROUP)
+    """Inverse of :func:`group_latents` (``pixel_shuffle`` by 2)."""
+    return F.pixel_shuffle(x, GROUP)

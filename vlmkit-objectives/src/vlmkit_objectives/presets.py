@@ -2,8 +2,9 @@
 
 ``ross``: the paper's CLIP-L/14-336 + Vicuna-7B layout (architectures from configs; point
 ``encoder.clip.path``, ``llm`` and ``objective.ross.vae_path`` at real weights to train it).
-``ross-tiny``: the embedded tiny model (tiny-conv, 4x4 grid) with a tiny VAE and a small denoiser,
-trainable on a laptop CPU.
+``ross-tiny``: the embedded tiny model (tiny-conv, 4x4 grid) with a small denoiser and the
+``builtin:shapes-tiny`` teacher (a tiny VAE trained on the synthetic-shapes images, so its latents carry
+the image; a random VAE would not), trainable on a laptop CPU: recipe ``ross-tiny``.
 """
 
 VICUNA_7B = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
@@ -24,7 +25,8 @@ ROSS_TINY = {
     "connector": {"name": "vlmkit-fusion:mlp2x_gelu"},
     "llm": {"name": "tiny-llama"},
     "objectives": [{"name": "lm"}, {"name": "ross", "weight": 1.0,
-                                    "args": {"vae_config": "tiny", "width": 128, "depth": 2, "heads": 4}}],
+                                    "args": {"vae_path": "builtin:shapes-tiny", "width": 128, "depth": 2,
+                                             "heads": 4}}],
     "template": "vicuna_v1",
     "max_length": 256,
 }

@@ -30,6 +30,8 @@ from .schedule import ross_scheduler
 from .vae import build_vae, latent_scale_shift, on_meta_device, teacher_fingerprint, vae_config_dict
 
 DENOISER_DTYPES = ("float32", "model")
+#: default clamp of the predicted x0 when sampling, in normalised latent units (6 standard deviations)
+SAMPLE_CLIP = 6.0
 
 
 class RossObjective(Objective):
@@ -239,9 +241,16 @@ class RossObjective(Objective):
     # -- sampling (the original never released this) --------------------------------------------
     @torch.no_grad()
     def sample(self, hidden: torch.Tensor, grid: tuple[int, int], steps: int = 50,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """DDPM ancestral sampling of (n, 64, gh, gw) latents conditioned on (n, N, D_llm) hidden states."""
-        sched = ross_scheduler(self.scheduler.config.num_train_timesteps)
+               generator: torch.Generator | None = None, clip: float | None = SAMPLE_CLIP) -> torch.Tensor:
+        """DDPM ancestral sampling of (n, 64, gh, gw) latents conditioned on (n, N, D_llm) hidden states.
+
+        ``clip`` clamps each step's predicted x0 to ``[-clip, clip]`` in normalised latent units (unit
+        variance), which keeps long samplers from diverging at the schedule's end (see ``schedule``);
+        None samples without it, as the training schedule is defined.
+        """
+        if clip is not None and clip <= 0:
+            raise ConfigError(f"objective 'ross': the sampling clip must be > 0 (or None), got {clip}")
+        sched = ross_scheduler(self.scheduler.config.num_train_timesteps, clip)
         device = hidden.device
         sched.set_timesteps(steps, device=device)
         n = hidden.shape[0]

@@ -1,7 +1,9 @@
 """The frozen VAE teacher: a diffusers ``AutoencoderKL`` with the FLUX.1 layout.
 
 Real weights come from ``path`` (a folder holding the VAE's ``config.json`` and weights, e.g.
-``FLUX.1-dev/vae``). Without a path the architecture is built from a named config ("flux": the full
+``FLUX.1-dev/vae``), or from a teacher shipped with this package, named ``builtin:<name>``
+(``builtin:shapes-tiny``: a tiny VAE trained on the synthetic-shapes images, whose latents carry the
+image; made by ``scripts/make_shapes_vae.py``). Without a path the architecture is built from a named config ("flux": the full
 FLUX.1 layout; "tiny": the same 8x downsampling and 16 latent channels at a fraction of the cost,
 for tests) or from an explicit config mapping, with random weights drawn from a fixed seed, so that
 a rebuilt model (after loading a checkpoint, which never stores the teacher) has the same teacher.
@@ -30,6 +32,21 @@ FLUX_VAE: dict[str, Any] = dict(
 TINY_VAE: dict[str, Any] = dict(FLUX_VAE, block_out_channels=[8, 16, 16, 16], layers_per_block=1, norm_num_groups=4,
                                 sample_size=64)
 VAE_CONFIGS: dict[str, dict[str, Any]] = {"flux": FLUX_VAE, "tiny": TINY_VAE}
+#: trained teachers shipped in the package (``vae_path: builtin:<name>``) -> folder under ``assets/``
+BUILTIN_VAES: dict[str, str] = {"shapes-tiny": "shapes-tiny-vae"}
+BUILTIN_PREFIX = "builtin:"
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def resolve_vae_path(path: str) -> str:
+    """A folder path as given, or the packaged folder of a ``builtin:<name>`` teacher."""
+    if not path.startswith(BUILTIN_PREFIX):
+        return path
+    name = path[len(BUILTIN_PREFIX):]
+    if name not in BUILTIN_VAES:
+        raise ConfigError(f"objective 'ross': unknown vae_path '{path}'; built-in teachers: "
+                          + ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_VAES))
+    return str(ASSETS / BUILTIN_VAES[name])
 
 
 def on_meta_device() -> bool:
@@ -70,6 +87,8 @@ def build_vae(path: str | None, config: str | dict[str, Any], seed: int = 0):
     from diffusers import AutoencoderKL
 
     has_weights = path is None  # a random teacher from a named config is the intended one
+    if path is not None:
+        path = resolve_vae_path(path)
     if path is not None and not on_meta_device():
         p = Path(path)
         if (p / "config.json").is_file():

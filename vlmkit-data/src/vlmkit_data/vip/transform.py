@@ -73,11 +73,4 @@ class VisualPromptTransform:
         return sample.replace(images=[image], turns=turns, meta=meta)
 
 
-def is_region_sample(sample: Sample) -> bool:
-    """True when the ``vip`` transform would draw on this sample (unknown region types raise)."""
-    from .records import region_type
-
-    return region_type(sample) is not None
-
-
-__all__ = ["VisualPromptTransform", "is_region_sample"]
+__all__ = ["VisualPromptTransform"]
