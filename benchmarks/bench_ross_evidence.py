@@ -19,7 +19,7 @@ Writes ``benchmarks/results/ross_evidence.json``, the picture ``docs/images/ross
 (seed 0: input | teacher | ross | ross from shuffled states | training mean) and the evidence section of
 ``docs/benchmarks/ross.md``.
 
-    python benchmarks/bench_ross_evidence.py                # 3 seeds at the recipe's 1,000 steps (~17 min, 2 cores)
+    python benchmarks/bench_ross_evidence.py                # 3 seeds at the recipe's 1,000 steps (~16 min, 2 cores)
     python benchmarks/bench_ross_evidence.py --steps 2000   # the same at another budget (~30 min), also on the page
     python benchmarks/bench_ross_evidence.py --quick        # seconds: checks the script runs
 
@@ -202,7 +202,8 @@ def render(result: dict[str, Any], others: list[dict[str, Any]] = ()) -> str:
             lines.append(f"| {o['config']['steps']} | {fmt(t['latent_mse']['ross'])} | {fmt(t['latent_mse']['train_mean'])} | "
                          f"{fmt(t['pixel_mse']['ross'])} | {fmt(t['pixel_mse']['train_mean'])} | "
                          f"{fmt(t['pixel_mse']['shuffled'])} | {fmt(t['accuracy']['lm'], pct=True)} | "
-                         f"{fmt(t['accuracy']['lm+ross'], pct=True)} | {fmt(t['accuracy_difference'], pct=True)} |")
+                         f"{fmt(t['accuracy']['lm+ross'], pct=True)} | {100 * t['accuracy_difference']['mean']:+.1f} ± "
+                         f"{100 * t['accuracy_difference']['sd']:.1f} points |")
     lines += ["", f"![input, teacher, ross, shuffled control, training mean](../images/{PICTURE.name})", "",
               "Seed 0, first held-out images. Columns: the input at the VAE's size; the teacher's reconstruction; "
               "Ross, sampled from the LLM's hidden states at the image's 16 visual tokens; Ross sampled from "
