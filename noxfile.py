@@ -183,9 +183,12 @@ def plugin_template(session: nox.Session) -> None:
         pytest_run(session, env=env)
     rows = json.loads(session.run("vlmkit", "plugins", "--json", "--check", silent=True, env=env))
     mine = {r["name"]: r["status"] for r in rows if r["distribution"] == "vlmkit-plugin-template"}
-    if mine != {"template-patch": "ok", "template-pool": "ok", "template-probe": "ok"}:
-        session.error(f"vlmkit plugins: expected template-patch, template-pool and template-probe with status ok, "
-                      f"got {mine}")
+    expected = {"template-patch": "ok", "template-pool": "ok", "template-probe": "ok", "vlmkit-plugin-template": "ok"}
+    if mine != expected:
+        session.error(f"vlmkit plugins: expected {expected} (three components and the hook module), got {mine}")
+    out = session.run("vlmkit", "template-grid", "--image-size", "224", "--patch", "16", silent=True, env=env)
+    if out.strip() != "14 x 14 = 196 tokens":
+        session.error(f"vlmkit template-grid (a third-party plugin command): got {out!r}")
 
 
 @nox.session(name="lmms_eval")

@@ -138,21 +138,29 @@ def test_info_describes_arguments():
     assert doc["kind"] == "connector"
 
 
-def test_generate_with_a_visual_prompt(tmp_path):
+def test_generate_with_a_visual_prompt_transform(tmp_path):
+    """ViP-style prompting at inference is a transform named on the command line (vlmkit-data's ``vip``)."""
     from PIL import Image
 
     run("build", "--out", str(tmp_path / "ck"), check=True)
     Image.new("RGB", (120, 80), (255, 255, 255)).save(tmp_path / "img.png")
+    vip = "{name: vip, args: {bbox: [20, 10, 60, 50], shapes: [rectangle], color: red, alpha: 255, width: 3}}"
     out = run("generate", "--model", str(tmp_path / "ck"), "--image", str(tmp_path / "img.png"), "--prompt",
-              "What is {region}?", "--bbox", "20,10,60,50", "--shape", "rectangle", "--color", "red", "--alpha", "255",
-              "--width", "3", "--max-new-tokens", "3", "--save-prompted", str(tmp_path / "prompted.png"))
+              "What is {region}?", "--transform", vip, "--max-new-tokens", "3",
+              "--save-transformed", str(tmp_path / "prompted.png"))
     assert out.returncode == 0, out.stderr
     img = Image.open(tmp_path / "prompted.png").convert("RGB")
     assert img.size == (120, 80)
     assert img.getpixel((20, 30)) == (255, 0, 0)  # on the left edge of the box
     assert img.getpixel((40, 30)) == (255, 255, 255)  # inside, untouched
-    bad = run("generate", "--model", str(tmp_path / "ck"), "--prompt", "x", "--bbox", "1,2,3")
-    assert bad.returncode == 2 and "--bbox needs exactly one --image" in bad.stderr
+    bad = run("generate", "--model", str(tmp_path / "ck"), "--prompt", "x", "--transform",
+              "{name: vip, args: {bbox: [1, 2, 3]}}")
+    assert bad.returncode == 2 and "vip: bbox" in bad.stderr
+    nothing = run("generate", "--model", str(tmp_path / "ck"), "--prompt", "x", "--transform",
+                  "{name: vip, args: {bbox: [1, 2, 3, 4]}}")
+    assert nothing.returncode == 2 and "has none" in nothing.stderr
+    unknown = run("generate", "--model", str(tmp_path / "ck"), "--prompt", "x", "--transform", "vipp")
+    assert unknown.returncode == 2 and "vipp" in unknown.stderr
 
 
 def test_demo_in_a_used_folder_says_it_resumes(tmp_path):

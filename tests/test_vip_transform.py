@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from test_vip_records import BOX4, RECORDS, make
 
-from vlmkit.errors import ConfigError
+from vlmkit.errors import ConfigError, DataError
 from vlmkit.templates import IMAGE_TOKEN
 from vlmkit_data.vip import SHAPES, VisualPromptTransform, prompt_inference_image
 from vlmkit_data.vip.dataset import VipRegionDataset
@@ -81,10 +81,42 @@ def test_inference_prompt():
     _, text = prompt_inference_image(img, [100, 120, 300, 260], "point", "#0000ff")
     assert text == "at the blue point"
     for bad in ("1,2,3", "10,10,5,5", "0,0,700,10"):
-        with pytest.raises(ConfigError, match="--bbox"):
+        with pytest.raises(ConfigError, match="vip: bbox"):
             prompt_inference_image(img, bad, "rectangle")
-    with pytest.raises(ConfigError, match="--shape"):
+    with pytest.raises(ConfigError, match="vip: shape"):
         prompt_inference_image(img, "1,1,5,5", "star")
+
+
+def test_transform_with_a_bbox_prompts_any_sample_at_inference():
+    """``vlmkit generate --transform '{name: vip, args: {bbox: ...}}'``: one prompt drawn on the first
+    image of a plain sample, and ``{region}`` replaced by its phrase; the same seed draws the same image."""
+
+    from vlmkit.samples import Sample
+    from vlmkit.templates import Turn
+
+    img = Image.new("RGB", (120, 80), (255, 255, 255))
+    sample = Sample(id="prompt", turns=[Turn("user", "<image>\nWhat is {region}?")], images=[img])
+    vip = VisualPromptTransform(bbox=[20, 10, 60, 50], shapes=["rectangle"], color="red", alpha=255, width=3)
+    out = vip(sample, random.Random(0))
+    assert out.turns[0].text == "<image>\nWhat is within the red rectangle?"
+    drawn = out.images[0]
+    assert drawn.size == (120, 80) and drawn.getpixel((20, 30)) == (255, 0, 0) and drawn.getpixel((40, 30)) == (255, 255, 255)
+    assert out.meta["visual_prompts"][0]["phrase"] == "within the red rectangle"
+    assert img.getpixel((20, 30)) == (255, 255, 255)  # the caller's image is not drawn on
+    ellipse = VisualPromptTransform(bbox=[20, 10, 60, 50], shapes=["ellipse"])
+    a, b = ellipse(sample, random.Random(1)), ellipse(sample, random.Random(1))
+    assert np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0]))
+
+    with pytest.raises(ConfigError, match="one shape"):
+        VisualPromptTransform(bbox=[1, 1, 5, 5], shapes=["rectangle", "ellipse"])
+    with pytest.raises(ConfigError, match="vip: bbox"):
+        VisualPromptTransform(bbox=[1, 1, 5])
+    with pytest.raises(ConfigError, match="give bbox too"):
+        VisualPromptTransform(polygons=[[1, 1, 5, 5, 3, 8]])
+    with pytest.raises(ConfigError, match="outside"):
+        vip(Sample(id="small", turns=sample.turns, images=[Image.new("RGB", (30, 30))]), random.Random(0))
+    with pytest.raises(DataError, match="has none"):
+        vip(Sample(id="text", turns=[Turn("user", "hi")]), random.Random(0))
 
 
 def test_mix_file_through_dataset_transform_and_processor(tmp_path):

@@ -28,8 +28,17 @@ def vlmkit(*args: str) -> str:
 def test_plugins_lists_the_components():
     rows = json.loads(vlmkit("plugins", "--json", "--check"))
     mine = {(r["kind"], r["name"]): r for r in rows if r["distribution"] == "vlmkit-plugin-template"}
-    assert set(mine) == {("encoder", "template-patch"), ("connector", "template-pool"), ("objective", "template-probe")}
+    assert set(mine) == {("encoder", "template-patch"), ("connector", "template-pool"), ("objective", "template-probe"),
+                         ("hooks", "vlmkit-plugin-template")}
     assert all(r["status"] == "ok" for r in mine.values())
+
+
+def test_the_plugin_command_runs_and_its_errors_are_one_line():
+    assert "template-grid" in vlmkit("--help")
+    assert vlmkit("template-grid", "--image-size", "32", "--patch", "8").strip() == "4 x 4 = 16 tokens"
+    bad = subprocess.run([sys.executable, "-m", "vlmkit_cli", "template-grid", "--image-size", "30", "--patch", "8"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: template-grid: patch 8 must divide image size 30"
 
 
 def test_info_describes_the_arguments():

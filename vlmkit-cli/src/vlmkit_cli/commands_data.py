@@ -21,7 +21,7 @@ app.add_typer(data_app, name="data")
 CONVERT_FORMATS = ("densefusion",)
 
 
-def _transform_spec(text: str) -> Any:
+def transform_spec(text: str) -> Any:
     """``vip`` or a YAML/JSON mapping ``{name: vip, args: {alpha: 128}}``."""
     text = text.strip()
     if text.startswith("{"):
@@ -59,7 +59,7 @@ def preview_cmd(
     require_module("vlmkit-data", "vlmkit data preview")
     from vlmkit_data.preview import preview
 
-    specs = [_transform_spec(t) for t in transform or []]
+    specs = [transform_spec(t) for t in transform or []]
     res = preview(str(file), str(out), image_root=str(images) if images else None, dataset=dataset, transforms=specs,
                   n=n, seed=seed, shuffle=shuffle, cell=cell, cols=cols, text_lines=text_lines)
     if as_json:

@@ -10,7 +10,7 @@ import typer
 
 from .app import app
 from .errors import fail, friendly
-from .siblings import require_components, require_module
+from .siblings import require_components
 
 
 @app.command()
@@ -54,48 +54,37 @@ def generate(model: Path = typer.Option(..., "--model", help="vlmkit checkpoint 
              max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
              template: Optional[str] = typer.Option(None, "--template", help="Chat template (default: the model's)."),
              sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding."),
-             bbox: Optional[str] = typer.Option(None, "--bbox", help="Draw a visual prompt around x1,y1,x2,y2 (pixels)."),
-             shape: str = typer.Option("rectangle", "--shape", help="rectangle, ellipse, triangle, point, scribble, "
-                                       "'mask contour', mask or arrow."),
-             color: str = typer.Option("red", "--color", help="A named colour, r,g,b or #rrggbb."),
-             alpha: int = typer.Option(128, "--alpha", help="Opacity of the visual prompt, 0-255 (ViP evals use 128)."),
-             width: Optional[int] = typer.Option(None, "--width", help="Line width (default: scaled to the image)."),
-             seed: int = typer.Option(0, "--seed", help="Seed for shapes with random geometry."),
-             save_prompted: Optional[Path] = typer.Option(None, "--save-prompted", help="Save the prompted image here."),
+             transform: Optional[List[str]] = typer.Option(
+                 None, "--transform", help="A transform to apply to the prompt and images first (repeat, in order): "
+                 "a name or a YAML mapping {name: ..., args: {...}}, as for `vlmkit data preview`."),
+             seed: int = typer.Option(0, "--seed", help="Seed of the transforms' random stream."),
+             save_transformed: Optional[Path] = typer.Option(None, "--save-transformed",
+                                                             help="Save the first image after the transforms here."),
              trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
                                                     help="Let the LLM's own Python code in the checkpoint run "
                                                          "(never on by a checkpoint's say-so)."),
              ) -> None:
     """Answer a prompt about images with a trained model (greedy by default).
 
-    With --bbox, a visual prompt (ViP-LLaVA style) is drawn on the image first, and '{region}' in the
-    prompt is replaced by its phrase, e.g. "What is {region}?" -> "What is within the red rectangle?".
+    Transforms run on the prompt and images first. A ViP-LLaVA visual prompt, for instance (vlmkit-data's
+    `vip` transform): --transform '{name: vip, args: {bbox: [20, 10, 60, 50], shapes: [ellipse], color: red}}'
+    draws the ellipse and turns '{region}' in the prompt into its phrase ("within the red ellipse").
     """
-    from vlmkit.inference import generate as run
-    from vlmkit.inference import open_image
+    from vlmkit.inference import generate_batch, prompt_sample
 
-    images: list = [str(p) for p in image or []]
-    if bbox is not None:
-        if len(images) != 1:
-            fail("--bbox needs exactly one --image")
-        try:
-            box = [float(v) for v in bbox.split(",")]
-            assert len(box) == 4
-        except (ValueError, AssertionError):
-            fail(f"--bbox '{bbox}': expected x1,y1,x2,y2")
-        require_module("vlmkit-data", "--bbox")
-        from vlmkit_data.vip import prompt_inference_image
+    from .commands_data import transform_spec
 
-        img, phrase = prompt_inference_image(open_image(images[0]), box, shape, color, alpha=alpha, width=width,
-                                             seed=seed)
-        if save_prompted is not None:
-            img.save(save_prompted)
-        images = [img]
-        prompt = prompt.replace("{region}", phrase)
+    specs = [transform_spec(t) for t in transform or []]
+    prompted = prompt_sample([str(p) for p in image or []], prompt, transforms=specs, seed=seed)
+    if save_transformed is not None:
+        if not prompted.images:
+            fail("--save-transformed: there is no image")
+        prompted.images[0].save(save_transformed)
     from vlmkit.checkpoint import load_checkpoint
 
-    loaded = load_checkpoint(model, trust_remote_code=trust_remote_code)
-    text = run(loaded, images, prompt, max_new_tokens=max_new_tokens, template=template, do_sample=sample)
+    loaded = load_checkpoint(model, trust_remote_code=trust_remote_code).eval()
+    text = generate_batch(loaded, [prompted.turns], [prompted.images], template=template, max_new_tokens=max_new_tokens,
+                          do_sample=sample)[0]
     typer.echo(text)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -10,6 +11,7 @@ from PIL import Image
 
 from .model import VisionLanguageModel
 from .processing import MultimodalProcessor, collate
+from .samples import Sample
 from .templates import IMAGE_TOKEN, Turn
 
 
@@ -61,12 +63,32 @@ def generate_batch(model: VisionLanguageModel, conversations: Sequence[Sequence[
     return [model.tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]
 
 
+def prompt_sample(images: Sequence[str | Path | Image.Image], prompt: str, *, transforms: Sequence[Any] = (),
+                  seed: int = 0) -> Sample:
+    """The sample a prompt makes: images opened, ``<image>`` placeholders first unless the prompt places
+    them, then ``transforms`` applied in order with the random stream ``Random(seed)``.
+
+    ``transforms``: transform components (``vlmkit.transforms``) as names, ``{"name": ..., "args": {...}}``
+    specs or built objects, the same components data recipes apply (e.g. a plugin that draws a visual
+    prompt on the image and names it in the text).
+    """
+    from .assembly import build_component
+
+    sample = Sample(id="prompt", turns=build_prompt_turns(prompt, len(images)),
+                    images=[open_image(p) for p in images], source="prompt")
+    rng = random.Random(seed)
+    for t in transforms:
+        fn = t if callable(t) else build_component("transform", t)
+        sample = fn(sample, rng)
+    return sample
+
+
 def generate(model: str | Path | VisionLanguageModel, images: Sequence[str | Path | Image.Image], prompt: str, *,
              max_new_tokens: int = 64, template: str | None = None, do_sample: bool = False,
-             **gen_kwargs: Any) -> str:
-    """Greedy (default) answer to ``prompt`` about ``images``."""
+             transforms: Sequence[Any] = (), seed: int = 0, **gen_kwargs: Any) -> str:
+    """Greedy (default) answer to ``prompt`` about ``images`` (after ``transforms``, see :func:`prompt_sample`)."""
     m = _load_model(model)
     m.eval()
-    imgs = [open_image(p) for p in images]
-    return generate_batch(m, [build_prompt_turns(prompt, len(imgs))], [imgs], template=template,
+    sample = prompt_sample(images, prompt, transforms=transforms, seed=seed)
+    return generate_batch(m, [list(sample.turns)], [list(sample.images)], template=template,
                           max_new_tokens=max_new_tokens, do_sample=do_sample, **gen_kwargs)[0]

@@ -1,4 +1,4 @@
-"""One visual prompt drawn on a user's image at inference time (``vlmkit generate --bbox ...``).
+"""One visual prompt drawn on a user's image at inference time (the ``vip`` transform with ``bbox``).
 
 Mirrors ViP-LLaVA's ``cli_vip.py`` (``--shape --bbox --seg --rgb --alpha --width``): the prompt is
 drawn with the evaluation style (constant sizes, opacity 128 unless given), and the phrase that
@@ -26,7 +26,7 @@ def parse_bbox(text: str | Sequence[float]) -> tuple[float, float, float, float]
     except ValueError:
         vals = []
     if len(vals) != 4 or vals[2] < vals[0] or vals[3] < vals[1]:
-        raise ConfigError(f"--bbox {text!r}: expected x1,y1,x2,y2 in image pixels with x2 >= x1 and y2 >= y1")
+        raise ConfigError(f"vip: bbox {text!r}: expected x1,y1,x2,y2 in image pixels with x2 >= x1 and y2 >= y1")
     return vals[0], vals[1], vals[2], vals[3]
 
 
@@ -42,13 +42,13 @@ def prompt_inference_image(image: Image.Image, bbox: str | Sequence[float], shap
     triangle and ellipse; the box otherwise). ``seed`` fixes the shape's random geometry.
     """
     if shape not in SHAPES:
-        raise ConfigError(f"--shape '{shape}': expected one of {', '.join(SHAPES)}")
+        raise ConfigError(f"vip: shape '{shape}': expected one of {', '.join(SHAPES)}")
     if not 0 <= alpha <= 255:
-        raise ConfigError(f"--alpha {alpha}: expected 0..255")
+        raise ConfigError(f"vip: alpha {alpha}: expected 0..255")
     box = parse_bbox(bbox)
     w, h = image.size
     if box[0] < 0 or box[1] < 0 or box[2] > w or box[3] > h:
-        raise ConfigError(f"--bbox {list(box)} lies outside the {w}x{h} image")
+        raise ConfigError(f"vip: bbox {list(box)} lies outside the {w}x{h} image")
     rgb, name = parse_color(color)
     polys = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in (polygons or [])]
     prompt = VisualPrompt(shape, rgb, alpha, name)

@@ -29,14 +29,32 @@ class VisualPromptTransform:
     evaluation sizes (None: the type's style). ``alpha``: a fixed opacity (the evaluation scripts use
     128). ``width``: a fixed line width in pixels. ``meta_root``: the folder VCR ``meta_dir`` paths are
     relative to. ``anchor``: the canvas sizes refer to (336, CLIP-336's crop).
+
+    At inference (``vlmkit generate --transform '{name: vip, args: {bbox: [x1, y1, x2, y2]}}'``), ``bbox``
+    draws one prompt around that box (original pixels) on the first image of every sample, in ViP-LLaVA's
+    evaluation style (``cli_vip.py``): the one shape of ``shapes`` (default rectangle), ``color`` (a named
+    colour, ``r,g,b`` or ``#rrggbb``), opacity ``alpha`` (default 128), constant sizes unless ``constant``
+    is false, ``polygons`` (flat ``[x1, y1, x2, y2, ...]`` outlines) for the mask-like shapes. Each
+    ``{region}`` in the conversation becomes the phrase that names the prompt ("within the red rectangle").
     """
 
     def __init__(self, shapes: list[str] | None = None, constant: bool | None = None, alpha: int | None = None,
-                 width: int | None = None, meta_root: str | None = None, anchor: int = ANCHOR):
+                 width: int | None = None, meta_root: str | None = None, anchor: int = ANCHOR,
+                 bbox: list[float] | None = None, color: str = "red", polygons: list[list[float]] | None = None):
         if shapes is not None:
             bad = [s for s in shapes if s not in SHAPES]
             if bad or not shapes:
                 raise ConfigError(f"vip: unknown shape(s) {bad or shapes}; shapes: {', '.join(SHAPES)}")
+        if bbox is not None:
+            from .inference import parse_bbox
+            from .phrases import parse_color
+
+            parse_bbox(bbox)
+            parse_color(color)
+            if shapes is not None and len(shapes) != 1:
+                raise ConfigError(f"vip: with bbox, give one shape to draw (shapes: [rectangle]), got {shapes}")
+        elif polygons is not None:
+            raise ConfigError("vip: polygons outline the object of bbox; give bbox too")
         if alpha is not None and not 0 <= alpha <= 255:
             raise ConfigError(f"vip: alpha must be in [0, 255], got {alpha}")
         if width is not None and width < 1:
@@ -46,8 +64,11 @@ class VisualPromptTransform:
         self.shapes = list(shapes) if shapes is not None else None
         self.constant, self.alpha, self.width = constant, alpha, width
         self.meta_root, self.anchor = meta_root, anchor
+        self.bbox, self.color, self.polygons = bbox, color, polygons
 
     def __call__(self, sample: Sample, rng: random.Random) -> Sample:
+        if self.bbox is not None:
+            return self._prompt_first_image(sample, rng)
         record = parse_region_record(sample, self.meta_root)
         if record is None:
             return sample
@@ -71,6 +92,25 @@ class VisualPromptTransform:
                                         "phrase": p.phrase} for p in prompts]
         meta = {**sample.meta, "region_type": record.type, "visual_prompts": drawn}
         return sample.replace(images=[image], turns=turns, meta=meta)
+
+
+    def _prompt_first_image(self, sample: Sample, rng: random.Random) -> Sample:
+        """Inference: draw the one configured prompt; name it where the conversation says ``{region}``."""
+        from vlmkit.templates import Turn
+
+        from .inference import prompt_inference_image
+
+        if not sample.images:
+            raise sample_error(sample, "vip with bbox draws on the sample's image, but it has none", "image")
+        shape = self.shapes[0] if self.shapes else "rectangle"
+        image, name = prompt_inference_image(
+            sample.images[0], self.bbox, shape, self.color, polygons=self.polygons,
+            alpha=128 if self.alpha is None else self.alpha, width=self.width,
+            constant=True if self.constant is None else self.constant, seed=rng.randrange(2**31), anchor=self.anchor)
+        turns = [Turn(t.role, t.text.replace("{region}", name)) for t in sample.turns]
+        meta = {**sample.meta, "visual_prompts": [{"shape": shape, "color": self.color, "bbox": list(self.bbox),
+                                                   "phrase": name}]}
+        return sample.replace(images=[image, *sample.images[1:]], turns=turns, meta=meta)
 
 
 __all__ = ["VisualPromptTransform"]
