@@ -46,20 +46,23 @@ import common  # noqa: E402
 PAGE = common.ROOT / "docs" / "benchmarks" / "ross.md"
 PICTURE = common.ROOT / "docs" / "images" / "ross_reconstruction.png"
 START, END = "<!-- ross-evidence:start -->", "<!-- ross-evidence:end -->"
+#: the dataset is the recipe's (synthetic shapes, seed 0: 5,000 training and 500 test images)
 FULL = {"seeds": [0, 1, 2], "steps": 1000, "n_recon": 128, "n_train_mean": 512, "n_questions": 500,
-        "sample_steps": 50, "draws": 8}
+        "sample_steps": 50, "draws": 8, "n_train": 5000, "n_test": 500}
 QUICK = {"seeds": [0], "steps": 20, "n_recon": 8, "n_train_mean": 16, "n_questions": 16, "sample_steps": 5,
-         "draws": 2}
+         "draws": 2, "n_train": 64, "n_test": 32}
 BASELINES = ("zero", "train_mean", "shuffled")
 
 
-def train(kind: str, seed: int, steps: int, out: Path, data_root: Path) -> Path:
+def train(kind: str, seed: int, cfg: dict[str, Any], out: Path, data_root: Path) -> Path:
     """One ``ross-tiny`` recipe run (``kind``: "lm+ross" as shipped, or "lm")."""
+    steps = cfg["steps"]
     from vlmkit.training.recipe import load_recipe
     from vlmkit.training.runner import run_recipe
 
     sets = [f"seed={seed}", f"output_dir={out}", f"stages.0.max_steps={steps}", f"stages.0.save_steps={steps}",
-            f"stages.0.data.args.root={data_root}"]
+            f"stages.0.data.args.root={data_root}", f"stages.0.data.args.n_train={cfg['n_train']}",
+            f"stages.0.data.args.n_test={cfg['n_test']}"]
     if kind == "lm":
         sets += ["model.objectives=[lm]", "stages.0.trainable=[encoders,connector,llm]"]
     return run_recipe(load_recipe("vlmkit-data:ross-tiny", sets))
@@ -271,8 +274,9 @@ def main() -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="ross-evidence-"))
     data_root = work / "data"
     shapes = registry.load("dataset", "vlmkit-data:synthetic-shapes")
-    test = shapes(split="test", root=str(data_root))
-    train_set = shapes(split="train", root=str(data_root))
+    sizes = {"n_train": cfg["n_train"], "n_test": cfg["n_test"]}
+    test = shapes(split="test", root=str(data_root), **sizes)
+    train_set = shapes(split="train", root=str(data_root), **sizes)
     test_images = [test[i].images[0] for i in range(cfg["n_recon"])]
     train_images = [train_set[i].images[0] for i in range(cfg["n_train_mean"])]
     questions = torch.utils.data.Subset(test, range(cfg["n_questions"])) if cfg["n_questions"] < len(test) else test
@@ -283,7 +287,7 @@ def main() -> int:
         for kind in ("lm+ross", "lm"):
             common.log(f"seed {seed}: training {kind} for {cfg['steps']} steps")
             t = time.perf_counter()
-            final = train(kind, seed, cfg["steps"], work / f"{kind}-seed{seed}", data_root)
+            final = train(kind, seed, cfg, work / f"{kind}-seed{seed}", data_root)
             row["train_seconds"][kind] = round(time.perf_counter() - t, 1)
             model = load_checkpoint(str(final))
             row["accuracy"][kind] = evaluate(model, questions, batch_size=64, progress=False)["accuracy"]
