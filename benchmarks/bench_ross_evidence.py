@@ -77,7 +77,10 @@ def reconstruction_metrics(model: Any, test_images: list, train_images: list, cf
 
     obj = ross_objective(model)
     hidden, grid, pixels = image_hidden_states(model, test_images)
-    _, _, train_pixels = image_hidden_states(model, train_images)
+    from vlmkit.processing import MultimodalProcessor
+
+    # the training-mean baseline needs only the teacher's latents: preprocess, no model forward
+    train_pixels = torch.stack(MultimodalProcessor.for_model(model).images(train_images)[0][obj.view.name])
 
     def normalised(pix: torch.Tensor) -> torch.Tensor:
         mean, _ = obj.latent_moments(pix, grid)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from vlmkit.errors import ConfigError
 
-from .ross import SAMPLE_CLIP
+from .schedule import SAMPLE_CLIP
 
 
 def ross_objective(model: Any, name: str | None = None) -> Any:
@@ -91,8 +91,14 @@ def reconstruct_images(model: Any, images: Sequence[Image.Image], steps: int = 5
     """
     if steps < 1:
         raise ConfigError(f"reconstruct: steps must be >= 1, got {steps}")
-    obj = ross_objective(model, objective)
     hidden, grid, _ = image_hidden_states(model, images, prompt=prompt, objective=objective)
+    return sample_reconstructions(ross_objective(model, objective), hidden, grid, steps, seed=seed, clip=clip)
+
+
+@torch.no_grad()
+def sample_reconstructions(obj: Any, hidden: torch.Tensor, grid: tuple[int, int], steps: int = 50, *,
+                           seed: int | None = 0, clip: float | None = SAMPLE_CLIP) -> list[Image.Image]:
+    """Sample and decode from hidden states already gathered by :func:`image_hidden_states`."""
     generator = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
     latents = obj.sample(hidden, grid, steps=steps, generator=generator, clip=clip)
     return [to_pil(x) for x in obj.decode(latents)]

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
+from .schedule import SAMPLE_CLIP
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
@@ -30,19 +32,20 @@ def image_files(paths: List[Path], limit: int) -> list[Path]:
 
 def write_reconstructions(checkpoint: Path, images: List[Path], out: Path, *, limit: int = 8, steps: int = 50,
                           seed: int = 0, prompt: str = "<image>", objective: Optional[str] = None,
-                          clip: Optional[float] = 6.0, trust_remote_code: bool = False) -> dict[str, Any]:
+                          clip: Optional[float] = SAMPLE_CLIP, trust_remote_code: bool = False) -> dict[str, Any]:
     """Write the picture input | VAE teacher | Ross for each image; return what was written and the MSEs."""
     import numpy as np
 
     from vlmkit.checkpoint import load_checkpoint
+    from vlmkit.errors import ConfigError
     from vlmkit.inference import open_image
 
     from .latents import vae_pixels
     from .reconstruct import (
         comparison_sheet,
         image_hidden_states,
-        reconstruct_images,
         ross_objective,
+        sample_reconstructions,
         teacher_reconstruction,
         to_pil,
     )
@@ -51,8 +54,10 @@ def write_reconstructions(checkpoint: Path, images: List[Path], out: Path, *, li
     pictures = [open_image(f) for f in files]
     model = load_checkpoint(str(checkpoint), trust_remote_code=trust_remote_code)
     obj = ross_objective(model, objective)
-    ross = reconstruct_images(model, pictures, steps, seed=seed, prompt=prompt, objective=objective, clip=clip)
-    _, grid, pixels = image_hidden_states(model, pictures, prompt=prompt, objective=objective)
+    if steps < 1:
+        raise ConfigError(f"reconstruct: steps must be >= 1, got {steps}")
+    hidden, grid, pixels = image_hidden_states(model, pictures, prompt=prompt, objective=objective)  # one forward
+    ross = sample_reconstructions(obj, hidden, grid, steps, seed=seed, clip=clip)
     inputs = [to_pil(x) for x in vae_pixels(pixels, obj.view, grid)]
     labels, columns = ["input", "ross"], [inputs, ross]
     if obj.teacher_ready:
@@ -82,7 +87,7 @@ def make_command() -> Callable[..., None]:
         seed: int = typer.Option(0, "--seed", help="Sampling noise seed."),
         prompt: str = typer.Option("<image>", "--prompt", help="The prompt around the image (one <image>)."),
         objective: Optional[str] = typer.Option(None, "--objective", help="Which ross objective, if several."),
-        clip: float = typer.Option(6.0, "--clip", min=0.0,
+        clip: float = typer.Option(SAMPLE_CLIP, "--clip", min=0.0,
                                    help="Clamp each step's predicted latent to +-CLIP (normalised units); 0: no clamp."),
         trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
                                                help="Allow code from the checkpoint's LLM folder."),

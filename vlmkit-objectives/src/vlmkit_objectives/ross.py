@@ -26,12 +26,10 @@ from vlmkit.errors import ConfigError, Incompatible
 
 from .denoiser import RossDenoiser
 from .latents import GROUP, group_latents, no_autocast, posterior_moments, sample_latents, ungroup_latents, vae_pixels
-from .schedule import ross_scheduler
+from .schedule import SAMPLE_CLIP, ross_scheduler
 from .vae import build_vae, latent_scale_shift, on_meta_device, teacher_fingerprint, vae_config_dict
 
 DENOISER_DTYPES = ("float32", "model")
-#: default clamp of the predicted x0 when sampling, in normalised latent units (6 standard deviations)
-SAMPLE_CLIP = 6.0
 
 
 class RossObjective(Objective):

@@ -11,6 +11,10 @@ turns a small error in the predicted noise into an x0 error up to 2e4 times larg
 
 from __future__ import annotations
 
+#: default clamp of the predicted x0 when sampling, in normalised latent units (6 standard deviations);
+#: here, not in ``ross``, so the CLI can show it without importing torch
+SAMPLE_CLIP = 6.0
+
 
 def ross_scheduler(num_train_timesteps: int = 1000, clip: float | None = None):
     """The training schedule; ``clip``: clamp the predicted x0 to ``[-clip, clip]`` when sampling."""
