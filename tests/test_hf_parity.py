@@ -222,11 +222,27 @@ def test_import_refuses_missing_and_foreign_tensors(hf_reference, tmp_path):
         import_hf(_hf_folder(src, tmp_path / "c", wrong), tmp_path / "out_c")
 
 
-def test_import_refuses_folder_without_safetensors(hf_reference, tmp_path):
+def test_import_reads_pickles_only_with_the_restricted_unpickler(hf_reference, tmp_path):
+    """A .bin of plain tensors imports like safetensors; a pickle that would build an object is refused."""
     src = _hf_folder(hf_reference["hf_dir"], tmp_path / "pickled")
-    (src / "pytorch_model.bin").write_bytes(b"not loaded, ever")
-    with pytest.raises(CheckpointError, match=r"no \*\.safetensors weights; found pytorch_model\.bin.*never loads"):
-        import_hf(src, tmp_path / "out")
+    torch.save(_flat_weights(hf_reference["hf_dir"]), src / "pytorch_model.bin")
+    out = import_hf(src, tmp_path / "out")
+    model, ref = load_checkpoint(out), load_checkpoint(hf_reference["ckpt"])
+    assert all(torch.equal(v, ref.state_dict()[k]) for k, v in model.state_dict().items())
+
+    class Payload:  # unpickling this would call os.system
+        def __reduce__(self):
+            import os
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    evil = _hf_folder(hf_reference["hf_dir"], tmp_path / "evil")
+    torch.save({"x": Payload()}, evil / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match=r"pytorch_model\.bin: refused: torch\.load\(weights_only=True\)"):
+        import_hf(evil, tmp_path / "out_evil")
+    assert not (tmp_path / "pwned").exists()
+    (evil / "pytorch_model.bin").write_bytes(b"not a pickle")
+    with pytest.raises(CheckpointError, match=r"pytorch_model\.bin: refused"):
+        import_hf(evil, tmp_path / "out_evil")
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
@@ -243,7 +259,7 @@ def test_import_refuses_corrupt_safetensors(hf_reference, tmp_path, damage):
     ({"vision_feature_layer": [-2, -5]}, r"a list of layers \(\[-2, -5\]\) is not supported"),
     ({"projector_hidden_act": "relu"}, r"projector_hidden_act: 'relu' is not 'gelu'"),
     ({"multimodal_projector_bias": False}, r"multimodal_projector_bias: false"),
-    ({"model_type": "llava_next"}, r"model_type is 'llava_next'; import-hf converts only 'llava'"),
+    ({"model_type": "llava_next"}, r"model_type is 'llava_next'; this import converts only 'llava'"),
 ])
 def test_import_refuses_unmappable_configs(hf_reference, tmp_path, patch, message):
     src = _hf_folder(hf_reference["hf_dir"], tmp_path / "cfg", {"x": torch.zeros(1)}, config_patch=patch)
@@ -404,18 +420,21 @@ def test_converters_are_found_through_the_plugins_hooks():
 
     from vlmkit.hooks import get_plugin_manager
     from vlmkit.llava_conversion import llava_converters
-    from vlmkit_encoders.llava import CLIPLlavaVision
-    from vlmkit_fusion.llava import MLP2xGeluLlavaProjector
+    from vlmkit_encoders.llava import CLIPLlavaVision, CLIPVipLlavaVision
+    from vlmkit_fusion.llava import LnMLPVipLlavaProjector, MLP2xGeluLlavaProjector
 
     eps = {ep.name: ep.value for ep in metadata.entry_points(group="vlmkit.hooks")}
     assert eps["vlmkit-encoders"] == "vlmkit_encoders.hooks" and eps["vlmkit-fusion"] == "vlmkit_fusion.hooks"
     impls = {i.plugin_name for i in get_plugin_manager().hook.vlmkit_llava_converters.get_hookimpls()}
     assert {"vlmkit_encoders.hooks", "vlmkit_fusion.hooks"} <= impls
     found = llava_converters()
-    assert [type(c) for c in found.vision] == [CLIPLlavaVision]
-    assert [type(c) for c in found.projector] == [MLP2xGeluLlavaProjector]
+    assert [type(c) for c in found.vision] == [CLIPLlavaVision, CLIPVipLlavaVision]
+    assert [type(c) for c in found.projector] == [MLP2xGeluLlavaProjector, LnMLPVipLlavaProjector]
     assert found.for_encoder("clip") is found.vision[0] and found.for_encoder("tiny-conv") is None
+    assert found.for_encoder("clip-multilayer", "vipllava") is found.vision[1]
+    assert found.for_encoder("clip-multilayer") is None  # HF Llava reads one layer
     assert found.for_connector("mlp2x_gelu") is found.projector[0] and found.for_connector("mlp3x_gelu") is None
+    assert found.for_connector("ln-mlp2x_gelu", "vipllava") is found.projector[1]
 
 
 def test_import_names_the_part_no_installed_plugin_converts(hf_reference, tmp_path):

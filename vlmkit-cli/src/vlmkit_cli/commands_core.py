@@ -1,4 +1,4 @@
-"""Commands that inspect and assemble models: plugins, info, build, import-hf, export-hf."""
+"""Commands that inspect, assemble and convert models: plugins, info, build, import, export, formats."""
 
 from __future__ import annotations
 
@@ -129,23 +129,107 @@ def build(
 
 
 # --------------------------------------------------------------------------------------------- conversion
+def _copy_progress():
+    """A ``progress(done, total)`` callback drawing a transient bar on stderr, and its closer."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+    task: list = []
+
+    def update(done: int, total: int) -> None:
+        if not task:
+            bar.start()
+            task.append(bar.add_task("copying tensors", total=total))
+        bar.update(task[0], completed=done)
+
+    return update, bar.stop
+
+
+def _import(src: Path, out: Path, fmt: Optional[str], vision_tower: Optional[Path], tokenizer: Optional[str],
+            dtype: Optional[str], sets: Optional[List[str]]) -> None:
+    from vlmkit.interop.formats import ImportOptions, import_checkpoint
+
+    update, stop = _copy_progress()
+    try:
+        path = import_checkpoint(src, out, format=fmt, options=ImportOptions(
+            vision_tower=str(vision_tower) if vision_tower else None, tokenizer=tokenizer, dtype=dtype,
+            sets=list(sets or []), progress=update))
+    finally:
+        stop()
+    from vlmkit.checkpoint import read_checkpoint_config
+
+    origin = read_checkpoint_config(path).get("imported_from", {})
+    typer.echo(f"wrote vlmkit checkpoint {path} (from {origin.get('format', fmt)})")
+
+
+@app.command("import")
+@friendly
+def import_(src: Path = typer.Argument(..., help="A model folder in a format `vlmkit formats` lists."),
+            out: Path = typer.Argument(..., help="vlmkit checkpoint folder to write."),
+            fmt: Optional[str] = typer.Option(None, "--format", help="The source format (default: detected)."),
+            vision_tower: Optional[Path] = typer.Option(
+                None, "--vision-tower", help="Local folder of the vision tower that the config names by hub id."),
+            tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer folder, if SRC has none."),
+            dtype: Optional[str] = typer.Option(None, "--dtype", help="LLM dtype: float32, bfloat16, float16."),
+            set_: Optional[List[str]] = typer.Option(None, "--set", help="Change the built model, e.g. "
+                                                     "encoder.0.resize=square or template=plain."),
+            ) -> None:
+    """Convert another system's released model (LLaVA-1.5, ViP-LLaVA, HF Llava ...) into a vlmkit checkpoint."""
+    _import(src, out, fmt, vision_tower, tokenizer, dtype, set_)
+
+
+@app.command("export")
+@friendly
+def export(model: Path = typer.Argument(..., help="vlmkit checkpoint folder."),
+           out: Path = typer.Argument(..., help="Folder to write."),
+           fmt: str = typer.Option(..., "--format", help="Target format (see `vlmkit formats`)."),
+           ) -> None:
+    """Write a vlmkit checkpoint in another system's format, where that format can express it."""
+    from vlmkit.interop.formats import export_checkpoint
+
+    path = export_checkpoint(model, out, format=fmt)
+    typer.echo(f"wrote {fmt} checkpoint {path}")
+
+
+@app.command("formats")
+@friendly
+def formats(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """The checkpoint formats installed plugins convert: import/export, detection rule, releases, parts."""
+    from vlmkit.interop.formats import checkpoint_formats
+    from vlmkit.interop.llava_repo import repo_converters
+
+    rows = [f.summary() for f in checkpoint_formats().values()]
+    convs = repo_converters()
+    parts = [{"format": "llava", "part": kind, "variant": c.variant, "detection": c.detection,
+              "components": list(c.components)}
+             for kind, group in (("tower", convs.towers), ("projector", convs.projectors)) for c in group]
+    if as_json:
+        typer.echo(json.dumps({"formats": rows, "llava_parts": parts}, indent=2))
+        return
+    typer.echo(plain_table(["format", "import", "export", "from", "detection"],
+                           [[r["name"], "yes", "yes" if r["export"] else "no", r["owner"], r["detection"]]
+                            for r in rows]))
+    typer.echo("\nLLaVA-codebase parts (format 'llava'):")
+    typer.echo(plain_table(["part", "variant", "vlmkit component", "detection"],
+                           [[p["part"], p["variant"], ", ".join(p["components"]), p["detection"]] for p in parts]))
+
+
 @app.command("import-hf")
 @friendly
 def import_hf(src: Path = typer.Argument(..., help="HF Llava checkpoint folder."),
               out: Path = typer.Argument(..., help="vlmkit checkpoint folder to write.")) -> None:
-    """Convert a transformers Llava checkpoint into a vlmkit checkpoint."""
-    from vlmkit.hf_llava import import_hf as run
-
-    path = run(src, out)
-    typer.echo(f"wrote vlmkit checkpoint {path}")
+    """Alias of `vlmkit import SRC OUT --format hf-llava`."""
+    _import(src, out, "hf-llava", None, None, None, None)
 
 
 @app.command("export-hf")
 @friendly
 def export_hf(model: Path = typer.Argument(..., help="vlmkit checkpoint folder."),
               out: Path = typer.Argument(..., help="HF Llava folder to write.")) -> None:
-    """Convert a vlmkit checkpoint into a transformers Llava folder, where it can be expressed as one."""
-    from vlmkit.hf_llava import export_hf as run
+    """Alias of `vlmkit export CKPT OUT --format hf-llava`."""
+    from vlmkit.interop.formats import export_checkpoint
 
-    path = run(model, out)
+    path = export_checkpoint(model, out, format="hf-llava")
     typer.echo(f"wrote HF Llava checkpoint {path}")

@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +40,8 @@ from torch import nn
 
 from .config import ComponentConfig, ModelConfig
 from .errors import CheckpointError, ConfigError
+from .interop.fill import Progress, Source, fill_model
+from .interop.weights import WeightFiles
 from .llava_conversion import LlavaConverters, LlavaProjectorConversion, LlavaVisionConversion, llava_converters
 
 if TYPE_CHECKING:
@@ -50,20 +51,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: ``progress(done, total)``: tensors copied so far out of all tensors to copy
-Progress = Callable[[int, int], None]
-
 IMAGE_TOKEN = "<image>"
-INDEX_FILE = "model.safetensors.index.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")
-#: buffers some older checkpoints stored although they are recomputed from the config
-RECOMPUTED_BUFFERS = (".position_ids", "rotary_emb.inv_freq")
 #: config attributes with which a causal LM rescales its logits (HF Llava's lm_head cannot)
 LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 _SAFETENSORS_DTYPES = {"F32": None, "BF16": "bfloat16", "F16": "float16"}
 
 
 # -- weight names --------------------------------------------------------------------------------
+#: the transformers Llava-shaped families: model_type -> (config class, model class, what it is)
+FAMILIES = {
+    "llava": ("LlavaConfig", "LlavaForConditionalGeneration", "LLaVA-1.5"),
+    "vipllava": ("VipLlavaConfig", "VipLlavaForConditionalGeneration", "ViP-LLaVA"),
+}
+
+
+def _family_classes(family: str) -> tuple[Any, Any]:
+    import transformers
+
+    cfg_name, model_name, _ = FAMILIES[family]
+    return getattr(transformers, cfg_name), getattr(transformers, model_name)
+
+
 def _strip(key: str, prefix: str) -> str | None:
     return key[len(prefix):] if key.startswith(prefix) else None
 
@@ -126,77 +135,9 @@ def _lm_layout(llm_model: nn.Module) -> tuple[str, str]:
     return base, head_name
 
 
-def _storage_groups(state: dict[str, torch.Tensor]) -> dict[str, int]:
-    """Key -> group id; tied weights (one storage, several names) share a group."""
-    ids: dict[tuple[int, int, tuple[int, ...]], int] = {}
-    out = {}
-    for k, v in state.items():
-        sig = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape))
-        out[k] = ids.setdefault(sig, len(ids))
-    return out
-
-
-# -- reading safetensors -------------------------------------------------------------------------
-def safetensors_files(src: Path) -> list[Path]:
-    """The weight files of an HF folder: the shards of the index, or every ``*.safetensors``."""
-    index = src / INDEX_FILE
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{index}: not a safetensors index (no valid 'weight_map'): {exc}") from exc
-        files = [src / name for name in dict.fromkeys(weight_map.values())]
-        missing = [f.name for f in files if not f.is_file()]
-        if missing:
-            raise CheckpointError(f"{index}: lists shard(s) that are missing: {', '.join(missing)}")
-        return files
-    files = sorted(src.glob("*.safetensors"))
-    if not files:
-        pickles = sorted(p.name for p in src.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
-        hint = (f"; found {', '.join(pickles)}, which vlmkit never loads (pickle files can run code): "
-                "convert them to safetensors in a trusted environment first") if pickles else ""
-        raise CheckpointError(f"{src}: no *.safetensors weights{hint}")
-    return files
-
-
-def _open(path: Path) -> Any:
-    from safetensors import safe_open
-
-    try:
-        return safe_open(str(path), framework="pt")
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
-        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({type(exc).__name__}: {exc})") from exc
-
-
-def _headers(files: list[Path]) -> dict[str, tuple[Path, tuple[int, ...], str]]:
-    """Key -> (file, shape, safetensors dtype), read from headers only (no tensor data)."""
-    out: dict[str, tuple[Path, tuple[int, ...], str]] = {}
-    for path in files:
-        with _open(path) as f:
-            for k in f.keys():
-                if k in out:
-                    raise CheckpointError(f"{path}: tensor '{k}' is also in {out[k][0].name}")
-                sl = f.get_slice(k)
-                out[k] = (path, tuple(sl.get_shape()), sl.get_dtype())
-    return out
-
-
-def _read(files: list[Path], keys: set[str]) -> Iterator[tuple[str, torch.Tensor]]:
-    for path in files:
-        with _open(path) as f:
-            for k in f.keys():
-                if k in keys:
-                    try:
-                        yield k, f.get_tensor(k)
-                    except Exception as exc:  # noqa: BLE001
-                        raise CheckpointError(f"{path}: cannot read tensor '{k}' (corrupt or truncated file: "
-                                              f"{type(exc).__name__}: {exc})") from exc
-
-
 # -- import --------------------------------------------------------------------------------------
-def _read_llava_config(src: Path) -> Any:
-    from transformers import LlavaConfig
-
+def _read_llava_config(src: Path, family: str = "llava") -> Any:
+    config_cls, model_cls_name, what = FAMILIES[family][0], FAMILIES[family][1], FAMILIES[family][2]
     f = src / "config.json"
     if not f.is_file():
         raise CheckpointError(f"{src}: no config.json (is it an HF model folder?)")
@@ -204,9 +145,9 @@ def _read_llava_config(src: Path) -> Any:
         raw = json.loads(f.read_text())
     except ValueError as exc:
         raise CheckpointError(f"{f}: not valid JSON: {exc}") from exc
-    if raw.get("model_type") != "llava":
-        raise ConfigError(f"{f}: model_type is '{raw.get('model_type')}'; import-hf converts only 'llava' "
-                          "(LlavaForConditionalGeneration, LLaVA-1.5)")
+    if raw.get("model_type") != family:
+        raise ConfigError(f"{f}: model_type is '{raw.get('model_type')}'; this import converts only '{family}' "
+                          f"({model_cls_name}, {what})")
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     for part in ("text_config", "vision_config"):
@@ -215,10 +156,10 @@ def _read_llava_config(src: Path) -> Any:
             raise ConfigError(f"{f}: {part}.model_type '{sub_type}' is not a model type that transformers "
                               "knows (a newer transformers, or a typo?)")
     try:
-        return LlavaConfig.from_pretrained(str(src))
+        return _family_classes(family)[0].from_pretrained(str(src))
     except Exception as exc:  # noqa: BLE001 - transformers validates configs with several error types
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"{f}: not a valid Llava config: {reason[:300]}") from exc
+        raise ConfigError(f"{f}: not a valid {config_cls} config: {reason[:300]}") from exc
 
 
 def _import_layout(hf: Any, converters: LlavaConverters) -> tuple[LlavaLayout, ComponentConfig, ComponentConfig]:
@@ -248,8 +189,8 @@ def _has_tokenizer(folder: Path) -> bool:
 
 
 def import_hf(src: str | Path, out: str | Path, progress: Progress | None = None, *,
-              tokenizer: str | Path | None = None, dtype: str | None = None,
-              plugin_manager: pluggy.PluginManager | None = None) -> Path:
+              tokenizer: str | Path | None = None, dtype: str | None = None, sets: list[str] | None = None,
+              family: str = "llava", plugin_manager: pluggy.PluginManager | None = None) -> Path:
     """Convert an HF ``LlavaForConditionalGeneration`` folder into a vlmkit checkpoint at ``out``.
 
     ``src`` holds ``config.json`` and safetensors weights (one file or shards with
@@ -263,7 +204,7 @@ def import_hf(src: str | Path, out: str | Path, progress: Progress | None = None
     ``vlmkit_llava_converters`` hook of ``plugin_manager``, by default vlmkit's); a part that no plugin
     converts is a ConfigError naming it. The encoder keeps its converter's image policy (LLaVA-1.5 pads
     images to a square, HF's Llava processor resizes and centre-crops): set the encoder's ``resize``
-    argument (``--set encoder.0.resize=square``) for HF's pixels.
+    argument (``sets=["encoder.0.resize=square"]``, ``--set`` on the command line) for HF's pixels.
     """
     from .assembly import build_model
     from .checkpoint import save_checkpoint
@@ -273,7 +214,7 @@ def import_hf(src: str | Path, out: str | Path, progress: Progress | None = None
         raise CheckpointError(f"{src}: no such folder")
     if out.resolve() == src.resolve():
         raise ConfigError(f"import-hf: output folder {out} is the source folder; choose another")
-    hf_cfg = _read_llava_config(src)
+    hf_cfg = _read_llava_config(src, family)
     if tokenizer is None:
         if not _has_tokenizer(src):
             raise ConfigError(f"{src}: no tokenizer files ({', '.join(TOKENIZER_FILES)}); a vlmkit checkpoint "
@@ -282,8 +223,10 @@ def import_hf(src: str | Path, out: str | Path, progress: Progress | None = None
     # config errors before any weight is read
     layout, encoder, connector = _import_layout(hf_cfg, llava_converters(plugin_manager))
     cfg = _model_config(hf_cfg, encoder, connector, str(tokenizer), dtype)
-    files = safetensors_files(src)
-    headers = _headers(files)
+    for assignment in sets or []:  # --set: changes to the vlmkit model built from the HF config
+        cfg.set(assignment)
+    weights = WeightFiles.in_folder(src)
+    headers = weights.headers()
     if dtype is None:  # keep the dtype the LLM's weights are stored in
         stored = [h[2] for k, h in headers.items() if (layout.hf_canonical(k) or "").startswith("text.")]
         if stored and _SAFETENSORS_DTYPES.get(stored[0]):
@@ -304,39 +247,13 @@ def import_hf(src: str | Path, out: str | Path, progress: Progress | None = None
             raise CheckpointError(f"import-hf: vlmkit weight '{k}' has no counterpart in HF Llava (unexpected model layout)")
         canon_to_key[c] = k
 
-    plan: dict[str, str] = {}  # hf key -> vlmkit key
-    unexpected: list[str] = []
-    for k, (path, shape, _) in headers.items():
-        c = layout.hf_canonical(k, lm_base)
-        target = canon_to_key.get(c) if c is not None else None
-        if target is None:
-            if k.endswith(RECOMPUTED_BUFFERS):
-                continue
-            unexpected.append(k)
-            continue
-        if tuple(state[target].shape) != shape:
-            raise CheckpointError(f"{path}: tensor '{k}' has shape {list(shape)}, but the model built from "
-                                  f"config.json needs {list(state[target].shape)} for it")
-        plan[k] = target
-    groups = _storage_groups(state)
-    filled = {groups[v] for v in plan.values()}
-    missing = sorted(k for k in state if groups[k] not in filled)
-    if missing or unexpected:
-        msg = []
-        if missing:
-            msg.append(f"missing {len(missing)} weight(s) for vlmkit's {', '.join(missing[:3])}")
-        if unexpected:
-            msg.append(f"{len(unexpected)} tensor(s) with no place in the model, e.g. {', '.join(sorted(unexpected)[:3])}")
-        raise CheckpointError(f"{src}: weights do not match config.json: " + "; ".join(msg))
+    def rename(key: str) -> str | None:
+        c = layout.hf_canonical(key, lm_base)
+        return canon_to_key.get(c) if c is not None else None
 
-    total, done = len(plan), 0
-    with torch.no_grad():
-        for k, tensor in _read(files, set(plan)):
-            state[plan[k]].copy_(tensor)
-            done += 1
-            if progress is not None:
-                progress(done, total)
-    return save_checkpoint(model, out, extra={"imported_from": {"format": "hf-llava", "path": str(src)}})
+    fill_model(model, [Source(weights, rename)], origin=src, progress=progress, state=state)
+    fmt = {"llava": "hf-llava", "vipllava": "hf-vip-llava"}.get(family, family)
+    return save_checkpoint(model, out, extra={"imported_from": {"format": fmt, "path": str(src)}})
 
 
 # -- export --------------------------------------------------------------------------------------
@@ -344,7 +261,8 @@ def _base_name(component: nn.Module) -> str:
     return (getattr(component, "component_name", "") or "").split(":")[-1]
 
 
-def _export_layout(model: VisionLanguageModel, converters: LlavaConverters) -> tuple[LlavaLayout | None, list[str]]:
+def _export_layout(model: VisionLanguageModel, converters: LlavaConverters,
+                   family: str = "llava") -> tuple[LlavaLayout | None, list[str]]:
     """The converters for ``model``'s encoder and connector, and why it cannot be HF Llava (empty: it can)."""
     problems: list[str] = []
     vision = projector = None
@@ -354,8 +272,8 @@ def _export_layout(model: VisionLanguageModel, converters: LlavaConverters) -> t
         problems.append(f"encoders: HF Llava has exactly one vision tower, this model has {len(encoders)} ({names})")
     else:
         name = _base_name(encoders[0])
-        vision = converters.for_encoder(name)
-        found = vision.problems(encoders[0]) if vision is not None else [converters.unclaimed_encoder(name)]
+        vision = converters.for_encoder(name, family)
+        found = vision.problems(encoders[0]) if vision is not None else [converters.unclaimed_encoder(name, family)]
         problems += [f"encoder.0 '{name}': {p}" for p in found]
     fusion = list(model.connectors[:-1])
     if fusion:
@@ -363,8 +281,8 @@ def _export_layout(model: VisionLanguageModel, converters: LlavaConverters) -> t
                         + ", ".join(f"'{_base_name(f)}'" for f in fusion))
     con = model.connectors[-1] if len(model.connectors) else None
     name = _base_name(con) if con is not None else "none"
-    projector = converters.for_connector(name) if con is not None else None
-    found = projector.problems(con) if projector is not None else [converters.unclaimed_connector(name)]
+    projector = converters.for_connector(name, family) if con is not None else None
+    found = projector.problems(con) if projector is not None else [converters.unclaimed_connector(name, family)]
     problems += [f"connector '{name}': {p}" for p in found]
     problems += _llm_problems(model.llm.model)
     layout = LlavaLayout(vision, projector) if vision is not None and projector is not None else None
@@ -419,7 +337,8 @@ def _image_token(tok: Any, lm: nn.Module) -> tuple[int, bool]:
     return idx, True
 
 
-def export_hf(model_dir: str | Path, out: str | Path, *, plugin_manager: pluggy.PluginManager | None = None) -> Path:
+def export_hf(model_dir: str | Path, out: str | Path, *, family: str = "llava",
+              plugin_manager: pluggy.PluginManager | None = None) -> Path:
     """Write the vlmkit checkpoint ``model_dir`` as an HF ``LlavaForConditionalGeneration`` folder at ``out``.
 
     Possible for one encoder and one connector that installed converters can write as HF Llava's vision
@@ -431,14 +350,16 @@ def export_hf(model_dir: str | Path, out: str | Path, *, plugin_manager: pluggy.
     HF's processors resize and centre-crop; a vlmkit view with ``resize: pad`` pads to a square first, so
     feed HF pre-padded images for identical pixels. Returns ``out``.
     """
-    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import LlavaProcessor
+
+    config_cls, model_cls = _family_classes(family)
 
     from .checkpoint import load_checkpoint
 
     converters = llava_converters(plugin_manager)
-    layout, problems = _export_layout(load_checkpoint(model_dir, meta=True), converters)  # before any weight is read
+    layout, problems = _export_layout(load_checkpoint(model_dir, meta=True), converters, family)  # before any weight is read
     if problems or layout is None:
-        raise ConfigError(f"{model_dir}: cannot be expressed as HF Llava: " + "; ".join(problems))
+        raise ConfigError(f"{model_dir}: cannot be expressed as {FAMILIES[family][1]}: " + "; ".join(problems))
     model = load_checkpoint(model_dir)
     extra = [name for name in model.objectives if name != "lm"]
     if extra:
@@ -451,13 +372,13 @@ def export_hf(model_dir: str | Path, out: str | Path, *, plugin_manager: pluggy.
     lm_base, lm_head = _lm_layout(lm)
 
     text_cfg = lm.config
-    hf_cfg = LlavaConfig(
+    hf_cfg = config_cls(
         text_config=text_cfg.to_dict(), image_token_index=image_id, image_seq_length=model.visual_spec.num_tokens,
         tie_word_embeddings=bool(getattr(text_cfg, "tie_word_embeddings", False)),
         **layout.vision.hf_config(enc), **layout.projector.hf_config(con),
     )
     with torch.device("meta"):  # architecture only: the weights come from the vlmkit model below
-        hf = LlavaForConditionalGeneration(hf_cfg)
+        hf = model_cls(hf_cfg)
     hf_keys = {}
     for k in hf.state_dict():
         c = layout.hf_canonical(k)
@@ -490,7 +411,8 @@ def export_hf(model_dir: str | Path, out: str | Path, *, plugin_manager: pluggy.
     out.mkdir(parents=True, exist_ok=True)
     hf.save_pretrained(out)
     processor = LlavaProcessor(image_processor=layout.vision.image_processor(enc), tokenizer=tok,
-                               vision_feature_select_strategy=hf_cfg.vision_feature_select_strategy,
+                               vision_feature_select_strategy=getattr(hf_cfg, "vision_feature_select_strategy",
+                                                                      "default"),
                                image_token=IMAGE_TOKEN, **layout.vision.processor_args(enc))
     processor.save_pretrained(out)
     return out

@@ -6,8 +6,11 @@ Components are enumerated through entry points (see ``registry``). Hooks are for
 * ``vlmkit_check_compatibility(config, specs)``: extra build-time checks; return error strings.
 * ``vlmkit_model_built(model, config)``: react to an assembled model (logging, patching, wrapping).
 * ``vlmkit_training_callbacks(recipe, stage)``: return transformers ``TrainerCallback`` objects.
-* ``vlmkit_llava_converters()``: return converters between HF Llava parts and the plugin's components
-  (``vlmkit.llava_conversion``), used by ``import-hf`` / ``export-hf``.
+* ``vlmkit_llava_converters()``: return converters between the parts of LLaVA-family checkpoints and the
+  plugin's components: transformers' Llava/VipLlava (``vlmkit.llava_conversion``) and the LLaVA codebase's
+  own format (``vlmkit.interop.llava_repo``), used by ``vlmkit import`` / ``export``.
+* ``vlmkit_checkpoint_formats()``: return whole checkpoint formats (``vlmkit.interop.formats``) for
+  ``vlmkit import`` / ``export`` / ``formats``.
 * ``vlmkit_register_commands(cli)``: add subcommands to the ``vlmkit`` command line (as llm's and
   datasette's ``register_commands``).
 
@@ -65,11 +68,18 @@ class VlmkitHookSpecs:
 
     @hookspec
     def vlmkit_llava_converters(self) -> list[Any] | None:
-        """Return ``LlavaVisionConversion`` / ``LlavaProjectorConversion`` objects (``vlmkit.llava_conversion``).
+        """Return part converters of LLaVA-family checkpoints.
 
-        Each converts one part of transformers' HF Llava (the vision tower, the multimodal projector) to and
-        from a component of the plugin; ``vlmkit.hf_llava`` does the rest of import-hf / export-hf.
+        ``LlavaVisionConversion`` / ``LlavaProjectorConversion`` (``vlmkit.llava_conversion``) convert one part
+        of transformers' Llava or VipLlava (the vision tower, the multimodal projector); ``RepoTowerConversion``
+        / ``RepoProjectorConversion`` (``vlmkit.interop.llava_repo``) convert ``mm_vision_tower`` and
+        ``mm_projector`` of checkpoints saved by the LLaVA codebase and its forks. Core does the rest.
         """
+
+    @hookspec
+    def vlmkit_checkpoint_formats(self) -> list[Any] | None:
+        """Return ``CheckpointFormat`` objects (``vlmkit.interop.formats``): whole foreign formats that
+        ``vlmkit import`` detects and converts (and ``vlmkit export`` writes, where they can)."""
 
 
 _pm: pluggy.PluginManager | None = None

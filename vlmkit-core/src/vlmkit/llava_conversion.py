@@ -46,6 +46,8 @@ class LlavaPartConversion(ABC):
     components: ClassVar[tuple[str, ...]] = ()
     #: one line on what the HF part must look like, used when no converter claims a component
     description: ClassVar[str] = ""
+    #: the transformers model types (``llava``, ``vipllava``) whose part this converter reads and writes
+    families: ClassVar[tuple[str, ...]] = ("llava",)
 
     @abstractmethod
     def component_config(self, hf_config: Any) -> "ComponentConfig":
@@ -107,7 +109,8 @@ class LlavaConverters:
     # -- import: HF config -> converter ------------------------------------------------------------
     def for_vision_config(self, hf_config: Any) -> tuple[LlavaVisionConversion, "ComponentConfig"]:
         model_type = getattr(hf_config.vision_config, "model_type", None)
-        candidates = [c for c in self.vision if model_type in c.model_types]
+        family = getattr(hf_config, "model_type", "llava")
+        candidates = [c for c in self.vision if model_type in c.model_types and family in c.families]
         if not candidates:
             known = sorted({t for c in self.vision for t in c.model_types})
             have = f"installed converters read {', '.join(repr(t) for t in known)}" if known else \
@@ -118,31 +121,38 @@ class LlavaConverters:
         return _first_that_maps(candidates, hf_config)
 
     def for_projector_config(self, hf_config: Any) -> tuple[LlavaProjectorConversion, "ComponentConfig"]:
-        if not self.projector:
-            raise ConfigError("multi_modal_projector: no installed plugin converts HF Llava's projector to a vlmkit "
+        family = getattr(hf_config, "model_type", "llava")
+        candidates = [c for c in self.projector if family in c.families]
+        if not candidates:
+            raise ConfigError(f"multi_modal_projector: no installed plugin converts {_owner(family)} projector to a vlmkit "
                               "connector; install a vlmkit plugin package that provides one through the "
                               f"vlmkit_llava_converters hook, e.g. {PROJECTOR_CONVERTER_PACKAGE}")
-        return _first_that_maps(self.projector, hf_config)
+        return _first_that_maps(candidates, hf_config)
 
     # -- export: built component -> converter ------------------------------------------------------
-    def for_encoder(self, name: str) -> LlavaVisionConversion | None:
-        return next((c for c in self.vision if name in c.components), None)
+    def for_encoder(self, name: str, family: str = "llava") -> LlavaVisionConversion | None:
+        return next((c for c in self.vision if name in c.components and family in c.families), None)
 
-    def for_connector(self, name: str) -> LlavaProjectorConversion | None:
-        return next((c for c in self.projector if name in c.components), None)
+    def for_connector(self, name: str, family: str = "llava") -> LlavaProjectorConversion | None:
+        return next((c for c in self.projector if name in c.components and family in c.families), None)
 
-    def unclaimed_encoder(self, name: str) -> str:
-        names = [n for c in self.vision for n in c.components]
+    def unclaimed_encoder(self, name: str, family: str = "llava") -> str:
+        names = [n for c in self.vision if family in c.families for n in c.components]
         if not names:
             return (f"no installed plugin converts an encoder to HF Llava's vision tower (install "
                     f"{VISION_CONVERTER_PACKAGE} or another plugin with a vision converter)")
         return f"HF Llava export supports only the {', '.join(repr(n) for n in names)} encoder{'s' * (len(names) > 1)}"
 
-    def unclaimed_connector(self, name: str) -> str:
-        if not self.projector:
-            return (f"no installed plugin converts a connector to HF Llava's projector (install "
+    def unclaimed_connector(self, name: str, family: str = "llava") -> str:
+        candidates = [c for c in self.projector if family in c.families]
+        if not candidates:
+            return (f"no installed plugin converts a connector to {_owner(family)} projector (install "
                     f"{PROJECTOR_CONVERTER_PACKAGE} or another plugin with a projector converter)")
-        return "HF Llava's projector is " + " or ".join(c.description or "/".join(c.components) for c in self.projector)
+        return f"{_owner(family)} projector is " + " or ".join(c.description or "/".join(c.components) for c in candidates)
+
+
+def _owner(family: str) -> str:
+    return "HF Llava's" if family == "llava" else f"HF {family}'s"
 
 
 def _first_that_maps(candidates: list[Any], hf_config: Any) -> tuple[Any, "ComponentConfig"]:
@@ -172,7 +182,15 @@ def llava_converters(plugin_manager: "pluggy.PluginManager | None" = None) -> Ll
                 vision.append(conv)
             elif isinstance(conv, LlavaProjectorConversion):
                 projector.append(conv)
-            else:
+            elif not _is_repo_converter(conv):
                 raise TypeError(f"a vlmkit_llava_converters hook returned {type(conv).__module__}."
-                                f"{type(conv).__qualname__}, not a LlavaVisionConversion or LlavaProjectorConversion")
+                                f"{type(conv).__qualname__}, not a LlavaVisionConversion, LlavaProjectorConversion, "
+                                "RepoTowerConversion or RepoProjectorConversion")
     return LlavaConverters(vision, projector)
+
+
+def _is_repo_converter(conv: Any) -> bool:
+    """A converter of the LLaVA codebase's format (``vlmkit.interop.llava_repo``), which the same hook returns."""
+    from .interop.llava_repo import RepoProjectorConversion, RepoTowerConversion
+
+    return isinstance(conv, (RepoTowerConversion, RepoProjectorConversion))

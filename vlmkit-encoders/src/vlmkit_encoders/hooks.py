@@ -13,7 +13,9 @@ from vlmkit.hooks import hookimpl
 
 @hookimpl
 def vlmkit_llava_converters() -> list[Any]:
-    """HF Llava's CLIP vision tower <-> the ``clip`` encoder (``vlmkit import-hf`` / ``export-hf``)."""
-    from .llava import CLIPLlavaVision
+    """LLaVA-family vision towers <-> this package's encoders (``vlmkit import`` / ``export``): transformers'
+    Llava CLIP tower, and the LLaVA codebase's CLIP and ViP-LLaVA towers."""
+    from .llava import CLIPLlavaVision, CLIPVipLlavaVision
+    from .llava_repo import CLIPMultiLayerRepoTower, CLIPRepoTower
 
-    return [CLIPLlavaVision()]
+    return [CLIPLlavaVision(), CLIPVipLlavaVision(), CLIPRepoTower(), CLIPMultiLayerRepoTower()]

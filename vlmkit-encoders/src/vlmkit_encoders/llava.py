@@ -90,3 +90,34 @@ class CLIPLlavaVision(LlavaVisionConversion):
     def processor_args(self, component: Any) -> dict[str, Any]:
         # the tower always makes a CLS token; HF's processor drops it from the count for "default"
         return {"patch_size": component.patch, "num_additional_image_tokens": 1}
+
+
+class CLIPVipLlavaVision(CLIPLlavaVision):
+    """transformers' VipLlava tower: CLIP read at several layers (``vision_feature_layers``), CLS dropped,
+    concatenated on channels: the ``clip-multilayer`` encoder."""
+
+    components = ("clip-multilayer",)
+    families = ("vipllava",)
+    description = "the 'clip-multilayer' encoder (one CLIP vision tower, several feature layers)"
+
+    def component_config(self, hf_config: Any) -> ComponentConfig:
+        layers = getattr(hf_config, "vision_feature_layers", None)
+        if isinstance(layers, int):
+            layers = [layers]
+        if not layers or not all(isinstance(x, int) for x in layers):
+            raise ConfigError(f"vision_feature_layers: {layers!r} is not a list of layer indices")
+        vision_args = {k: v for k, v in hf_config.vision_config.to_diff_dict().items()
+                       if k not in ("transformers_version", "model_type")}
+        return ComponentConfig("clip-multilayer", {"config": vision_args, "layers": list(layers)})
+
+    def problems(self, component: Any) -> list[str]:
+        vision = getattr(component, "vision", None)
+        if getattr(getattr(vision, "config", None), "model_type", None) not in self.model_types:
+            return ["has no CLIP vision tower (attribute 'vision')"]
+        if getattr(component, "select", None) != "patch":
+            return ["VipLlava drops the CLS token (select 'patch')"]
+        return []
+
+    def hf_config(self, component: Any) -> dict[str, Any]:
+        return {"vision_config": component.vision.config.to_dict(),
+                "vision_feature_layers": list(component.feature_layers)}

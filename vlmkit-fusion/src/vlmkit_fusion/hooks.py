@@ -13,7 +13,9 @@ from vlmkit.hooks import hookimpl
 
 @hookimpl
 def vlmkit_llava_converters() -> list[Any]:
-    """HF Llava's projector <-> the ``mlp2x_gelu`` connector (``vlmkit import-hf`` / ``export-hf``)."""
-    from .llava import MLP2xGeluLlavaProjector
+    """LLaVA-family projectors <-> this package's connectors (``vlmkit import`` / ``export``): transformers'
+    Llava projector, and the LLaVA codebase's linear / mlpNx_gelu / ViP-LLaVA projectors."""
+    from .llava import LnMLPVipLlavaProjector, MLP2xGeluLlavaProjector
+    from .llava_repo import MLPRepoProjector, VipRepoProjector
 
-    return [MLP2xGeluLlavaProjector()]
+    return [MLP2xGeluLlavaProjector(), LnMLPVipLlavaProjector(), MLPRepoProjector(), VipRepoProjector()]

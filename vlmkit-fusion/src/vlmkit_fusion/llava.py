@@ -58,3 +58,41 @@ class MLP2xGeluLlavaProjector(LlavaProjectorConversion):
 
     def hf_config(self, component: Any) -> dict[str, Any]:
         return {"projector_hidden_act": "gelu", "multimodal_projector_bias": True}
+
+
+#: vlmkit ``proj`` index <-> HF VipLlava projector layer
+_VIP_LAYERS = {"0": "projector_layernorm", "1": "linear_1", "3": "linear_2"}
+
+
+class LnMLPVipLlavaProjector(LlavaProjectorConversion):
+    """transformers' ``VipLlavaMultiModalProjector`` (LayerNorm, Linear, GELU, Linear) <-> ``ln-mlp2x_gelu``."""
+
+    components = ("ln-mlp2x_gelu",)
+    families = ("vipllava",)
+    description = "ln-mlp2x_gelu (LayerNorm, Linear, exact GELU, Linear)"
+
+    def component_config(self, hf_config: Any) -> ComponentConfig:
+        if hf_config.projector_hidden_act != "gelu":
+            raise ConfigError(f"projector_hidden_act: '{hf_config.projector_hidden_act}' is not 'gelu'; vlmkit's "
+                              "ln-mlp2x_gelu connector uses exact GELU")
+        return ComponentConfig("ln-mlp2x_gelu", {"layernorm_eps": float(hf_config.projector_layernorm_eps)})
+
+    def canonical_from_hf(self, name: str) -> str | None:
+        return name if name.partition(".")[0] in set(_VIP_LAYERS.values()) else None
+
+    def canonical_from_vlmkit(self, name: str) -> str | None:
+        head, _, rest = name.partition(".")
+        idx, _, param = rest.partition(".")
+        return f"{_VIP_LAYERS[idx]}.{param}" if head == "proj" and idx in _VIP_LAYERS and param else None
+
+    def problems(self, component: Any) -> list[str]:
+        from torch import nn
+
+        proj = getattr(component, "proj", None)
+        ok = (isinstance(proj, nn.Sequential) and len(proj) == 4 and isinstance(proj[0], nn.LayerNorm)
+              and isinstance(proj[1], nn.Linear) and isinstance(proj[2], nn.GELU) and proj[2].approximate == "none"
+              and isinstance(proj[3], nn.Linear))
+        return [] if ok else [f"HF VipLlava's projector is {self.description}"]
+
+    def hf_config(self, component: Any) -> dict[str, Any]:
+        return {"projector_hidden_act": "gelu", "projector_layernorm_eps": component.proj[0].eps}

@@ -1,0 +1,231 @@
+"""Make (and check) parity fixtures with the ORIGINAL LLaVA-1.5 / ViP-LLaVA code.
+
+Run in the seed's own virtual environment, never in vlmkit's: the original code needs transformers
+4.37.2. This script imports the original repository from ``--repo`` (a work tree of haotian-liu/LLaVA
+@ c121f043 or WisconsinAIVision/ViP-LLaVA @ 77079b1e) and runs its model code unchanged. It copies
+none of it. See ``scripts/seed_fixtures/README.md`` for the environment.
+
+``make`` builds a tiny random ``LlavaLlamaForCausalLM`` with the original classes, saves it exactly as
+the releases are saved (``save_pretrained`` with pickled ``.bin`` shards for LLaVA-1.5, safetensors with
+the tower inside for the ViP variant), reloads it the way the original builder does (``from_pretrained``
+then ``vision_tower.load_model()``) and records, from the reloaded model:
+
+* a right-padded batch with images (one and two per row) and a text-only row (which, in the original,
+  consumes a dummy image), and the original's fp32 logits over the spliced sequence;
+* greedy tokens generated one row at a time by the original ``generate``.
+
+``check EXPORT`` loads a folder that vlmkit exported in the original format with the original code and
+compares its logits on the fixture's batch with the recorded ones (exit status 1 when they differ).
+
+The only stub: ViP-LLaVA's multi-layer tower always loads ``openai/clip-vit-large-patch14-336`` from the
+hub; ``--tower`` redirects that one name to the local tiny tower folder. The math is untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+HUB_TOWER = "openai/clip-vit-large-patch14-336"
+IMAGE = -200
+TOL = 1e-5
+
+
+def import_original(repo: Path, tower: Path):
+    sys.path.insert(0, str(repo))
+    import transformers
+
+    for cls in (transformers.CLIPVisionModel, transformers.CLIPImageProcessor, transformers.CLIPVisionConfig):
+        original = cls.from_pretrained.__func__
+
+        def redirected(klass, name, *args, _original=original, **kwargs):
+            return _original(klass, str(tower) if name == HUB_TOWER else name, *args, **kwargs)
+
+        cls.from_pretrained = classmethod(redirected)
+    from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
+
+    return LlavaConfig, LlavaLlamaForCausalLM
+
+
+def make_tower(path: Path, layers: int, seed: int) -> None:
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    cfg = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=layers, num_attention_heads=2,
+                           image_size=28, patch_size=7, projection_dim=16)
+    torch.manual_seed(seed)
+    tower = CLIPVisionModel(cfg)
+    with torch.no_grad():
+        for p in tower.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    tower.save_pretrained(path, safe_serialization=True)
+    CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}).save_pretrained(path)
+
+
+def load_original(model_cls, folder: Path):
+    """As llava.model.builder.load_pretrained_model does it, in fp32 on the CPU."""
+    model = model_cls.from_pretrained(str(folder), torch_dtype=torch.float32, low_cpu_mem_usage=True)
+    tower = model.get_vision_tower()
+    if not tower.is_loaded:
+        tower.load_model()
+    model.get_model().vision_tower.to(torch.float32)
+    return model.eval()
+
+
+def batch(tok_ids: dict[str, int], pad_id: int):
+    """Rows: one image, two images, text only (the original consumes a dummy image for it)."""
+    def w(*names):
+        return [tok_ids[n] for n in names]
+
+    bos = tok_ids["<s>"]
+    rows = [
+        [bos] + w("what", "color", "is") + [IMAGE] + w("the", "circle", "?"),
+        [bos] + w("count") + [IMAGE] + w("and") + [IMAGE] + w("how", "many", "shapes"),
+        [bos] + w("is", "there", "a", "red", "square", "in", "the", "picture", "?", "yes"),
+    ]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    torch.manual_seed(1234)
+    pixels = torch.randn(4, 3, 28, 28)  # 4th: the dummy image of the text-only row
+    return rows, ids, mask, pixels
+
+
+def spliced_logits(model, ids, mask, pixels):
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, images=pixels, return_dict=True)
+    return out.logits.float()
+
+
+def greedy(model, rows, pixels, steps: int, eos: int):
+    tokens, image = [], 0
+    for r in rows:
+        n = r.count(IMAGE)
+        ims = pixels[image:image + n] if n else None
+        image += max(n, 1)
+        with torch.no_grad():
+            out = model.generate(torch.tensor([r]), images=ims, max_new_tokens=steps, do_sample=False,
+                                 eos_token_id=eos, pad_token_id=eos, use_cache=True)
+        tokens.append(out[0].tolist())
+    return tokens
+
+
+def cmd_make(args) -> None:
+    from safetensors.torch import save_file
+
+    out: Path = args.out
+    if out.exists():
+        shutil.rmtree(out)
+    tower_dir, model_dir = out / "clip-tower", out / "model"
+    vip = args.variant == "vip"
+    make_tower(tower_dir, layers=12 if vip else 3, seed=args.seed)
+    config_cls, model_cls = import_original(args.repo, tower_dir)
+    tok_files = sorted(p for p in args.tokenizer.iterdir() if p.is_file())
+    vocab = json.loads((args.tokenizer / "tokenizer.json").read_text())["model"]["vocab"]
+    tok_cfg = json.loads((args.tokenizer / "tokenizer_config.json").read_text())
+    pad_id, bos_id, eos_id = (vocab[tok_cfg[k]] for k in ("pad_token", "bos_token", "eos_token"))
+    cfg = config_cls(
+        vocab_size=max(vocab.values()) + 1, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5,
+        pad_token_id=pad_id, bos_token_id=bos_id, eos_token_id=eos_id, tie_word_embeddings=False,
+        mm_vision_tower="clip_4layers_336" if vip else HUB_TOWER, mm_hidden_size=16 * (5 if vip else 1),
+        mm_vision_select_layer=-2, mm_vision_select_feature="patch", mm_projector_type="mlp2x_gelu",
+        mm_patch_merge_type="flat", mm_use_im_start_end=False, mm_use_im_patch_token=False,
+        image_aspect_ratio="pad", tokenizer_padding_side="right", tokenizer_model_max_length=256,
+        use_mm_proj=True, tune_mm_mlp_adapter=False, freeze_mm_mlp_adapter=False,
+    )
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(args.seed)
+    model = model_cls(cfg)
+    model.get_vision_tower().load_model()
+    with torch.no_grad():  # no two norms alike, so a swapped tensor shows in the logits
+        for name, p in model.named_parameters():
+            if ".vision_tower." not in name:
+                p.add_(torch.randn_like(p) * 0.05)
+    model.eval()
+    if vip:  # the tower's weights inside the checkpoint, safetensors
+        model.save_pretrained(model_dir, safe_serialization=True)
+    else:  # as LLaVA-1.5 is released: pickled .bin shards with an index; the tower only named by path
+        state = {k: v for k, v in model.state_dict().items() if ".vision_tower." not in k}
+        model.save_pretrained(model_dir, state_dict=state, safe_serialization=False, max_shard_size="100KB")
+    for f in tok_files:
+        shutil.copy(f, model_dir / f.name)
+
+    loaded = load_original(model_cls, model_dir)
+    rows, ids, mask, pixels = batch(vocab, pad_id)
+    logits = spliced_logits(loaded, ids, mask, pixels)
+    same = spliced_logits(model, ids, mask, pixels)
+    assert torch.equal(logits, same), "reloading changed the original model"
+    tokens = greedy(loaded, rows, pixels, steps=6, eos=eos_id)
+    width = max(len(t) for t in tokens)
+    gen = torch.tensor([t + [-1] * (width - len(t)) for t in tokens])
+    lengths = torch.tensor([len(r) - r.count(IMAGE) + r.count(IMAGE) * 16 for r in rows])
+    save_file({"input_ids": ids, "attention_mask": mask, "pixel_values": pixels, "logits": logits,
+               "spliced_lengths": lengths, "generated": gen}, str(out / "reference.safetensors"))
+    repo_commit = _commit(args.repo)
+    import transformers
+
+    (out / "reference.json").write_text(json.dumps({
+        "made_by": "scripts/seed_fixtures/llava_original.py make",
+        "original": {"llava": "haotian-liu/LLaVA", "vip": "WisconsinAIVision/ViP-LLaVA"}[args.variant],
+        "commit": repo_commit, "transformers": transformers.__version__, "torch": torch.__version__,
+        "variant": args.variant, "tower": "clip-tower", "image_tokens": 16,
+        "stubs": ["openai/clip-vit-large-patch14-336 -> clip-tower (ViP's tower names the hub id)"] if vip else [],
+        "generated_pad": -1,
+    }, indent=2) + "\n")
+    print(f"wrote {out}: logits {tuple(logits.shape)}, generated {gen.tolist()}")
+
+
+def _commit(repo: Path) -> str:
+    marker = repo / "COMMIT"
+    if marker.is_file():
+        return marker.read_text().strip()
+    try:
+        return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def cmd_check(args) -> None:
+    from safetensors.torch import load_file
+
+    ref = load_file(str(args.fixture / "reference.safetensors"))
+    _, model_cls = import_original(args.repo, args.fixture / "clip-tower")
+    model = load_original(model_cls, args.export)
+    logits = spliced_logits(model, ref["input_ids"], ref["attention_mask"], ref["pixel_values"])
+    if logits.shape != ref["logits"].shape:
+        print(f"shape {tuple(logits.shape)} != {tuple(ref['logits'].shape)}")
+        raise SystemExit(1)
+    lengths = ref["spliced_lengths"]
+    valid = torch.arange(logits.shape[1])[None, :] < lengths[:, None]
+    diff = (logits - ref["logits"])[valid].abs().max().item()
+    print(json.dumps({"export": str(args.export), "max_abs_logit_diff": diff}))
+    raise SystemExit(0 if diff <= TOL else 1)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("make")
+    m.add_argument("--repo", type=Path, required=True)
+    m.add_argument("--variant", choices=("llava", "vip"), required=True)
+    m.add_argument("--tokenizer", type=Path, required=True)
+    m.add_argument("--out", type=Path, required=True)
+    m.add_argument("--seed", type=int, default=0)
+    c = sub.add_parser("check")
+    c.add_argument("--repo", type=Path, required=True)
+    c.add_argument("--fixture", type=Path, required=True)
+    c.add_argument("export", type=Path)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    {"make": cmd_make, "check": cmd_check}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,470 @@
+"""Checkpoints saved by the LLaVA codebase (haotian-liu/LLaVA) and its forks, in and out.
+
+LLaVA-1.5, ViP-LLaVA, ConvLLaVA and LLaVA-S2 / DenseFusion all save a causal LM whose config carries
+the multimodal fields (``mm_vision_tower``, ``mm_projector_type``, ``mm_hidden_size``, ...) and whose
+state holds the projector under ``model.mm_projector.*``. The vision tower is named by
+``mm_vision_tower`` (a hub id or a path) and loaded from its own folder at run time; a checkpoint may
+also hold it under ``model.vision_tower.*`` (a tower tuned in training), which then wins.
+
+Core converts the language model (Llama in ``LlavaLlamaForCausalLM``; the top-level config fields are
+its config), the splice conventions, the order of the work and the errors. The tower and the
+projector are converted by the plugins that own the matching vlmkit components, through the
+``vlmkit_llava_converters`` hook: a ``RepoTowerConversion`` claims the configs whose tower it reads
+(CLIP, ViP-LLaVA's ``clip_4layers_336``, S2, ConvNeXt ...), a ``RepoProjectorConversion`` the
+``mm_projector_type`` it builds. Core names none of them.
+
+What a release implies but does not record: the conversation template. LLaVA-1.5 and its forks
+prompt a Llama/Vicuna LLM with ``vicuna_v1`` (``conv_mode llava_v1``), which the import sets;
+``image_aspect_ratio`` (``pad`` / ``square`` / ``resize``) is recorded and becomes the encoder's
+``resize`` policy. ``--set`` changes either.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from ..config import ComponentConfig, ModelConfig
+from ..errors import ConfigError
+from .fill import Source, fill_model
+from .formats import CheckpointFormat, ImportOptions, read_config
+from .weights import WeightFiles
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from ..model import VisionLanguageModel
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RepoTowerConversion", "RepoProjectorConversion", "RepoConverters", "repo_converters",
+           "LlavaRepoFormat", "import_llava_repo", "export_llava_repo"]
+
+TOWER_PREFIX = "model.vision_tower."
+PROJECTOR_PREFIX = "model.mm_projector."
+#: ``image_aspect_ratio`` -> the encoder's ``resize`` policy (LLaVA's default, no field, is ``square``)
+RESIZE_FOR_ASPECT = {"pad": "pad", "square": "square", "resize": "resize", None: "square"}
+ASPECT_FOR_RESIZE = {"pad": "pad", "square": "square", "resize": "resize"}
+#: the LLM classes of the LLaVA codebase's checkpoints -> transformers model_type of the plain LM
+LM_TYPES = {"llava_llama": "llama", "llava": "llama", "llava_mistral": "mistral", "llava_mpt": "mpt"}
+ARCHITECTURE = "LlavaLlamaForCausalLM"
+MODEL_TYPE = "llava_llama"
+TEMPLATE = "vicuna_v1"
+#: the Llama config fields that transformers 4.37 (the LLaVA codebase's pin) reads
+LLAMA_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "hidden_act", "max_position_embeddings", "initializer_range", "rms_norm_eps",
+                "pretraining_tp", "use_cache", "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings",
+                "attention_bias", "attention_dropout")
+TOWER_FOLDER = "vision_tower"
+
+
+# -- the part contracts ---------------------------------------------------------------------------
+class _RepoPart(ABC):
+    #: bare registry names of the vlmkit components this converter writes on export
+    components: ClassVar[tuple[str, ...]] = ()
+    #: the seed system(s) whose checkpoints use this part, e.g. "LLaVA-1.5"
+    variant: ClassVar[str] = ""
+    #: one line: which configs ``claims`` accepts (shown by ``vlmkit formats``)
+    detection: ClassVar[str] = ""
+    #: converters are asked in decreasing priority, so a narrow rule (``s2: true``) beats a broad one
+    priority: ClassVar[int] = 0
+
+    @abstractmethod
+    def claims(self, config: dict[str, Any]) -> bool:
+        """Whether this converter reads the part of a checkpoint with this ``config.json``."""
+
+    @abstractmethod
+    def checkpoint_name(self, name: str) -> str | None:
+        """The vlmkit name (relative to the component) of a checkpoint tensor, given relative to the
+        part's prefix (``model.vision_tower.`` or ``model.mm_projector.``); None when it is not one."""
+
+    @abstractmethod
+    def to_checkpoint_name(self, name: str, component: Any) -> str | None:
+        """The inverse of ``checkpoint_name`` for export (``name`` relative to ``component``); None when the
+        tensor has no place."""
+
+    def problems(self, component: Any) -> list[str]:
+        """Why this built component cannot be written in the LLaVA codebase's format (empty: it can)."""
+        return []
+
+
+class RepoTowerConversion(_RepoPart):
+    """``mm_vision_tower`` (+ its select layer, S2 scales ...) and its weights <-> one vlmkit encoder."""
+
+    #: file names in a tower folder to read first (e.g. an open_clip file beside an HF one)
+    tower_files: ClassVar[tuple[str, ...]] = ()
+
+    def tower_reference(self, config: dict[str, Any]) -> str:
+        """The hub id or path the original code loads the tower from."""
+        return str(config.get("mm_vision_tower"))
+
+    @abstractmethod
+    def component_config(self, config: dict[str, Any], tower: Path | None, resize: str) -> ComponentConfig:
+        """The vlmkit encoder for this config. ``tower`` is the tower's local folder (None when none was
+        found: raise ConfigError if the architecture cannot be known without it)."""
+
+    def tower_name(self, name: str) -> str | None:
+        """The vlmkit name of a tensor in the tower folder's own weights; None when it is not one."""
+        return None
+
+    @abstractmethod
+    def repo_config(self, component: Any) -> dict[str, Any]:
+        """The config fields this tower decides on export (``mm_hidden_size``, select layer ...)."""
+
+    @abstractmethod
+    def save_tower(self, component: Any, folder: Path) -> str:
+        """Write the tower as the original loads it (config, weights, image processor) into ``folder``;
+        return the ``mm_vision_tower`` value that makes the original load it."""
+
+
+class RepoProjectorConversion(_RepoPart):
+    """``mm_projector_type`` and ``model.mm_projector.*`` <-> the vlmkit model's connector."""
+
+    @abstractmethod
+    def component_config(self, config: dict[str, Any]) -> ComponentConfig:
+        """The vlmkit connector for this config."""
+
+    @abstractmethod
+    def repo_config(self, component: Any) -> dict[str, Any]:
+        """The config fields this projector decides on export (``mm_projector_type``)."""
+
+
+class RepoConverters:
+    """The LLaVA-codebase part converters that installed plugins provide."""
+
+    def __init__(self, towers: list[RepoTowerConversion], projectors: list[RepoProjectorConversion]):
+        self.towers = sorted(towers, key=lambda c: -c.priority)
+        self.projectors = sorted(projectors, key=lambda c: -c.priority)
+
+    def tower_for(self, config: dict[str, Any], where: Path) -> RepoTowerConversion:
+        for conv in self.towers:
+            if conv.claims(config):
+                return conv
+        rules = "; ".join(f"{c.variant}: {c.detection}" for c in self.towers) or "none installed"
+        raise ConfigError(f"{where}: mm_vision_tower '{config.get('mm_vision_tower')}': no installed plugin converts "
+                          f"this vision tower (installed tower converters: {rules}); install a vlmkit plugin that "
+                          "provides one through the vlmkit_llava_converters hook, e.g. vlmkit-encoders")
+
+    def projector_for(self, config: dict[str, Any], where: Path) -> RepoProjectorConversion:
+        for conv in self.projectors:
+            if conv.claims(config):
+                return conv
+        rules = "; ".join(f"{c.detection}" for c in self.projectors) or "none installed"
+        raise ConfigError(f"{where}: mm_projector_type '{config.get('mm_projector_type', 'linear')}': no installed "
+                          f"plugin converts this projector (installed: {rules}); install a vlmkit plugin that "
+                          "provides one through the vlmkit_llava_converters hook, e.g. vlmkit-fusion")
+
+    def for_encoder(self, name: str, component: Any) -> tuple[RepoTowerConversion | None, list[str]]:
+        return _first_claiming(self.towers, name, component, "encoder")
+
+    def for_connector(self, name: str, component: Any) -> tuple[RepoProjectorConversion | None, list[str]]:
+        return _first_claiming(self.projectors, name, component, "connector")
+
+
+def _first_claiming(convs: list[Any], name: str, component: Any, kind: str) -> tuple[Any, list[str]]:
+    candidates = [c for c in convs if name in c.components]
+    if not candidates:
+        names = sorted({n for c in convs for n in c.components})
+        return None, [f"the LLaVA codebase format supports only the {', '.join(repr(n) for n in names) or 'no'} "
+                      f"{kind}s (those the installed converters write)"]
+    problems: list[str] = []
+    for conv in candidates:
+        found = conv.problems(component)
+        if not found:
+            return conv, []
+        problems += found
+    return None, list(dict.fromkeys(problems))
+
+
+def repo_converters(plugin_manager: pluggy.PluginManager | None = None) -> RepoConverters:
+    """Collect the LLaVA-codebase part converters from every ``vlmkit_llava_converters`` implementation
+    (the hook also returns transformers-Llava converters, which this ignores)."""
+    from ..hooks import get_plugin_manager
+
+    pm = plugin_manager if plugin_manager is not None else get_plugin_manager()
+    towers: list[RepoTowerConversion] = []
+    projectors: list[RepoProjectorConversion] = []
+    for result in pm.hook.vlmkit_llava_converters():
+        for conv in result or []:
+            if isinstance(conv, RepoTowerConversion):
+                towers.append(conv)
+            elif isinstance(conv, RepoProjectorConversion):
+                projectors.append(conv)
+    return RepoConverters(towers, projectors)
+
+
+# -- import ---------------------------------------------------------------------------------------
+def _lm_config(config: dict[str, Any], where: Path) -> dict[str, Any]:
+    """The plain causal LM's config: the top-level fields that its transformers config class knows."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    lm_type = LM_TYPES.get(model_type, model_type)
+    if lm_type not in CONFIG_MAPPING:
+        raise ConfigError(f"{where}: model_type '{model_type}': not an LLM type vlmkit can map to transformers "
+                          f"(known: {', '.join(sorted(LM_TYPES))})")
+    known = set(CONFIG_MAPPING[lm_type]().to_dict()) | {"rope_theta", "rope_scaling", "torch_dtype", "head_dim"}
+    drop = {"architectures", "model_type", "transformers_version", "_name_or_path", "auto_map"}
+    args = {k: v for k, v in config.items() if k in known and k not in drop}
+    if args.get("rope_scaling", 0) is None:  # transformers 4.x wrote null for "no scaling"
+        del args["rope_scaling"]
+    args["model_type"] = lm_type
+    return args
+
+
+def _tower_folder(conv: RepoTowerConversion, config: dict[str, Any], src: Path,
+                  options: ImportOptions) -> Path | None:
+    """The tower's local folder: ``--vision-tower``, a path that exists, or the offline hub cache."""
+    if options.vision_tower:
+        path = Path(options.vision_tower)
+        if not path.is_dir():
+            raise ConfigError(f"--vision-tower {path}: no such folder")
+        return path
+    ref = conv.tower_reference(config)
+    for candidate in (Path(ref), src / ref):
+        if ref and candidate.is_dir():
+            return candidate
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(ref, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached (or not a hub id): the caller decides whether it matters
+        return None
+
+
+#: the files of a tokenizer folder (what AutoTokenizer reads besides config.json)
+TOKENIZER_FILE_PATTERNS = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt",
+                           "*.model", "chat_template.*")
+
+
+def _tokenizer(src: Path, options: ImportOptions, scratch: Path) -> str:
+    """The tokenizer to build with: ``--tokenizer``, or a copy of ``src``'s tokenizer files alone, so that
+    transformers never reads the foreign config.json (its model type, its ``auto_map``) to load it."""
+    from ..hf_llava import TOKENIZER_FILES, _has_tokenizer
+
+    if options.tokenizer:
+        return str(options.tokenizer)
+    if not _has_tokenizer(src):
+        raise ConfigError(f"{src}: no tokenizer files ({', '.join(TOKENIZER_FILES)}); a vlmkit checkpoint carries "
+                          "its tokenizer: pass --tokenizer <folder or hub id>")
+    for pattern in TOKENIZER_FILE_PATTERNS:
+        for f in src.glob(pattern):
+            if f.is_file():
+                shutil.copy(f, scratch / f.name)
+    return str(scratch)
+
+
+def import_llava_repo(src: str | Path, out: str | Path, options: ImportOptions | None = None, *,
+                      plugin_manager: pluggy.PluginManager | None = None) -> Path:
+    """Convert a checkpoint saved by the LLaVA codebase (or a fork) into a vlmkit checkpoint at ``out``."""
+    with tempfile.TemporaryDirectory(prefix="vlmkit-tokenizer-") as scratch:
+        return _import_llava_repo(Path(src), Path(out), options or ImportOptions(), plugin_manager, Path(scratch))
+
+
+def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_manager: Any, scratch: Path) -> Path:
+    from ..assembly import build_model
+    from ..checkpoint import save_checkpoint
+    from ..hf_llava import _SAFETENSORS_DTYPES, _lm_layout
+
+    where = src / "config.json"
+    config = read_config(src)
+    if "mm_vision_tower" not in config:
+        raise ConfigError(f"{where}: no mm_vision_tower; not a checkpoint of the LLaVA codebase")
+    convs = repo_converters(plugin_manager)
+    tower_conv, proj_conv = convs.tower_for(config, where), convs.projector_for(config, where)
+    aspect = config.get("image_aspect_ratio")
+    if aspect not in RESIZE_FOR_ASPECT:
+        raise ConfigError(f"{where}: image_aspect_ratio '{aspect}' is not supported (vlmkit maps "
+                          f"{', '.join(str(k) for k in RESIZE_FOR_ASPECT if k)})")
+    if config.get("mm_patch_merge_type", "flat") != "flat":
+        raise ConfigError(f"{where}: mm_patch_merge_type '{config['mm_patch_merge_type']}' (LLaVA-NeXT any-res) is "
+                          "not supported; only 'flat'")
+    weights = WeightFiles.in_folder(src)
+    headers = weights.headers()
+    tower_in_checkpoint = any(k.startswith(TOWER_PREFIX) for k in headers)
+    tower = _tower_folder(tower_conv, config, src, options)
+    if tower is None and not tower_in_checkpoint:
+        raise ConfigError(f"{where}: mm_vision_tower '{tower_conv.tower_reference(config)}' is not a local folder "
+                          "and not in the offline Hugging Face cache, and the checkpoint holds no tower weights; "
+                          "pass --vision-tower PATH (vision_tower=) with a folder of that tower")
+    encoder = tower_conv.component_config(config, tower, RESIZE_FOR_ASPECT[aspect])
+    connector = proj_conv.component_config(config)
+    llm_args: dict[str, Any] = {"config": _lm_config(config, where), "tokenizer": _tokenizer(src, options, scratch)}
+    if options.dtype:
+        llm_args["dtype"] = options.dtype
+    else:
+        stored = [h[2] for k, h in headers.items() if k.startswith("model.layers.")]
+        if stored and _SAFETENSORS_DTYPES.get(stored[0]):
+            llm_args["dtype"] = _SAFETENSORS_DTYPES[stored[0]]
+    max_len = int(config.get("tokenizer_model_max_length") or config.get("max_position_embeddings") or 2048)
+    cfg = ModelConfig(encoders=[encoder], connector=connector, llm=ComponentConfig("hf", llm_args),
+                      objectives=[ComponentConfig("lm")], max_length=max_len,
+                      padding_side=config.get("tokenizer_padding_side", "right"), template=TEMPLATE)
+    for assignment in options.sets:
+        cfg.set(assignment)
+    model = build_model(cfg, pretrained=False)
+    model.eval()
+    lm_base, lm_head = _lm_layout(model.llm.model)
+
+    def from_checkpoint(key: str) -> str | None:
+        if key.startswith(TOWER_PREFIX):
+            rest = tower_conv.checkpoint_name(key[len(TOWER_PREFIX):])
+            return None if rest is None else "encoders.0." + rest
+        if key.startswith(PROJECTOR_PREFIX):
+            rest = proj_conv.checkpoint_name(key[len(PROJECTOR_PREFIX):])
+            return None if rest is None else "connectors.0." + rest
+        if key.startswith("lm_head."):
+            return f"llm.model.{lm_head}." + key[len("lm_head."):]
+        if key.startswith("model."):
+            return f"llm.model.{lm_base}." + key[len("model."):]
+        return None
+
+    sources = [Source(weights, from_checkpoint)]
+    if tower is not None:
+        def from_tower(key: str) -> str | None:
+            rest = tower_conv.tower_name(key)
+            return None if rest is None else "encoders.0." + rest
+
+        sources.append(Source(WeightFiles.in_folder(tower, prefer=tower_conv.tower_files), from_tower, partial=True))
+    fill_model(model, sources, origin=src, progress=options.progress)
+    record = {"format": "llava", "path": str(src), "variant": f"{tower_conv.variant} tower, "
+              f"{config.get('mm_projector_type', 'linear')} projector",
+              "vision_tower": str(tower) if tower is not None else "in the checkpoint"}
+    return save_checkpoint(model, out, extra={"imported_from": record})
+
+
+# -- export ---------------------------------------------------------------------------------------
+def _base(component: Any) -> str:
+    return (getattr(component, "component_name", "") or "").split(":")[-1]
+
+
+def export_problems(model: VisionLanguageModel, convs: RepoConverters) -> list[str]:
+    problems: list[str] = []
+    encoders = list(model.encoders)
+    if len(encoders) != 1:
+        problems.append(f"encoders: the LLaVA codebase has one vision tower, this model has {len(encoders)}")
+    else:
+        problems += [f"encoder.0 '{_base(encoders[0])}': {p}"
+                     for p in convs.for_encoder(_base(encoders[0]), encoders[0])[1]]
+    if len(model.connectors) > 1:
+        problems.append("fusion: the LLaVA codebase has no fusion module; this model has "
+                        + ", ".join(f"'{_base(c)}'" for c in list(model.connectors)[:-1]))
+    if len(model.connectors):
+        con = model.connectors[-1]
+        problems += [f"connector '{_base(con)}': {p}" for p in convs.for_connector(_base(con), con)[1]]
+    lm = model.llm.model
+    if getattr(lm.config, "model_type", None) != "llama":
+        problems.append(f"llm: {ARCHITECTURE} is a Llama; this model's LLM is '{getattr(lm.config, 'model_type', '?')}'")
+    rope = getattr(lm.config, "rope_parameters", None) or {}
+    if isinstance(rope, dict) and rope.get("rope_type", "default") != "default":
+        problems.append(f"llm: rope_type '{rope.get('rope_type')}' has no field in the LLaVA codebase's config")
+    return problems
+
+
+def _lm_fields(lm_config: Any) -> dict[str, Any]:
+    out = {k: getattr(lm_config, k) for k in LLAMA_FIELDS if hasattr(lm_config, k)}
+    rope = getattr(lm_config, "rope_parameters", None) or {}
+    out["rope_theta"] = float(rope.get("rope_theta", getattr(lm_config, "rope_theta", 10000.0)))
+    out["rope_scaling"] = None
+    out["pretraining_tp"] = 1
+    return out
+
+
+def export_llava_repo(model_dir: str | Path, out: str | Path, *,
+                      plugin_manager: pluggy.PluginManager | None = None) -> Path:
+    """Write the vlmkit checkpoint ``model_dir`` as the LLaVA codebase saves a model: ``config.json``
+    (``LlavaLlamaForCausalLM``), ``model.safetensors`` (LLM + ``model.mm_projector.*``), the tokenizer,
+    and the tower in ``vision_tower/`` named by ``mm_vision_tower``."""
+    from safetensors.torch import save_file
+
+    from ..checkpoint import load_checkpoint
+    from ..hf_llava import _lm_layout
+
+    convs = repo_converters(plugin_manager)
+    problems = export_problems(load_checkpoint(model_dir, meta=True), convs)
+    if problems:
+        raise ConfigError(f"{model_dir}: cannot be written in the LLaVA codebase format: " + "; ".join(problems))
+    model = load_checkpoint(model_dir)
+    extra = [name for name in model.objectives if name != "lm"]
+    if extra:
+        warnings.warn(f"export: objective(s) {', '.join(extra)} are training-only and have no place in the LLaVA "
+                      "codebase format; they are left out (inference is unchanged)", UserWarning, stacklevel=2)
+    enc, con, lm = model.encoders[0], model.connectors[-1], model.llm.model
+    tower_conv, _ = convs.for_encoder(_base(enc), enc)
+    proj_conv, _ = convs.for_connector(_base(con), con)
+    assert tower_conv is not None and proj_conv is not None
+    lm_base, lm_head = _lm_layout(lm)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state: dict[str, torch.Tensor] = {}
+    seen: dict[int, str] = {}
+    for k, v in model.persistent_state_dict().items():
+        if k.startswith("objectives.") or k.startswith("encoders."):
+            continue
+        if k.startswith("connectors.0."):
+            name = proj_conv.to_checkpoint_name(k[len("connectors.0."):], con)
+            target = None if name is None else PROJECTOR_PREFIX + name
+        elif k.startswith(f"llm.model.{lm_base}."):
+            target = "model." + k[len(f"llm.model.{lm_base}."):]
+        elif k.startswith(f"llm.model.{lm_head}."):
+            target = "lm_head." + k[len(f"llm.model.{lm_head}."):]
+        else:
+            target = None
+        if target is None:
+            raise ConfigError(f"export: vlmkit weight '{k}' has no place in the LLaVA codebase format")
+        ptr = v.data_ptr()
+        if ptr in seen and getattr(lm.config, "tie_word_embeddings", False):
+            continue  # tied lm_head: saved once, as transformers does
+        seen[ptr] = target
+        state[target] = v.detach().contiguous().clone()
+    tower_ref = tower_conv.save_tower(enc, out / TOWER_FOLDER)
+    view = getattr(enc, "view", None)
+    config = {
+        "architectures": [ARCHITECTURE], "model_type": MODEL_TYPE, **_lm_fields(lm.config),
+        "torch_dtype": str(next(iter(state.values())).dtype).removeprefix("torch."),
+        **tower_conv.repo_config(enc), "mm_vision_tower": tower_ref, **proj_conv.repo_config(con),
+        "mm_patch_merge_type": "flat", "mm_use_im_start_end": False, "mm_use_im_patch_token": False,
+        "image_aspect_ratio": ASPECT_FOR_RESIZE.get(getattr(view, "resize", "pad"), "pad"),
+        "tokenizer_model_max_length": model.config.max_length, "tokenizer_padding_side": model.config.padding_side,
+        "use_mm_proj": True, "tune_mm_mlp_adapter": False, "freeze_mm_mlp_adapter": False,
+        "exported_by": "vlmkit",
+    }
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    generation = getattr(lm, "generation_config", None)
+    if generation is not None:
+        (out / "generation_config.json").write_text(json.dumps(
+            {k: getattr(generation, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")
+             if getattr(generation, k, None) is not None}, indent=2) + "\n")
+    model.tokenizer.save_pretrained(out)
+    return out
+
+
+# -- the format -----------------------------------------------------------------------------------
+class LlavaRepoFormat(CheckpointFormat):
+    name = "llava"
+    description = ("the LLaVA codebase (haotian-liu/LLaVA) and its forks: LLaVA-1.5, ViP-LLaVA, ConvLLaVA, "
+                   "LLaVA-S2 / DenseFusion; towers and projectors converted by the installed plugins")
+    detection = "config.json has mm_vision_tower (LlavaLlamaForCausalLM and forks)"
+    releases = ("liuhaotian/llava-v1.5-7b", "liuhaotian/llava-v1.5-13b")
+    can_export = True
+
+    def detect(self, folder: Path, config: dict[str, Any]) -> bool:
+        return "mm_vision_tower" in config and "mm_inv_projector_type" not in config
+
+    def import_checkpoint(self, src: Path, out: Path, options: ImportOptions) -> Path:
+        return import_llava_repo(src, out, options)
+
+    def export_problems(self, model: Any) -> list[str]:
+        return export_problems(model, repo_converters())
+
+    def export_checkpoint(self, model_dir: Path, out: Path) -> Path:
+        return export_llava_repo(model_dir, out)

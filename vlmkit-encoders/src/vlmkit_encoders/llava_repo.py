@@ -1,0 +1,153 @@
+"""The LLaVA codebase's vision towers <-> vlmkit encoders (``vlmkit.interop.llava_repo``).
+
+Returned by this package's ``vlmkit_llava_converters`` hook, so that ``vlmkit import`` / ``export`` read and
+write checkpoints of the LLaVA codebase and its forks without core knowing about encoders.
+
+* LLaVA-1.5's ``CLIPVisionTower``: a ``CLIPVisionModel`` loaded from ``mm_vision_tower``, read at
+  ``mm_vision_select_layer`` with (``cls_patch``) or without (``patch``) CLS: the ``clip`` encoder.
+* ViP-LLaVA's ``clip_4layers_336``: CLIP-L/14-336 (always ``openai/clip-vit-large-patch14-336``, whatever
+  the config says), layers ``[-2, -5, -8, -11, 6]`` concatenated: the ``clip-multilayer`` encoder.
+
+Weights: a tower folder holds ``vision_model.*`` (a full ``CLIPModel`` folder also holds a text half,
+which is skipped); a checkpoint that kept its tower holds ``model.vision_tower.vision_tower.vision_model.*``.
+Both map to the encoder's ``vision.*`` (transformers 5 dropped the ``vision_model`` level).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from vlmkit.config import ComponentConfig
+from vlmkit.errors import ConfigError
+from vlmkit.interop.llava_repo import RepoTowerConversion
+
+from .clip import _ARCH_KEYS, CLIP_CONFIGS, VIP_LAYERS
+
+VIP_TOWER = "clip_4layers_336"
+VIP_HUB_TOWER = "openai/clip-vit-large-patch14-336"
+#: towers whose architecture is known without their folder (the checkpoint holds their weights)
+KNOWN_TOWERS = {"openai/clip-vit-large-patch14-336": "large-336", "openai/clip-vit-large-patch14": "large-224"}
+_SELECT = {"patch": "patch", "cls_patch": "cls_patch"}
+
+
+def _vision_config(tower: Path | None, reference: str, where: str) -> dict[str, Any]:
+    """The CLIP vision architecture: from the tower folder's config.json, or a known hub tower."""
+    if tower is None:
+        if reference in KNOWN_TOWERS:
+            return dict(CLIP_CONFIGS[KNOWN_TOWERS[reference]])
+        raise ConfigError(f"{where}: the architecture of tower '{reference}' is unknown without its folder; pass "
+                          "--vision-tower PATH")
+    from transformers import CLIPVisionConfig
+
+    try:
+        cfg = CLIPVisionConfig.from_pretrained(str(tower))
+    except Exception as exc:  # noqa: BLE001 - transformers raises several types for a bad folder
+        raise ConfigError(f"{tower}: not a CLIP vision tower folder ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
+    return {k: v for k, v in cfg.to_dict().items() if k in _ARCH_KEYS}
+
+
+def _vision_rel(name: str) -> str | None:
+    rest = name.removeprefix("vision_model.")
+    return None if rest == name else "vision." + rest
+
+
+class CLIPRepoTower(RepoTowerConversion):
+    components = ("clip",)
+    variant = "LLaVA-1.5"
+    detection = "mm_vision_tower names a CLIP tower (hub id or folder), no s2"
+
+    def claims(self, config: dict[str, Any]) -> bool:
+        ref = str(config.get("mm_vision_tower", ""))
+        return not config.get("s2") and ref != VIP_TOWER and not any(x in ref.lower() for x in ("convnext", "siglip"))
+
+    def component_config(self, config: dict[str, Any], tower: Path | None, resize: str) -> ComponentConfig:
+        select = config.get("mm_vision_select_feature", "patch")
+        if select not in _SELECT:
+            raise ConfigError(f"mm_vision_select_feature: '{select}' is not 'patch' or 'cls_patch'")
+        layer = config.get("mm_vision_select_layer", -1)
+        return ComponentConfig("clip", {"config": _vision_config(tower, self.tower_reference(config), "mm_vision_tower"),
+                                        "feature_layer": int(layer), "select": _SELECT[select], "resize": resize})
+
+    def checkpoint_name(self, name: str) -> str | None:
+        rest = name.removeprefix("vision_tower.")
+        return _vision_rel(rest) if rest != name else None
+
+    def tower_name(self, name: str) -> str | None:
+        return _vision_rel(name)
+
+    def to_checkpoint_name(self, name: str, component: Any) -> str | None:
+        rest = name.removeprefix("vision.")
+        return None if rest == name else "vision_tower.vision_model." + rest
+
+    def problems(self, component: Any) -> list[str]:
+        vision = getattr(component, "vision", None)
+        if getattr(getattr(vision, "config", None), "model_type", None) != "clip_vision_model":
+            return ["has no CLIP vision tower (attribute 'vision')"]
+        layers = getattr(component, "feature_layers", None) or []
+        if len(layers) != 1 or getattr(component, "select", None) not in _SELECT:
+            return ["the LLaVA codebase's CLIP tower reads one layer, with select 'patch' or 'cls_patch'"]
+        return []
+
+    def repo_config(self, component: Any) -> dict[str, Any]:
+        return {"mm_hidden_size": component.vision.config.hidden_size,
+                "mm_vision_select_layer": component.feature_layers[0], "mm_vision_select_feature": component.select}
+
+    def save_tower(self, component: Any, folder: Path) -> str:
+        save_clip_tower(component, folder)
+        return str(folder.resolve())
+
+
+def save_clip_tower(component: Any, folder: Path) -> None:
+    """A ``CLIPVisionModel`` folder as transformers 4.x reads it (``vision_model.*`` names), with its processor."""
+    from safetensors.torch import save_file
+    from transformers import CLIPImageProcessor
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {"vision_model." + k: v.detach().contiguous().clone() for k, v in component.vision.state_dict().items()
+             if not k.endswith("position_ids")}
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    cfg = component.vision.config.to_dict()
+    cfg.update(architectures=["CLIPVisionModel"], model_type="clip_vision_model")
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2, default=str) + "\n")
+    view = component.view
+    CLIPImageProcessor(size={"shortest_edge": view.size}, crop_size={"height": view.size, "width": view.size},
+                       image_mean=list(view.mean), image_std=list(view.std)).save_pretrained(folder)
+
+
+class CLIPMultiLayerRepoTower(CLIPRepoTower):
+    components = ("clip-multilayer",)
+    variant = "ViP-LLaVA"
+    detection = f"mm_vision_tower '{VIP_TOWER}' (always {VIP_HUB_TOWER}, layers {list(VIP_LAYERS)})"
+    priority = 10
+
+    def claims(self, config: dict[str, Any]) -> bool:
+        return config.get("mm_vision_tower") == VIP_TOWER
+
+    def tower_reference(self, config: dict[str, Any]) -> str:
+        return VIP_HUB_TOWER  # the original ignores the config's name and loads this one
+
+    def component_config(self, config: dict[str, Any], tower: Path | None, resize: str) -> ComponentConfig:
+        return ComponentConfig("clip-multilayer", {"config": _vision_config(tower, VIP_HUB_TOWER, "mm_vision_tower"),
+                                                   "layers": list(VIP_LAYERS), "resize": resize})
+
+    def problems(self, component: Any) -> list[str]:
+        vision = getattr(component, "vision", None)
+        if getattr(getattr(vision, "config", None), "model_type", None) != "clip_vision_model":
+            return ["has no CLIP vision tower (attribute 'vision')"]
+        if list(getattr(component, "feature_layers", [])) != list(VIP_LAYERS):
+            return [f"ViP-LLaVA's {VIP_TOWER} reads layers {list(VIP_LAYERS)} (the original code fixes them)"]
+        return []
+
+    def repo_config(self, component: Any) -> dict[str, Any]:
+        n = len(component.feature_layers)
+        return {"mm_hidden_size": component.vision.config.hidden_size * n, "mm_vision_select_layer": -2,
+                "mm_vision_select_feature": "patch"}
+
+    def save_tower(self, component: Any, folder: Path) -> str:
+        # ViP-LLaVA's code loads openai/clip-vit-large-patch14-336 whatever the config names; the tower is
+        # written beside the checkpoint for vlmkit and for anyone who points that name at it
+        save_clip_tower(component, folder)
+        return VIP_TOWER
