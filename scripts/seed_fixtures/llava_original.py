@@ -1,8 +1,9 @@
-"""Make (and check) parity fixtures with the ORIGINAL LLaVA-1.5 / ViP-LLaVA code.
+"""Make (and check) parity fixtures with the ORIGINAL LLaVA-1.5 / ViP-LLaVA / DenseFusion-S2 code.
 
 Run in the seed's own virtual environment, never in vlmkit's: the original code needs transformers
 4.37.2. This script imports the original repository from ``--repo`` (a work tree of haotian-liu/LLaVA
-@ c121f043 or WisconsinAIVision/ViP-LLaVA @ 77079b1e) and runs its model code unchanged. It copies
+@ c121f043, WisconsinAIVision/ViP-LLaVA @ 77079b1e, or baaivision/DenseFusion @ 71c55d3b with
+bfshi/scaling_on_scales @ 9c008a37 on ``--extra-path``) and runs its model code unchanged. It copies
 none of it. See ``scripts/seed_fixtures/README.md`` for the environment.
 
 ``make`` builds a tiny random ``LlavaLlamaForCausalLM`` with the original classes, saves it exactly as
@@ -14,17 +15,24 @@ then ``vision_tower.load_model()``) and records, from the reloaded model:
   consumes a dummy image), and the original's fp32 logits over the spliced sequence;
 * greedy tokens generated one row at a time by the original ``generate``.
 
+Variants: ``llava`` (LLaVA-1.5: pickled ``.bin`` shards, the tower named by hub id and not in the
+checkpoint), ``vip`` (ViP-LLaVA: ``clip_4layers_336``, tower inside, safetensors), ``s2`` (DenseFusion's
+LLaVA-S2: ``s2: true``, scales 28/56/84 for the tiny tower, a tuned tower inside the checkpoint and in
+the folder ``mm_vision_tower`` names, as its stage 3 loads it; ``clip-tower-base`` is the untuned one).
+
 ``check EXPORT`` loads a folder that vlmkit exported in the original format with the original code and
 compares its logits on the fixture's batch with the recorded ones (exit status 1 when they differ).
 
-The only stub: ViP-LLaVA's multi-layer tower always loads ``openai/clip-vit-large-patch14-336`` from the
-hub; ``--tower`` redirects that one name to the local tiny tower folder. The math is untouched.
+The only stub: the towers are named as the releases name them (a hub id, ViP-LLaVA's fixed
+``openai/clip-vit-large-patch14-336``, DenseFusion's stage-2 folder); the ``from_pretrained`` of CLIP's
+classes is redirected from those names to the local tiny tower folder. The math is untouched.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -33,24 +41,36 @@ from pathlib import Path
 import torch
 
 HUB_TOWER = "openai/clip-vit-large-patch14-336"
+#: DenseFusion's stage 3 names the tower that stage 2 tuned and saved by a path (it must exist: its builder
+#: checks); the fixture's is relative to the fixture folder, where the original code is run
+S2_TOWER = "./clip-tower"
+VARIANTS = {
+    "llava": {"package": "llava", "tower_ref": HUB_TOWER, "layers": 3, "image": 28},
+    "vip": {"package": "llava", "tower_ref": "clip_4layers_336", "layers": 12, "image": 28},
+    "s2": {"package": "densefusion", "tower_ref": S2_TOWER, "layers": 3, "image": 84, "s2_scales": "28,56,84"},
+}
 IMAGE = -200
 TOL = 1e-5
 
 
-def import_original(repo: Path, tower: Path):
-    sys.path.insert(0, str(repo))
+def import_original(repo: Path, tower: Path, package: str = "llava", extra: list[Path] | None = None):
+    for path in [repo, *(extra or [])]:
+        sys.path.insert(0, str(path))
+    import importlib
+
     import transformers
+
+    redirect = {HUB_TOWER, S2_TOWER}
 
     for cls in (transformers.CLIPVisionModel, transformers.CLIPImageProcessor, transformers.CLIPVisionConfig):
         original = cls.from_pretrained.__func__
 
         def redirected(klass, name, *args, _original=original, **kwargs):
-            return _original(klass, str(tower) if name == HUB_TOWER else name, *args, **kwargs)
+            return _original(klass, str(tower) if name in redirect else name, *args, **kwargs)
 
         cls.from_pretrained = classmethod(redirected)
-    from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
-
-    return LlavaConfig, LlavaLlamaForCausalLM
+    module = importlib.import_module(f"{package}.model.language_model.llava_llama")
+    return module.LlavaConfig, module.LlavaLlamaForCausalLM
 
 
 def make_tower(path: Path, layers: int, seed: int) -> None:
@@ -77,7 +97,7 @@ def load_original(model_cls, folder: Path):
     return model.eval()
 
 
-def batch(tok_ids: dict[str, int], pad_id: int):
+def batch(tok_ids: dict[str, int], pad_id: int, image: int):
     """Rows: one image, two images, text only (the original consumes a dummy image for it)."""
     def w(*names):
         return [tok_ids[n] for n in names]
@@ -92,13 +112,16 @@ def batch(tok_ids: dict[str, int], pad_id: int):
     ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows])
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
     torch.manual_seed(1234)
-    pixels = torch.randn(4, 3, 28, 28)  # 4th: the dummy image of the text-only row
+    pixels = torch.randn(4, 3, image, image)  # 4th: the dummy image of the text-only row
     return rows, ids, mask, pixels
 
 
 def spliced_logits(model, ids, mask, pixels):
+    # labels as in training: DenseFusion's splice (LLaVA v1's) only aligns the masks of rows of different
+    # lengths when it has labels; the logits do not depend on them
+    labels = ids.masked_fill(mask == 0, -100).masked_fill(ids == IMAGE, -100)
     with torch.no_grad():
-        out = model(input_ids=ids, attention_mask=mask, images=pixels, return_dict=True)
+        out = model(input_ids=ids, attention_mask=mask, images=pixels, labels=labels, return_dict=True)
     return out.logits.float()
 
 
@@ -111,7 +134,10 @@ def greedy(model, rows, pixels, steps: int, eos: int):
         with torch.no_grad():
             out = model.generate(torch.tensor([r]), images=ims, max_new_tokens=steps, do_sample=False,
                                  eos_token_id=eos, pad_token_id=eos, use_cache=True)
-        tokens.append(out[0].tolist())
+        seq = out[0].tolist()
+        # LLaVA-1.5's generate starts from inputs_embeds and returns a start token + the new tokens;
+        # DenseFusion's (LLaVA v1's) returns the prompt + the new tokens: keep only the new ones
+        tokens.append(seq[len(r):] if seq[:len(r)] == r else seq[1:])
     return tokens
 
 
@@ -122,9 +148,13 @@ def cmd_make(args) -> None:
     if out.exists():
         shutil.rmtree(out)
     tower_dir, model_dir = out / "clip-tower", out / "model"
-    vip = args.variant == "vip"
-    make_tower(tower_dir, layers=12 if vip else 3, seed=args.seed)
-    config_cls, model_cls = import_original(args.repo, tower_dir)
+    variant = VARIANTS[args.variant]
+    vip, s2 = args.variant == "vip", "s2_scales" in variant
+    make_tower(tower_dir, layers=variant["layers"], seed=args.seed)
+    if s2:  # the untuned tower; the tuned one (below) replaces clip-tower, as DenseFusion's stage 2 saves it
+        shutil.copytree(tower_dir, out / "clip-tower-base")
+    config_cls, model_cls = import_original(args.repo, tower_dir, variant["package"], args.extra_path)
+    os.chdir(out)  # S2_TOWER is relative to the fixture folder
     tok_files = sorted(p for p in args.tokenizer.iterdir() if p.is_file())
     vocab = json.loads((args.tokenizer / "tokenizer.json").read_text())["model"]["vocab"]
     tok_cfg = json.loads((args.tokenizer / "tokenizer_config.json").read_text())
@@ -133,11 +163,12 @@ def cmd_make(args) -> None:
         vocab_size=max(vocab.values()) + 1, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5,
         pad_token_id=pad_id, bos_token_id=bos_id, eos_token_id=eos_id, tie_word_embeddings=False,
-        mm_vision_tower="clip_4layers_336" if vip else HUB_TOWER, mm_hidden_size=16 * (5 if vip else 1),
+        mm_vision_tower=variant["tower_ref"], mm_hidden_size=16 * (5 if vip else 3 if s2 else 1),
         mm_vision_select_layer=-2, mm_vision_select_feature="patch", mm_projector_type="mlp2x_gelu",
         mm_patch_merge_type="flat", mm_use_im_start_end=False, mm_use_im_patch_token=False,
         image_aspect_ratio="pad", tokenizer_padding_side="right", tokenizer_model_max_length=256,
         use_mm_proj=True, tune_mm_mlp_adapter=False, freeze_mm_mlp_adapter=False,
+        **({"s2": True, "s2_scales": variant["s2_scales"]} if s2 else {}),
     )
     cfg._attn_implementation = "sdpa"
     torch.manual_seed(args.seed)
@@ -145,10 +176,13 @@ def cmd_make(args) -> None:
     model.get_vision_tower().load_model()
     with torch.no_grad():  # no two norms alike, so a swapped tensor shows in the logits
         for name, p in model.named_parameters():
-            if ".vision_tower." not in name:
+            if ".vision_tower." not in name or s2:  # S2: DenseFusion's stage 2 tunes the tower
                 p.add_(torch.randn_like(p) * 0.05)
     model.eval()
-    if vip:  # the tower's weights inside the checkpoint, safetensors
+    if s2:  # the tuned tower is also saved on its own, where mm_vision_tower points
+        tower = model.get_vision_tower()
+        tower.vision_tower.save_pretrained(tower_dir, safe_serialization=True)
+    if vip or s2:  # the tower's weights inside the checkpoint, safetensors
         model.save_pretrained(model_dir, safe_serialization=True)
     else:  # as LLaVA-1.5 is released: pickled .bin shards with an index; the tower only named by path
         state = {k: v for k, v in model.state_dict().items() if ".vision_tower." not in k}
@@ -157,14 +191,15 @@ def cmd_make(args) -> None:
         shutil.copy(f, model_dir / f.name)
 
     loaded = load_original(model_cls, model_dir)
-    rows, ids, mask, pixels = batch(vocab, pad_id)
+    rows, ids, mask, pixels = batch(vocab, pad_id, variant["image"])
     logits = spliced_logits(loaded, ids, mask, pixels)
     same = spliced_logits(model, ids, mask, pixels)
     assert torch.equal(logits, same), "reloading changed the original model"
     tokens = greedy(loaded, rows, pixels, steps=6, eos=eos_id)
     width = max(len(t) for t in tokens)
     gen = torch.tensor([t + [-1] * (width - len(t)) for t in tokens])
-    lengths = torch.tensor([len(r) - r.count(IMAGE) + r.count(IMAGE) * 16 for r in rows])
+    tokens_per_image = (28 // 7) ** 2  # the smallest scale's grid, also for S2
+    lengths = torch.tensor([len(r) - r.count(IMAGE) + r.count(IMAGE) * tokens_per_image for r in rows])
     save_file({"input_ids": ids, "attention_mask": mask, "pixel_values": pixels, "logits": logits,
                "spliced_lengths": lengths, "generated": gen}, str(out / "reference.safetensors"))
     repo_commit = _commit(args.repo)
@@ -172,10 +207,11 @@ def cmd_make(args) -> None:
 
     (out / "reference.json").write_text(json.dumps({
         "made_by": "scripts/seed_fixtures/llava_original.py make",
-        "original": {"llava": "haotian-liu/LLaVA", "vip": "WisconsinAIVision/ViP-LLaVA"}[args.variant],
+        "original": {"llava": "haotian-liu/LLaVA", "vip": "WisconsinAIVision/ViP-LLaVA",
+                     "s2": "baaivision/DenseFusion + bfshi/scaling_on_scales"}[args.variant],
         "commit": repo_commit, "transformers": transformers.__version__, "torch": torch.__version__,
         "variant": args.variant, "tower": "clip-tower", "image_tokens": 16,
-        "stubs": ["openai/clip-vit-large-patch14-336 -> clip-tower (ViP's tower names the hub id)"] if vip else [],
+        "stubs": [f"CLIP from_pretrained('{variant['tower_ref'] if not vip else HUB_TOWER}') -> clip-tower"],
         "generated_pad": -1,
     }, indent=2) + "\n")
     print(f"wrote {out}: logits {tuple(logits.shape)}, generated {gen.tolist()}")
@@ -196,7 +232,10 @@ def cmd_check(args) -> None:
     from safetensors.torch import load_file
 
     ref = load_file(str(args.fixture / "reference.safetensors"))
-    _, model_cls = import_original(args.repo, args.fixture / "clip-tower")
+    variant = VARIANTS[json.loads((args.fixture / "reference.json").read_text())["variant"]]
+    _, model_cls = import_original(args.repo, args.fixture / "clip-tower", variant["package"], args.extra_path)
+    args.export = args.export.resolve()
+    os.chdir(args.fixture)  # S2_TOWER is relative to the fixture folder
     model = load_original(model_cls, args.export)
     logits = spliced_logits(model, ref["input_ids"], ref["attention_mask"], ref["pixel_values"])
     if logits.shape != ref["logits"].shape:
@@ -214,13 +253,15 @@ def main() -> None:
     sub = p.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("make")
     m.add_argument("--repo", type=Path, required=True)
-    m.add_argument("--variant", choices=("llava", "vip"), required=True)
+    m.add_argument("--variant", choices=tuple(VARIANTS), required=True)
+    m.add_argument("--extra-path", type=Path, action="append", help="more import roots (s2wrapper for s2)")
     m.add_argument("--tokenizer", type=Path, required=True)
     m.add_argument("--out", type=Path, required=True)
     m.add_argument("--seed", type=int, default=0)
     c = sub.add_parser("check")
     c.add_argument("--repo", type=Path, required=True)
     c.add_argument("--fixture", type=Path, required=True)
+    c.add_argument("--extra-path", type=Path, action="append", help="more import roots (s2wrapper for s2)")
     c.add_argument("export", type=Path)
     args = p.parse_args()
     torch.set_num_threads(1)

@@ -14,8 +14,8 @@ from vlmkit.hooks import hookimpl
 @hookimpl
 def vlmkit_llava_converters() -> list[Any]:
     """LLaVA-family vision towers <-> this package's encoders (``vlmkit import`` / ``export``): transformers'
-    Llava CLIP tower, and the LLaVA codebase's CLIP and ViP-LLaVA towers."""
+    Llava and VipLlava CLIP towers, and the LLaVA codebase's CLIP, ViP-LLaVA and S2 towers."""
     from .llava import CLIPLlavaVision, CLIPVipLlavaVision
-    from .llava_repo import CLIPMultiLayerRepoTower, CLIPRepoTower
+    from .llava_repo import CLIPMultiLayerRepoTower, CLIPRepoTower, S2RepoTower
 
-    return [CLIPLlavaVision(), CLIPVipLlavaVision(), CLIPRepoTower(), CLIPMultiLayerRepoTower()]
+    return [CLIPLlavaVision(), CLIPVipLlavaVision(), CLIPRepoTower(), CLIPMultiLayerRepoTower(), S2RepoTower()]

@@ -7,6 +7,9 @@ write checkpoints of the LLaVA codebase and its forks without core knowing about
   ``mm_vision_select_layer`` with (``cls_patch``) or without (``patch``) CLS: the ``clip`` encoder.
 * ViP-LLaVA's ``clip_4layers_336``: CLIP-L/14-336 (always ``openai/clip-vit-large-patch14-336``, whatever
   the config says), layers ``[-2, -5, -8, -11, 6]`` concatenated: the ``clip-multilayer`` encoder.
+* LLaVA-S2 / DenseFusion-S2's ``CLIPVisionTowerS2`` (``s2: true``, ``s2_scales``): the ``s2`` encoder over
+  ``clip``. DenseFusion's stage 3 names the tower its stage 2 tuned by a path; the release usually keeps
+  the tuned weights in the checkpoint too, and those win.
 
 Weights: a tower folder holds ``vision_model.*`` (a full ``CLIPModel`` folder also holds a text half,
 which is skipped); a checkpoint that kept its tower holds ``model.vision_tower.vision_tower.vision_model.*``.
@@ -151,3 +154,54 @@ class CLIPMultiLayerRepoTower(CLIPRepoTower):
         # written beside the checkpoint for vlmkit and for anyone who points that name at it
         save_clip_tower(component, folder)
         return VIP_TOWER
+
+
+class S2RepoTower(CLIPRepoTower):
+    """LLaVA-S2 / DenseFusion-S2's ``CLIPVisionTowerS2``: ``s2: true`` and ``s2_scales`` over a CLIP tower
+    (the smallest scale is the tile, the largest the input size): the ``s2`` encoder over ``clip``."""
+
+    components = ("s2",)
+    variant = "LLaVA-S2 / DenseFusion-S2"
+    detection = "s2: true (scales from s2_scales, default '336,672,1008') over a CLIP mm_vision_tower"
+    priority = 10
+
+    def claims(self, config: dict[str, Any]) -> bool:
+        return bool(config.get("s2"))
+
+    def component_config(self, config: dict[str, Any], tower: Path | None, resize: str) -> ComponentConfig:
+        raw = str(config.get("s2_scales", "336,672,1008"))
+        try:
+            scales = sorted(int(s) for s in raw.split(","))
+        except ValueError as exc:
+            raise ConfigError(f"s2_scales: '{raw}' is not a comma-separated list of sizes") from exc
+        inner = super().component_config(config, tower, resize)
+        return ComponentConfig("s2", {"encoder": {"name": "clip", "args": inner.args}, "scales": scales})
+
+    def checkpoint_name(self, name: str) -> str | None:
+        rest = super().checkpoint_name(name)
+        return None if rest is None else "inner." + rest
+
+    def tower_name(self, name: str) -> str | None:
+        rest = _vision_rel(name)
+        return None if rest is None else "inner." + rest
+
+    def to_checkpoint_name(self, name: str, component: Any) -> str | None:
+        rest = name.removeprefix("inner.")
+        return None if rest == name else super().to_checkpoint_name(rest, component.inner)
+
+    def problems(self, component: Any) -> list[str]:
+        inner = getattr(component, "inner", None)
+        if inner is None or (getattr(inner, "component_name", "") or "").split(":")[-1] != "clip":
+            return ["the LLaVA codebase's S2 tower wraps a CLIP tower ('clip' inner encoder)"]
+        if min(component.scales) != inner.view.size:
+            return [f"the original splits at the smallest scale, so it must equal the tower's size {inner.view.size}"]
+        return super().problems(inner)
+
+    def repo_config(self, component: Any) -> dict[str, Any]:
+        inner = super().repo_config(component.inner)
+        return {**inner, "mm_hidden_size": inner["mm_hidden_size"] * len(component.scales), "s2": True,
+                "s2_scales": ",".join(str(s) for s in component.scales)}
+
+    def save_tower(self, component: Any, folder: Path) -> str:
+        save_clip_tower(component.inner, folder)
+        return str(folder.resolve())
