@@ -33,10 +33,11 @@ FIXTURES = Path(__file__).parent / "fixtures" / "seeds"
 ROOT = Path(__file__).parent.parent
 TOL = 1e-5
 #: fixture -> the original repository's work tree under VLMKIT_SEED_REPOS
-SEEDS = {"llava-1.5": "llava", "vip-llava": "vip", "llava-s2": "densefusion"}
+SEEDS = {"llava-1.5": "llava", "vip-llava": "vip", "llava-s2": "densefusion", "convllava": "convllava"}
 #: the tower folder given as --vision-tower: for S2 the untuned base tower, so that the tuned weights
 #: inside the checkpoint must win for the logits to match
-TOWERS = {"llava-1.5": "clip-tower", "vip-llava": "clip-tower", "llava-s2": "clip-tower-base"}
+TOWERS = {"llava-1.5": "clip-tower", "vip-llava": "clip-tower", "llava-s2": "clip-tower-base",
+          "convllava": "vision_tower"}
 
 
 def reference(name: str) -> dict[str, torch.Tensor]:
@@ -112,7 +113,7 @@ def test_imported_checkpoint_records_its_origin_and_prompts_like_the_authors(imp
     assert model.config.template == "vicuna_v1"
     assert model.encoders[0].view.resize == "pad"  # image_aspect_ratio: pad
     expected = {"llava-1.5": ("clip", "MLP2xGELU"), "vip-llava": ("clip-multilayer", "ln_mlp2x_gelu"),
-                "llava-s2": ("s2", "MLP2xGELU")}[name]
+                "llava-s2": ("s2", "MLP2xGELU"), "convllava": ("convnext5", "MLP2xGELU")}[name]
     assert model.config.encoders[0].name.split(":")[-1] == expected[0]
     assert type(model.connectors[0]).__name__ == expected[1]
 
@@ -200,17 +201,22 @@ def test_an_undetectable_folder_lists_the_known_formats_and_what_was_found(tmp_p
         import_checkpoint(src, tmp_path / "out")
 
 
-def test_unsupported_fields_are_refused_by_name(tmp_path):
-    for field, value, message in [("image_aspect_ratio", "anyres", r"image_aspect_ratio 'anyres' is not supported"),
-                                  ("mm_projector_type", "qformer", r"mm_projector_type 'qformer': no installed plugin"),
-                                  ("mm_vision_tower", "facebook/dinov2-large-siglip", r"mm_vision_tower .*no installed")]:
+def test_unsupported_fields_are_refused_by_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    tower = str(FIXTURES / "llava-1.5" / "clip-tower")
+    for field, value, message, given in [
+        ("image_aspect_ratio", "anyres", r"image_aspect_ratio 'anyres' is not supported", tower),
+        ("mm_patch_merge_type", "spatial_unpad", r"mm_patch_merge_type 'spatial_unpad' .* not supported", tower),
+        ("mm_projector_type", "qformer", r"mm_projector_type 'qformer': no installed plugin", tower),
+        ("mm_vision_tower", "google/siglip-so400m-patch14-384", r"mm_vision_tower 'google/siglip.*no installed", None),
+    ]:
         src = _copy_model("llava-1.5", tmp_path / field)
         config = json.loads((src / "config.json").read_text())
         config[field] = value
         (src / "config.json").write_text(json.dumps(config))
         with pytest.raises(ConfigError, match=message):
-            import_checkpoint(src, tmp_path / f"out-{field}",
-                              options=ImportOptions(vision_tower=str(FIXTURES / "llava-1.5" / "clip-tower")))
+            import_checkpoint(src, tmp_path / f"out-{field}", options=ImportOptions(vision_tower=given))
 
 
 def test_a_pickled_shard_that_would_run_code_is_refused(tmp_path):
@@ -233,10 +239,10 @@ def test_export_refuses_what_the_format_cannot_express(tmp_path):
     from vlmkit.checkpoint import save_checkpoint
     from vlmkit.config import ComponentConfig, ModelConfig
 
-    cfg = ModelConfig(encoders=[ComponentConfig("convnext5", {"config": "tiny"})], connector=ComponentConfig("mlp2x_gelu"))
+    cfg = ModelConfig(encoders=[ComponentConfig("convnext", {"config": "tiny"})], connector=ComponentConfig("mlp2x_gelu"))
     ckpt = save_checkpoint(build_model(cfg, pretrained=False), tmp_path / "ckpt")
-    with pytest.raises(ConfigError, match=r"cannot be written as llava: encoder\.0 'convnext5': the LLaVA codebase "
-                                          r"format supports only the 'clip', 'clip-multilayer'"):
+    with pytest.raises(ConfigError, match=r"cannot be written as llava: encoder\.0 'convnext': the LLaVA codebase "
+                                          r"format supports only the 'clip', 'clip-multilayer', 'convnext5', 's2'"):
         export_checkpoint(ckpt, tmp_path / "out", format="llava")
     with pytest.raises(ConfigError, match=r"unknown checkpoint format 'nope'; installed: .*hf-llava.*llava"):
         export_checkpoint(ckpt, tmp_path / "out", format="nope")

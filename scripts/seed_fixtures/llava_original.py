@@ -23,7 +23,8 @@ the folder ``mm_vision_tower`` names, as its stage 3 loads it; ``clip-tower-base
 ``check EXPORT`` loads a folder that vlmkit exported in the original format with the original code and
 compares its logits on the fixture's batch with the recorded ones (exit status 1 when they differ).
 
-The only stub: the towers are named as the releases name them (a hub id, ViP-LLaVA's fixed
+Stubs: ConvLLaVA's encoder builder imports timm for UniRepLKNet, which these fixtures never build (timm
+gets placeholder names). And the towers are named as the releases name them (a hub id, ViP-LLaVA's fixed
 ``openai/clip-vit-large-patch14-336``, DenseFusion's stage-2 folder); the ``from_pretrained`` of CLIP's
 classes is redirected from those names to the local tiny tower folder. The math is untouched.
 """
@@ -48,7 +49,10 @@ VARIANTS = {
     "llava": {"package": "llava", "tower_ref": HUB_TOWER, "layers": 3, "image": 28},
     "vip": {"package": "llava", "tower_ref": "clip_4layers_336", "layers": 12, "image": 28},
     "s2": {"package": "densefusion", "tower_ref": S2_TOWER, "layers": 3, "image": 84, "s2_scales": "28,56,84"},
+    # ConvLLaVA: a 4-stage ConvNeXt (stem patch 2, so 64 px give 2x2 tokens after the added fifth stage)
+    "conv": {"package": "llava", "tower_ref": "./vision_tower", "image": 64, "tokens": 4},
 }
+CONV_TOWER = dict(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], patch_size=2, image_size=64)
 IMAGE = -200
 TOL = 1e-5
 
@@ -69,8 +73,33 @@ def import_original(repo: Path, tower: Path, package: str = "llava", extra: list
             return _original(klass, str(tower) if name in redirect else name, *args, **kwargs)
 
         cls.from_pretrained = classmethod(redirected)
+    _stub_unused_imports()
     module = importlib.import_module(f"{package}.model.language_model.llava_llama")
     return module.LlavaConfig, module.LlavaLlamaForCausalLM
+
+
+def _stub_unused_imports() -> None:
+    """ConvLLaVA's encoder builder imports UniRepLKNet (timm) for a tower it does not build here; timm would
+    pull a CUDA torchvision into this environment, so its modules get placeholders that are never called
+    (decorators such as ``register_model`` return what they decorate)."""
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        import types
+
+        def placeholder(*args, **_kwargs):
+            if len(args) == 1 and callable(args[0]) and not _kwargs:
+                return args[0]  # used as a decorator at import time
+            raise RuntimeError("timm stub: UniRepLKNet is not used by these fixtures")
+
+        class Stub(types.ModuleType):
+            __path__: list[str] = []
+
+            def __getattr__(self, name):
+                return placeholder
+
+        for name in ("timm", "timm.models", "timm.models.layers", "timm.models.registry"):
+            sys.modules[name] = Stub(name)
 
 
 def make_tower(path: Path, layers: int, seed: int) -> None:
@@ -141,28 +170,57 @@ def greedy(model, rows, pixels, steps: int, eos: int):
     return tokens
 
 
-def cmd_make(args) -> None:
-    from safetensors.torch import save_file
+def make_convllava(args, out: Path, llm: dict) -> tuple:
+    """ConvLLaVA's stages 1-3 in miniature: its own initialize_vision_modules adds the fifth stage to a 4-stage
+    ConvNeXt, everything is tuned, then the checkpoint is saved as its train.py saves it: the tower (without
+    ``layernorm.*``) with its config and processor in ``vision_tower/``, the LLM + projector without the tower."""
+    from transformers import CLIPImageProcessor, ConvNextConfig, ConvNextModel
 
-    out: Path = args.out
-    if out.exists():
-        shutil.rmtree(out)
-    tower_dir, model_dir = out / "clip-tower", out / "model"
-    variant = VARIANTS[args.variant]
+    base, tower_dir, model_dir = out / "convnext-base", out / "vision_tower", out / "model"
+    torch.manual_seed(args.seed)
+    ConvNextModel(ConvNextConfig(**CONV_TOWER)).save_pretrained(base, safe_serialization=True)
+    CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}).save_pretrained(base)
+    config_cls, model_cls = import_original(args.repo, base, "llava", args.extra_path)
+    os.chdir(out)
+    cfg = config_cls(**llm)
+    cfg._attn_implementation = "sdpa"
+    model = model_cls(cfg)
+    model_args = argparse.Namespace(
+        vision_tower=str(base), mm_vision_select_layer=-1, mm_vision_select_feature="patch",
+        pretrain_mm_mlp_adapter=None, mm_patch_merge_type="flat", mm_projector_type="mlp2x_gelu",
+        mm_vision_resolution=64, vision_add_five_stage=1, vision_five_stage_width=48)
+    model.get_model().initialize_vision_modules(model_args)
+    tower = model.get_vision_tower()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model.config.image_aspect_ratio = "pad"
+    model.config.tokenizer_padding_side = "right"
+    model.config.tokenizer_model_max_length = 256
+    model.config.mm_use_im_start_end = model.config.mm_use_im_patch_token = False
+    model.eval()
+    # train.py's save: processor + tower config + tower weights without layernorm, then the LLM without tower
+    tower.image_processor.save_pretrained(tower_dir)
+    tower.vision_tower.config.save_pretrained(tower_dir)
+    weights = {k: v.detach().clone() for k, v in tower.vision_tower.named_parameters() if not k.startswith("layernorm")}
+    torch.save(weights, tower_dir / "pytorch_model.bin")
+    model.config.mm_vision_tower = "./vision_tower"  # stage 3 names the stage-2 tower by its path
+    state = {k: v for k, v in model.state_dict().items() if ".vision_tower." not in k}
+    model.save_pretrained(model_dir, state_dict=state, safe_serialization=True)
+    shutil.rmtree(base)
+    return model, model_cls, model_dir
+
+
+def _make_llava(args, variant: dict, out: Path, tower_dir: Path, model_dir: Path, llm: dict) -> tuple:
+    """LLaVA-1.5 / ViP-LLaVA / DenseFusion-S2: the original model class built from a config naming the tower."""
     vip, s2 = args.variant == "vip", "s2_scales" in variant
     make_tower(tower_dir, layers=variant["layers"], seed=args.seed)
     if s2:  # the untuned tower; the tuned one (below) replaces clip-tower, as DenseFusion's stage 2 saves it
         shutil.copytree(tower_dir, out / "clip-tower-base")
     config_cls, model_cls = import_original(args.repo, tower_dir, variant["package"], args.extra_path)
     os.chdir(out)  # S2_TOWER is relative to the fixture folder
-    tok_files = sorted(p for p in args.tokenizer.iterdir() if p.is_file())
-    vocab = json.loads((args.tokenizer / "tokenizer.json").read_text())["model"]["vocab"]
-    tok_cfg = json.loads((args.tokenizer / "tokenizer_config.json").read_text())
-    pad_id, bos_id, eos_id = (vocab[tok_cfg[k]] for k in ("pad_token", "bos_token", "eos_token"))
     cfg = config_cls(
-        vocab_size=max(vocab.values()) + 1, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5,
-        pad_token_id=pad_id, bos_token_id=bos_id, eos_token_id=eos_id, tie_word_embeddings=False,
+        **llm,
         mm_vision_tower=variant["tower_ref"], mm_hidden_size=16 * (5 if vip else 3 if s2 else 1),
         mm_vision_select_layer=-2, mm_vision_select_feature="patch", mm_projector_type="mlp2x_gelu",
         mm_patch_merge_type="flat", mm_use_im_start_end=False, mm_use_im_patch_token=False,
@@ -187,6 +245,32 @@ def cmd_make(args) -> None:
     else:  # as LLaVA-1.5 is released: pickled .bin shards with an index; the tower only named by path
         state = {k: v for k, v in model.state_dict().items() if ".vision_tower." not in k}
         model.save_pretrained(model_dir, state_dict=state, safe_serialization=False, max_shard_size="100KB")
+
+    return model, model_cls
+
+
+def cmd_make(args) -> None:
+    from safetensors.torch import save_file
+
+    out: Path = args.out
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    out = out.resolve()
+    tower_dir, model_dir = out / "clip-tower", out / "model"
+    variant = VARIANTS[args.variant]
+    tok_files = sorted(p for p in args.tokenizer.iterdir() if p.is_file())
+    vocab = json.loads((args.tokenizer / "tokenizer.json").read_text())["model"]["vocab"]
+    tok_cfg = json.loads((args.tokenizer / "tokenizer_config.json").read_text())
+    pad_id, bos_id, eos_id = (vocab[tok_cfg[k]] for k in ("pad_token", "bos_token", "eos_token"))
+    llm = dict(
+        vocab_size=max(vocab.values()) + 1, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5,
+        pad_token_id=pad_id, bos_token_id=bos_id, eos_token_id=eos_id, tie_word_embeddings=False)
+    if args.variant == "conv":
+        model, model_cls, model_dir = make_convllava(args, out, llm)
+    else:
+        model, model_cls = _make_llava(args, variant, out, tower_dir, model_dir, llm)
     for f in tok_files:
         shutil.copy(f, model_dir / f.name)
 
@@ -198,7 +282,7 @@ def cmd_make(args) -> None:
     tokens = greedy(loaded, rows, pixels, steps=6, eos=eos_id)
     width = max(len(t) for t in tokens)
     gen = torch.tensor([t + [-1] * (width - len(t)) for t in tokens])
-    tokens_per_image = (28 // 7) ** 2  # the smallest scale's grid, also for S2
+    tokens_per_image = variant.get("tokens", (28 // 7) ** 2)  # CLIP: the smallest scale's grid, also for S2
     lengths = torch.tensor([len(r) - r.count(IMAGE) + r.count(IMAGE) * tokens_per_image for r in rows])
     save_file({"input_ids": ids, "attention_mask": mask, "pixel_values": pixels, "logits": logits,
                "spliced_lengths": lengths, "generated": gen}, str(out / "reference.safetensors"))
@@ -208,10 +292,12 @@ def cmd_make(args) -> None:
     (out / "reference.json").write_text(json.dumps({
         "made_by": "scripts/seed_fixtures/llava_original.py make",
         "original": {"llava": "haotian-liu/LLaVA", "vip": "WisconsinAIVision/ViP-LLaVA",
-                     "s2": "baaivision/DenseFusion + bfshi/scaling_on_scales"}[args.variant],
+                     "s2": "baaivision/DenseFusion + bfshi/scaling_on_scales", "conv": "alibaba/conv-llava"}[args.variant],
         "commit": repo_commit, "transformers": transformers.__version__, "torch": torch.__version__,
-        "variant": args.variant, "tower": "clip-tower", "image_tokens": 16,
-        "stubs": [f"CLIP from_pretrained('{variant['tower_ref'] if not vip else HUB_TOWER}') -> clip-tower"],
+        "variant": args.variant, "tower": "vision_tower" if args.variant == "conv" else "clip-tower",
+        "image_tokens": tokens_per_image,
+        "stubs": [] if args.variant == "conv" else
+        [f"CLIP from_pretrained('{HUB_TOWER if args.variant == 'vip' else variant['tower_ref']}') -> clip-tower"],
         "generated_pad": -1,
     }, indent=2) + "\n")
     print(f"wrote {out}: logits {tuple(logits.shape)}, generated {gen.tolist()}")

@@ -14,8 +14,9 @@ from vlmkit.hooks import hookimpl
 @hookimpl
 def vlmkit_llava_converters() -> list[Any]:
     """LLaVA-family vision towers <-> this package's encoders (``vlmkit import`` / ``export``): transformers'
-    Llava and VipLlava CLIP towers, and the LLaVA codebase's CLIP, ViP-LLaVA and S2 towers."""
+    Llava and VipLlava CLIP towers, and the LLaVA codebase's CLIP, ViP-LLaVA, S2 and ConvLLaVA towers."""
     from .llava import CLIPLlavaVision, CLIPVipLlavaVision
-    from .llava_repo import CLIPMultiLayerRepoTower, CLIPRepoTower, S2RepoTower
+    from .llava_repo import CLIPMultiLayerRepoTower, CLIPRepoTower, ConvNeXtRepoTower, S2RepoTower
 
-    return [CLIPLlavaVision(), CLIPVipLlavaVision(), CLIPRepoTower(), CLIPMultiLayerRepoTower(), S2RepoTower()]
+    return [CLIPLlavaVision(), CLIPVipLlavaVision(),
+            CLIPRepoTower(), CLIPMultiLayerRepoTower(), S2RepoTower(), ConvNeXtRepoTower()]

@@ -10,6 +10,7 @@ write checkpoints of the LLaVA codebase and its forks without core knowing about
 * LLaVA-S2 / DenseFusion-S2's ``CLIPVisionTowerS2`` (``s2: true``, ``s2_scales``): the ``s2`` encoder over
   ``clip``. DenseFusion's stage 3 names the tower its stage 2 tuned by a path; the release usually keeps
   the tuned weights in the checkpoint too, and those win.
+* ConvLLaVA's ``ConvNeXtCLIPVisionTower``: the ``convnext5`` encoder (see ``ConvNeXtRepoTower``).
 
 Weights: a tower folder holds ``vision_model.*`` (a full ``CLIPModel`` folder also holds a text half,
 which is skipped); a checkpoint that kept its tower holds ``model.vision_tower.vision_tower.vision_model.*``.
@@ -60,11 +61,15 @@ def _vision_rel(name: str) -> str | None:
 class CLIPRepoTower(RepoTowerConversion):
     components = ("clip",)
     variant = "LLaVA-1.5"
-    detection = "mm_vision_tower names a CLIP tower (hub id or folder), no s2"
+    detection = "mm_vision_tower is a CLIP tower (its folder's model_type, else 'clip' in the name), no s2"
 
-    def claims(self, config: dict[str, Any]) -> bool:
+    def claims(self, config: dict[str, Any], tower_config: dict[str, Any] | None = None) -> bool:
         ref = str(config.get("mm_vision_tower", ""))
-        return not config.get("s2") and ref != VIP_TOWER and not any(x in ref.lower() for x in ("convnext", "siglip"))
+        if config.get("s2") or ref == VIP_TOWER:
+            return False
+        if tower_config is not None:  # the folder knows: CLIPModel or CLIPVisionModel
+            return tower_config.get("model_type") in ("clip", "clip_vision_model")
+        return "clip" in ref.lower()
 
     def component_config(self, config: dict[str, Any], tower: Path | None, resize: str) -> ComponentConfig:
         select = config.get("mm_vision_select_feature", "patch")
@@ -126,7 +131,7 @@ class CLIPMultiLayerRepoTower(CLIPRepoTower):
     detection = f"mm_vision_tower '{VIP_TOWER}' (always {VIP_HUB_TOWER}, layers {list(VIP_LAYERS)})"
     priority = 10
 
-    def claims(self, config: dict[str, Any]) -> bool:
+    def claims(self, config: dict[str, Any], tower_config: dict[str, Any] | None = None) -> bool:
         return config.get("mm_vision_tower") == VIP_TOWER
 
     def tower_reference(self, config: dict[str, Any]) -> str:
@@ -165,7 +170,7 @@ class S2RepoTower(CLIPRepoTower):
     detection = "s2: true (scales from s2_scales, default '336,672,1008') over a CLIP mm_vision_tower"
     priority = 10
 
-    def claims(self, config: dict[str, Any]) -> bool:
+    def claims(self, config: dict[str, Any], tower_config: dict[str, Any] | None = None) -> bool:
         return bool(config.get("s2"))
 
     def component_config(self, config: dict[str, Any], tower: Path | None, resize: str) -> ComponentConfig:
@@ -204,4 +209,113 @@ class S2RepoTower(CLIPRepoTower):
 
     def save_tower(self, component: Any, folder: Path) -> str:
         save_clip_tower(component.inner, folder)
+        return str(folder.resolve())
+
+
+def _tower_json(tower: Path, name: str) -> dict[str, Any]:
+    f = tower / name
+    if not f.is_file():
+        return {}
+    try:
+        data = json.loads(f.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"{f}: not valid JSON: {exc}") from exc
+    return data if isinstance(data, dict) else {}
+
+
+class ConvNeXtRepoTower(RepoTowerConversion):
+    """ConvLLaVA's ``ConvNeXtCLIPVisionTower``: a transformers ``ConvNextModel`` whose fifth stage was added in
+    its stage 1 (``vision_add_five_stage``) and saved with it; its last stage's raw map is the feature.
+
+    ConvLLaVA saves the tower beside the checkpoint (``vision_tower/``: config with 5 stages, processor,
+    ``pytorch_model.bin`` without the unused ``layernorm.*``) and leaves it out of the checkpoint. The
+    input size is ``mm_vision_resolution`` when above 256 (the code's ``set_crop_size``), else the tower
+    processor's crop size."""
+
+    components = ("convnext5",)
+    variant = "ConvLLaVA"
+    detection = ("mm_vision_tower is a transformers ConvNeXt (its folder's model_type, else 'convnext' in the name "
+                 "or vision_add_five_stage / mm_vision_resolution in config)")
+    priority = 5
+
+    def claims(self, config: dict[str, Any], tower_config: dict[str, Any] | None = None) -> bool:
+        if tower_config is not None:
+            return tower_config.get("model_type") == "convnext"
+        ref = str(config.get("mm_vision_tower", "")).lower()
+        return "convnext" in ref or "vision_add_five_stage" in config or "mm_vision_resolution" in config
+
+    def component_config(self, config: dict[str, Any], tower: Path | None, resize: str) -> ComponentConfig:
+        if tower is None:
+            raise ConfigError(f"mm_vision_tower '{self.tower_reference(config)}': ConvLLaVA's tower architecture is "
+                              "in its folder (config.json); pass --vision-tower PATH")
+        layer = config.get("mm_vision_select_layer", -1)
+        if layer != -1:
+            raise ConfigError(f"mm_vision_select_layer: {layer}; ConvLLaVA's code drops the last ConvNeXt block for -2 "
+                              "and reads the last stage otherwise; vlmkit maps -1 (what every released script uses)")
+        cfg = _tower_json(tower, "config.json")
+        if cfg.get("model_type") != "convnext":
+            raise ConfigError(f"{tower / 'config.json'}: model_type '{cfg.get('model_type')}' is not a transformers "
+                              "ConvNeXt")
+        depths = list(cfg.get("depths", []))
+        add = int(config.get("vision_add_five_stage", 0) or 0)
+        args: dict[str, Any] = {"config": {k: cfg[k] for k in ("hidden_sizes", "depths", "hidden_act",
+                                                               "layer_scale_init_value", "num_channels", "patch_size")
+                                           if k in cfg}, "resize": resize}
+        if len(depths) == 4 and add:  # a tower from before ConvLLaVA's stage 1: the fifth stage is added
+            args.update(stage5_depth=add, stage5_width=int(config.get("vision_five_stage_width", 1536)))
+        elif len(depths) != 5:
+            raise ConfigError(f"{tower / 'config.json'}: {len(depths)} stages and no vision_add_five_stage; "
+                              "ConvLLaVA's tower has 5")
+        resolution = int(config.get("mm_vision_resolution", 256) or 256)
+        crop = (_tower_json(tower, "preprocessor_config.json").get("crop_size") or {}).get("height")
+        args["image_size"] = resolution if resolution > 256 else int(crop or cfg.get("image_size", 224))
+        return ComponentConfig("convnext5", args)
+
+    def checkpoint_name(self, name: str) -> str | None:
+        rest = name.removeprefix("vision_tower.")
+        return self.tower_name(rest) if rest != name else None
+
+    def tower_name(self, name: str) -> str | None:
+        if name.startswith("embeddings."):
+            return name
+        rest = name.removeprefix("encoder.stages.")
+        return "stages." + rest if rest != name else None  # layernorm.*: unused by ConvLLaVA, skipped
+
+    def to_checkpoint_name(self, name: str, component: Any) -> str | None:
+        if name.startswith("embeddings."):
+            return "vision_tower." + name
+        rest = name.removeprefix("stages.")
+        return None if rest == name else "vision_tower.encoder.stages." + rest
+
+    def problems(self, component: Any) -> list[str]:
+        if len(getattr(component, "stages", [])) != 5:
+            return ["ConvLLaVA's tower is a 5-stage ConvNeXt ('convnext5')"]
+        return []
+
+    def repo_config(self, component: Any) -> dict[str, Any]:
+        return {"mm_hidden_size": component.output_dim, "mm_vision_select_layer": -1,
+                "mm_vision_select_feature": "patch", "mm_vision_resolution": component.view.size}
+
+    def save_tower(self, component: Any, folder: Path) -> str:
+        """As ConvLLaVA's train.py saves it: the 5-stage config, the processor, the weights (no layernorm)."""
+        from safetensors.torch import save_file
+        from transformers import CLIPImageProcessor
+
+        folder.mkdir(parents=True, exist_ok=True)
+        cfg = component.hf_config.to_dict()
+        cfg["hidden_sizes"] = list(component.widths)
+        cfg["depths"] = list(cfg["depths"]) + [component.stage5_depth]
+        cfg.update(num_stages=5, image_size=component.view.size, model_type="convnext",
+                   architectures=["ConvNextModel"], stage_names=["stem"] + [f"stage{i}" for i in range(1, 6)],
+                   out_features=["stage5"], out_indices=[5])
+        (folder / "config.json").write_text(json.dumps(cfg, indent=2, default=str) + "\n")
+        state = {}
+        for k, v in component.state_dict().items():
+            name = self.to_checkpoint_name(k, component)
+            if name is not None:
+                state[name.removeprefix("vision_tower.")] = v.detach().contiguous().clone()
+        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        view = component.view
+        CLIPImageProcessor(size={"shortest_edge": view.size}, crop_size={"height": view.size, "width": view.size},
+                           image_mean=list(view.mean), image_std=list(view.std)).save_pretrained(folder)
         return str(folder.resolve())

@@ -99,6 +99,12 @@ class _RepoPart(ABC):
 class RepoTowerConversion(_RepoPart):
     """``mm_vision_tower`` (+ its select layer, S2 scales ...) and its weights <-> one vlmkit encoder."""
 
+    @abstractmethod
+    def claims(self, config: dict[str, Any], tower_config: dict[str, Any] | None = None) -> bool:
+        """Whether this converter reads the tower of a checkpoint with this ``config.json``; ``tower_config``
+        is the tower folder's ``config.json`` when the folder was found (ConvLLaVA names its tower by a
+        bare path, so only the folder tells a ConvNeXt from a CLIP)."""
+
     #: file names in a tower folder to read first (e.g. an open_clip file beside an HF one)
     tower_files: ClassVar[tuple[str, ...]] = ()
 
@@ -144,9 +150,10 @@ class RepoConverters:
         self.towers = sorted(towers, key=lambda c: -c.priority)
         self.projectors = sorted(projectors, key=lambda c: -c.priority)
 
-    def tower_for(self, config: dict[str, Any], where: Path) -> RepoTowerConversion:
+    def tower_for(self, config: dict[str, Any], where: Path,
+                  tower_config: dict[str, Any] | None = None) -> RepoTowerConversion:
         for conv in self.towers:
-            if conv.claims(config):
+            if conv.claims(config, tower_config):
                 return conv
         rules = "; ".join(f"{c.variant}: {c.detection}" for c in self.towers) or "none installed"
         raise ConfigError(f"{where}: mm_vision_tower '{config.get('mm_vision_tower')}': no installed plugin converts "
@@ -220,24 +227,34 @@ def _lm_config(config: dict[str, Any], where: Path) -> dict[str, Any]:
     return args
 
 
-def _tower_folder(conv: RepoTowerConversion, config: dict[str, Any], src: Path,
-                  options: ImportOptions) -> Path | None:
-    """The tower's local folder: ``--vision-tower``, a path that exists, or the offline hub cache."""
+def _tower_folder(reference: str, src: Path, options: ImportOptions) -> Path | None:
+    """The tower's local folder: ``--vision-tower``, ``reference`` as a path (as given, or inside ``src``), a
+    ``vision_tower/`` folder beside the weights (where the LLaVA codebase's forks save a tuned tower), or
+    ``reference`` in the offline Hugging Face cache."""
     if options.vision_tower:
         path = Path(options.vision_tower)
         if not path.is_dir():
             raise ConfigError(f"--vision-tower {path}: no such folder")
         return path
-    ref = conv.tower_reference(config)
-    for candidate in (Path(ref), src / ref):
-        if ref and candidate.is_dir():
+    for candidate in (Path(reference), src / reference, src / TOWER_FOLDER):
+        if reference and (candidate / "config.json").is_file():
             return candidate
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(ref, local_files_only=True))
+        return Path(snapshot_download(reference, local_files_only=True))
     except Exception:  # noqa: BLE001 - not cached (or not a hub id): the caller decides whether it matters
         return None
+
+
+def _folder_config(folder: Path | None) -> dict[str, Any] | None:
+    if folder is None or not (folder / "config.json").is_file():
+        return None
+    try:
+        data = json.loads((folder / "config.json").read_text())
+    except ValueError as exc:
+        raise ConfigError(f"{folder / 'config.json'}: not valid JSON: {exc}") from exc
+    return data if isinstance(data, dict) else None
 
 
 #: the files of a tokenizer folder (what AutoTokenizer reads besides config.json)
@@ -279,7 +296,11 @@ def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_mana
     if "mm_vision_tower" not in config:
         raise ConfigError(f"{where}: no mm_vision_tower; not a checkpoint of the LLaVA codebase")
     convs = repo_converters(plugin_manager)
-    tower_conv, proj_conv = convs.tower_for(config, where), convs.projector_for(config, where)
+    tower = _tower_folder(str(config["mm_vision_tower"]), src, options)
+    tower_conv = convs.tower_for(config, where, _folder_config(tower))
+    proj_conv = convs.projector_for(config, where)
+    if tower is None and tower_conv.tower_reference(config) != str(config["mm_vision_tower"]):
+        tower = _tower_folder(tower_conv.tower_reference(config), src, options)  # e.g. ViP-LLaVA's fixed hub id
     aspect = config.get("image_aspect_ratio")
     if aspect not in RESIZE_FOR_ASPECT:
         raise ConfigError(f"{where}: image_aspect_ratio '{aspect}' is not supported (vlmkit maps "
@@ -290,7 +311,6 @@ def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_mana
     weights = WeightFiles.in_folder(src)
     headers = weights.headers()
     tower_in_checkpoint = any(k.startswith(TOWER_PREFIX) for k in headers)
-    tower = _tower_folder(tower_conv, config, src, options)
     if tower is None and not tower_in_checkpoint:
         raise ConfigError(f"{where}: mm_vision_tower '{tower_conv.tower_reference(config)}' is not a local folder "
                           "and not in the offline Hugging Face cache, and the checkpoint holds no tower weights; "
