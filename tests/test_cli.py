@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -170,3 +171,37 @@ def test_demo_in_a_used_folder_says_it_resumes(tmp_path):
     second = " ".join(run("demo", "--output", str(tmp_path), "--steps", "2", check=True).stdout.split())  # unwrap
     assert "resuming the run in" in second and "train from scratch" in second
     assert (tmp_path / "demo_report.json").is_file()
+
+
+# -- import / export / formats ----------------------------------------------------------------------
+SEED_FIXTURES = Path(__file__).parent / "fixtures" / "seeds"
+
+
+def test_formats_lists_every_format_and_the_llava_parts():
+    out = run("formats", check=True).stdout
+    for name in ("hf-llava", "hf-vip-llava", "llava"):
+        assert name in out
+    assert "ViP-LLaVA" in out and "ConvLLaVA" in out and "LLaVA-S2" in out
+    data = json.loads(run("formats", "--json", check=True).stdout)
+    names = {f["name"]: f for f in data["formats"]}
+    assert names["llava"]["export"] is True and "mm_vision_tower" in names["llava"]["detection"]
+    assert {p["variant"] for p in data["llava_parts"]} >= {"LLaVA-1.5", "ViP-LLaVA", "ConvLLaVA"}
+
+
+def test_import_then_export_from_the_command_line(tmp_path):
+    fx = SEED_FIXTURES / "llava-1.5"
+    missing = run("import", str(fx / "model"), str(tmp_path / "a"))
+    assert missing.returncode != 0
+    assert "mm_vision_tower" in missing.stderr and "--vision-tower" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    ok = run("import", str(fx / "model"), str(tmp_path / "ckpt"), "--vision-tower", str(fx / "clip-tower"),
+             "--set", "template=plain")
+    assert ok.returncode == 0, ok.stderr
+    assert "(from llava)" in ok.stdout
+    exported = run("export", str(tmp_path / "ckpt"), str(tmp_path / "hf"), "--format", "hf-llava")
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "llava"
+    refused = run("export", str(tmp_path / "ckpt"), str(tmp_path / "vip"), "--format", "hf-vip-llava")
+    assert refused.returncode != 0 and "cannot be written as hf-vip-llava" in refused.stderr
+    unknown = run("import", str(fx / "model"), str(tmp_path / "b"), "--format", "nope")
+    assert unknown.returncode != 0 and "unknown checkpoint format 'nope'" in unknown.stderr

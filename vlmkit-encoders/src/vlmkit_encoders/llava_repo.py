@@ -168,6 +168,7 @@ class S2RepoTower(CLIPRepoTower):
     components = ("s2",)
     variant = "LLaVA-S2 / DenseFusion-S2"
     detection = "s2: true (scales from s2_scales, default '336,672,1008') over a CLIP mm_vision_tower"
+    config_fields = ("s2", "s2_scales")
     priority = 10
 
     def claims(self, config: dict[str, Any], tower_config: dict[str, Any] | None = None) -> bool:
@@ -237,6 +238,7 @@ class ConvNeXtRepoTower(RepoTowerConversion):
     detection = ("mm_vision_tower is a transformers ConvNeXt (its folder's model_type, else 'convnext' in the name "
                  "or vision_add_five_stage / mm_vision_resolution in config)")
     priority = 5
+    config_fields = ("vision_add_five_stage", "mm_vision_resolution")
 
     def claims(self, config: dict[str, Any], tower_config: dict[str, Any] | None = None) -> bool:
         if tower_config is not None:

@@ -58,6 +58,8 @@ class CheckpointFormat(ABC):
     releases: ClassVar[tuple[str, ...]] = ()
     #: a more general format this one narrows (both detect a ViP-LLaVA folder; the narrower one wins)
     refines: ClassVar[str | None] = None
+    #: the config.json fields that tell this format (shown when a folder's format cannot be told)
+    config_fields: ClassVar[tuple[str, ...]] = ("architectures", "model_type")
     can_export: ClassVar[bool] = False
     #: why ``can_export`` is false, shown when an export is asked for
     no_export_reason: ClassVar[str] = ""
@@ -71,6 +73,9 @@ class CheckpointFormat(ABC):
     @abstractmethod
     def import_checkpoint(self, src: Path, out: Path, options: ImportOptions) -> Path:
         """Write ``src`` as a vlmkit checkpoint at ``out``; return ``out``."""
+
+    def identifying_fields(self) -> tuple[str, ...]:
+        return self.config_fields
 
     def export_problems(self, model: Any) -> list[str]:
         """Why the (meta-device) vlmkit model cannot be written in this format; empty when it can."""
@@ -154,8 +159,8 @@ def read_config(folder: Path) -> dict[str, Any]:
     return data
 
 
-def _found(config: dict[str, Any]) -> str:
-    keys = ("architectures", "model_type", "mm_vision_tower", "mm_projector_type", "s2", "mm_inv_projector_type")
+def _found(config: dict[str, Any], formats: dict[str, CheckpointFormat]) -> str:
+    keys = list(dict.fromkeys(k for f in formats.values() for k in f.identifying_fields()))
     seen = [f"{k}={config[k]!r}" for k in keys if k in config]
     return ", ".join(seen) or "none of " + ", ".join(keys)
 
@@ -171,7 +176,7 @@ def detect_format(folder: Path, formats: dict[str, CheckpointFormat] | None = No
         return hits[0]
     rules = "; ".join(f"{f.name}: {f.detection}" for f in formats.values())
     if not hits:
-        raise ConfigError(f"{folder / 'config.json'}: not a format vlmkit can import (found {_found(config)}); "
+        raise ConfigError(f"{folder / 'config.json'}: not a format vlmkit can import (found {_found(config, formats)}); "
                           f"known formats: {rules}; pass --format NAME to choose one")
     raise ConfigError(f"{folder / 'config.json'}: matches several formats ({', '.join(f.name for f in hits)}); "
                       "pass --format NAME to choose one")

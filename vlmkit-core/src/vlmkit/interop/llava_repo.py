@@ -70,6 +70,8 @@ TOWER_FOLDER = "vision_tower"
 class _RepoPart(ABC):
     #: bare registry names of the vlmkit components this converter writes on export
     components: ClassVar[tuple[str, ...]] = ()
+    #: the config.json fields this converter reads (shown when a folder's format cannot be told)
+    config_fields: ClassVar[tuple[str, ...]] = ()
     #: the seed system(s) whose checkpoints use this part, e.g. "LLaVA-1.5"
     variant: ClassVar[str] = ""
     #: one line: which configs ``claims`` accepts (shown by ``vlmkit formats``)
@@ -165,7 +167,9 @@ class RepoConverters:
             if conv.claims(config):
                 return conv
         rules = "; ".join(f"{c.detection}" for c in self.projectors) or "none installed"
-        raise ConfigError(f"{where}: mm_projector_type '{config.get('mm_projector_type', 'linear')}': no installed "
+        kind = config.get("mm_projector_type")
+        shown = f"'{kind}'" if kind is not None else "(absent: the codebase's default)"
+        raise ConfigError(f"{where}: mm_projector_type {shown}: no installed "
                           f"plugin converts this projector (installed: {rules}); install a vlmkit plugin that "
                           "provides one through the vlmkit_llava_converters hook, e.g. vlmkit-fusion")
 
@@ -356,7 +360,7 @@ def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_mana
         sources.append(Source(WeightFiles.in_folder(tower, prefer=tower_conv.tower_files), from_tower, partial=True))
     fill_model(model, sources, origin=src, progress=options.progress)
     record = {"format": "llava", "path": str(src), "variant": f"{tower_conv.variant} tower, "
-              f"{config.get('mm_projector_type', 'linear')} projector",
+              f"{connector.name} projector",
               "vision_tower": str(tower) if tower is not None else "in the checkpoint"}
     return save_checkpoint(model, out, extra={"imported_from": record})
 
@@ -477,8 +481,15 @@ class LlavaRepoFormat(CheckpointFormat):
     releases = ("liuhaotian/llava-v1.5-7b", "liuhaotian/llava-v1.5-13b")
     can_export = True
 
+    config_fields = ("architectures", "model_type", "mm_vision_tower", "mm_projector_type")
+
+    def identifying_fields(self) -> tuple[str, ...]:
+        convs = repo_converters()
+        extra = [f for c in [*convs.towers, *convs.projectors] for f in c.config_fields]
+        return tuple(dict.fromkeys([*self.config_fields, *extra]))
+
     def detect(self, folder: Path, config: dict[str, Any]) -> bool:
-        return "mm_vision_tower" in config and "mm_inv_projector_type" not in config
+        return "mm_vision_tower" in config
 
     def import_checkpoint(self, src: Path, out: Path, options: ImportOptions) -> Path:
         return import_llava_repo(src, out, options)
