@@ -185,12 +185,12 @@ def llava_converters(plugin_manager: "pluggy.PluginManager | None" = None) -> Ll
             elif not _is_repo_converter(conv):
                 raise TypeError(f"a vlmkit_llava_converters hook returned {type(conv).__module__}."
                                 f"{type(conv).__qualname__}, not a LlavaVisionConversion, LlavaProjectorConversion, "
-                                "RepoTowerConversion or RepoProjectorConversion")
+                                "RepoTowerConversion, RepoProjectorConversion or RepoModuleConversion")
     return LlavaConverters(vision, projector)
 
 
 def _is_repo_converter(conv: Any) -> bool:
     """A converter of the LLaVA codebase's format (``vlmkit.interop.llava_repo``), which the same hook returns."""
-    from .interop.llava_repo import RepoProjectorConversion, RepoTowerConversion
+    from .interop.llava_repo import RepoModuleConversion, RepoProjectorConversion, RepoTowerConversion
 
-    return isinstance(conv, (RepoTowerConversion, RepoProjectorConversion))
+    return isinstance(conv, (RepoTowerConversion, RepoProjectorConversion, RepoModuleConversion))

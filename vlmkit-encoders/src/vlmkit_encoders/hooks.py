@@ -14,9 +14,10 @@ from vlmkit.hooks import hookimpl
 @hookimpl
 def vlmkit_llava_converters() -> list[Any]:
     """LLaVA-family vision towers <-> this package's encoders (``vlmkit import`` / ``export``): transformers'
-    Llava and VipLlava CLIP towers, and the LLaVA codebase's CLIP, ViP-LLaVA, S2 and ConvLLaVA towers."""
+    Llava and VipLlava CLIP towers, and the LLaVA codebase's CLIP, ViP-LLaVA, S2, ConvLLaVA and (Ross's) SigLIP towers."""
     from .llava import CLIPLlavaVision, CLIPVipLlavaVision
-    from .llava_repo import CLIPMultiLayerRepoTower, CLIPRepoTower, ConvNeXtRepoTower, S2RepoTower
+    from .llava_repo import CLIPMultiLayerRepoTower, CLIPRepoTower, ConvNeXtRepoTower, S2RepoTower, SigLIPRepoTower
 
     return [CLIPLlavaVision(), CLIPVipLlavaVision(),
-            CLIPRepoTower(), CLIPMultiLayerRepoTower(), S2RepoTower(), ConvNeXtRepoTower()]
+            CLIPRepoTower(), CLIPMultiLayerRepoTower(), S2RepoTower(), ConvNeXtRepoTower(),
+            SigLIPRepoTower()]

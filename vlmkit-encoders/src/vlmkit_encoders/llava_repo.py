@@ -11,6 +11,7 @@ write checkpoints of the LLaVA codebase and its forks without core knowing about
   ``clip``. DenseFusion's stage 3 names the tower its stage 2 tuned by a path; the release usually keeps
   the tuned weights in the checkpoint too, and those win.
 * ConvLLaVA's ``ConvNeXtCLIPVisionTower``: the ``convnext5`` encoder (see ``ConvNeXtRepoTower``).
+* Ross's ``SiglipVisionTower``: the ``siglip`` encoder (see ``SigLIPRepoTower``).
 
 Weights: a tower folder holds ``vision_model.*`` (a full ``CLIPModel`` folder also holds a text half,
 which is skipped); a checkpoint that kept its tower holds ``model.vision_tower.vision_tower.vision_model.*``.
@@ -62,6 +63,7 @@ class CLIPRepoTower(RepoTowerConversion):
     components = ("clip",)
     variant = "LLaVA-1.5"
     detection = "mm_vision_tower is a CLIP tower (its folder's model_type, else 'clip' in the name), no s2"
+    tower_folder = "clip-vit-tower"  # 'clip' (Ross), 'clip-vit' (ConvLLaVA) and a path (LLaVA) all pick CLIP
 
     def claims(self, config: dict[str, Any], tower_config: dict[str, Any] | None = None) -> bool:
         ref = str(config.get("mm_vision_tower", ""))
@@ -239,6 +241,7 @@ class ConvNeXtRepoTower(RepoTowerConversion):
                  "or vision_add_five_stage / mm_vision_resolution in config)")
     priority = 5
     config_fields = ("vision_add_five_stage", "mm_vision_resolution")
+    tower_folder = "convnext-tower"
 
     def claims(self, config: dict[str, Any], tower_config: dict[str, Any] | None = None) -> bool:
         if tower_config is not None:
@@ -320,4 +323,87 @@ class ConvNeXtRepoTower(RepoTowerConversion):
         view = component.view
         CLIPImageProcessor(size={"shortest_edge": view.size}, crop_size={"height": view.size, "width": view.size},
                            image_mean=list(view.mean), image_std=list(view.std)).save_pretrained(folder)
+        return str(folder.resolve())
+
+
+SIGLIP_HUB = {"google/siglip-so400m-patch14-384": "so400m-384"}
+
+
+class SigLIPRepoTower(RepoTowerConversion):
+    """Ross's ``SiglipVisionTower``: a ``SiglipVisionModel`` read at layer -2 (Ross fixes it, whatever
+    ``mm_vision_select_layer`` says), all 729 tokens (SigLIP has no CLS): the ``siglip`` encoder. The
+    pooling head, which a transformers 4.x checkpoint stores, is never used and is skipped."""
+
+    components = ("siglip",)
+    variant = "Ross (SigLIP)"
+    detection = "mm_vision_tower is a SigLIP tower (its folder's model_type, else 'siglip' in the name)"
+    priority = 5
+    tower_folder = "siglip-tower"  # Ross's builder picks SigLIP by 'siglip' in the name
+
+    def claims(self, config: dict[str, Any], tower_config: dict[str, Any] | None = None) -> bool:
+        if tower_config is not None:
+            return tower_config.get("model_type") in ("siglip", "siglip_vision_model")
+        return "siglip" in str(config.get("mm_vision_tower", "")).lower()
+
+    def component_config(self, config: dict[str, Any], tower: Path | None, resize: str) -> ComponentConfig:
+        from .siglip import _ARCH_KEYS as SIGLIP_KEYS
+        from .siglip import SIGLIP_CONFIGS
+
+        ref = self.tower_reference(config)
+        if tower is None:
+            if ref not in SIGLIP_HUB:
+                raise ConfigError(f"mm_vision_tower '{ref}': the architecture of this SigLIP tower is unknown without "
+                                  "its folder; pass --vision-tower PATH")
+            arch = dict(SIGLIP_CONFIGS[SIGLIP_HUB[ref]])
+        else:
+            from transformers import SiglipVisionConfig
+
+            try:
+                cfg = SiglipVisionConfig.from_pretrained(str(tower))
+            except Exception as exc:  # noqa: BLE001
+                raise ConfigError(f"{tower}: not a SigLIP vision tower folder ({type(exc).__name__})") from exc
+            arch = {k: v for k, v in cfg.to_dict().items() if k in SIGLIP_KEYS}
+        return ComponentConfig("siglip", {"config": arch, "feature_layer": -2, "resize": resize})
+
+    def checkpoint_name(self, name: str) -> str | None:
+        rest = name.removeprefix("vision_tower.")
+        return self.tower_name(rest) if rest != name else None
+
+    def tower_name(self, name: str) -> str | None:
+        rest = _vision_rel(name)
+        return None if rest is None or rest.startswith("vision.head.") else rest
+
+    def unused(self, name: str) -> bool:
+        return name.startswith("vision_tower.vision_model.head.")
+
+    def to_checkpoint_name(self, name: str, component: Any) -> str | None:
+        rest = name.removeprefix("vision.")
+        return None if rest == name else "vision_tower.vision_model." + rest
+
+    def problems(self, component: Any) -> list[str]:
+        vision = getattr(component, "vision", None)
+        if getattr(getattr(vision, "config", None), "model_type", None) not in ("siglip_vision_model", "siglip"):
+            return ["has no SigLIP vision tower (attribute 'vision')"]
+        if list(getattr(component, "feature_layers", [])) != [-2]:
+            return ["Ross's SigLIP tower reads layer -2 (its code fixes it)"]
+        return []
+
+    def repo_config(self, component: Any) -> dict[str, Any]:
+        return {"mm_hidden_size": component.vision.config.hidden_size, "mm_vision_select_layer": -2,
+                "mm_vision_select_feature": "patch"}
+
+    def save_tower(self, component: Any, folder: Path) -> str:
+        from safetensors.torch import save_file
+        from transformers import SiglipImageProcessor
+
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {"vision_model." + k: v.detach().contiguous().clone() for k, v in component.vision.state_dict().items()
+                 if not k.endswith("position_ids")}
+        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        cfg = component.vision.config.to_dict()
+        cfg.update(architectures=["SiglipVisionModel"], model_type="siglip_vision_model")
+        (folder / "config.json").write_text(json.dumps(cfg, indent=2, default=str) + "\n")
+        view = component.view
+        SiglipImageProcessor(size={"height": view.size, "width": view.size}, image_mean=list(view.mean),
+                             image_std=list(view.std)).save_pretrained(folder)
         return str(folder.resolve())

@@ -16,3 +16,11 @@ def vlmkit_register_commands(cli: Any) -> None:
     from .reconstruct_command import make_command
 
     cli.command("reconstruct")(make_command())
+
+
+@hookimpl
+def vlmkit_llava_converters() -> list[Any]:
+    """Ross's ``mm_inv_projector`` denoiser <-> the ``ross`` objective (``vlmkit import`` / ``export``)."""
+    from .llava_repo import RossRepoDenoiser
+
+    return [RossRepoDenoiser()]

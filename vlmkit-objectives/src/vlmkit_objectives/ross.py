@@ -71,6 +71,7 @@ class RossObjective(Objective):
         self.noise_draws = noise_draws
         self.denoiser_dtype = denoiser_dtype
 
+        self.vae_path = vae_path
         self.vae, self.teacher_ready = build_vae(vae_path, vae_config, vae_seed)
         self.latent_scale, self.latent_shift = latent_scale_shift(self.vae)
         self.latent_channels = int(self.vae.config.latent_channels) * GROUP * GROUP

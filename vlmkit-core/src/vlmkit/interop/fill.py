@@ -44,6 +44,17 @@ class Source:
     files: WeightFiles
     rename: Rename
     partial: bool = False
+    #: stored tensors the vlmkit model recomputes (fixed tables): neither copied nor left over
+    skip: Callable[[str], bool] | None = None
+    #: stored tensors that may be reshaped to a vlmkit weight of the same size (a 1x1 conv as a Linear)
+    reshape: Callable[[str], bool] | None = None
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 def fill_model(model: nn.Module, sources: Sequence[Source], *, origin: str | Path,
@@ -63,6 +74,8 @@ def fill_model(model: nn.Module, sources: Sequence[Source], *, origin: str | Pat
     for source in sources:
         plan: dict[str, str] = {}
         for key, (path, shape, _) in source.files.headers().items():
+            if source.skip is not None and source.skip(key):
+                continue
             target = source.rename(key)
             if target is None or target not in state:
                 if not key.endswith(ignore) and not source.partial:
@@ -70,7 +83,8 @@ def fill_model(model: nn.Module, sources: Sequence[Source], *, origin: str | Pat
                 continue
             if groups[target] in filled:
                 continue  # an earlier source (or a tied name) already fills it
-            if tuple(state[target].shape) != shape:
+            same_size = state[target].numel() == _numel(shape) and source.reshape is not None and source.reshape(key)
+            if tuple(state[target].shape) != shape and not same_size:
                 raise CheckpointError(f"{path}: tensor '{key}' has shape {list(shape)}, but the model built from "
                                       f"config.json needs {list(state[target].shape)} for it")
             plan[key] = target
@@ -88,7 +102,8 @@ def fill_model(model: nn.Module, sources: Sequence[Source], *, origin: str | Pat
     with torch.no_grad():
         for source, plan in zip(sources, plans):
             for key, tensor in source.files.read(plan):
-                state[plan[key]].copy_(tensor)
+                target = state[plan[key]]
+                target.copy_(tensor.reshape(target.shape))
                 done += 1
                 if progress is not None:
                     progress(done, total)

@@ -53,16 +53,12 @@ PROJECTOR_PREFIX = "model.mm_projector."
 #: ``image_aspect_ratio`` -> the encoder's ``resize`` policy (LLaVA's default, no field, is ``square``)
 RESIZE_FOR_ASPECT = {"pad": "pad", "square": "square", "resize": "resize", None: "square"}
 ASPECT_FOR_RESIZE = {"pad": "pad", "square": "square", "resize": "resize"}
-#: the LLM classes of the LLaVA codebase's checkpoints -> transformers model_type of the plain LM
-LM_TYPES = {"llava_llama": "llama", "llava": "llama", "llava_mistral": "mistral", "llava_mpt": "mpt"}
+#: the LLM classes of the LLaVA codebase's checkpoints -> transformers model_type of the plain LM (a fork's
+#: ``<fork>_<lm>``, e.g. ``llava_mistral``, maps to ``<lm>`` by rule)
+LM_TYPES = {"llava": "llama"}
 ARCHITECTURE = "LlavaLlamaForCausalLM"
 MODEL_TYPE = "llava_llama"
 TEMPLATE = "vicuna_v1"
-#: the Llama config fields that transformers 4.37 (the LLaVA codebase's pin) reads
-LLAMA_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                "num_key_value_heads", "hidden_act", "max_position_embeddings", "initializer_range", "rms_norm_eps",
-                "pretraining_tp", "use_cache", "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings",
-                "attention_bias", "attention_dropout")
 TOWER_FOLDER = "vision_tower"
 
 
@@ -109,6 +105,9 @@ class RepoTowerConversion(_RepoPart):
 
     #: file names in a tower folder to read first (e.g. an open_clip file beside an HF one)
     tower_files: ClassVar[tuple[str, ...]] = ()
+    #: the folder export writes the tower to, inside OUT; named so that the forks' builders, which choose
+    #: the tower class by substrings of ``mm_vision_tower`` ('clip', 'clip-vit', 'convnext'), pick this one
+    tower_folder: ClassVar[str] = "vision_tower"
 
     def tower_reference(self, config: dict[str, Any]) -> str:
         """The hub id or path the original code loads the tower from."""
@@ -122,6 +121,11 @@ class RepoTowerConversion(_RepoPart):
     def tower_name(self, name: str) -> str | None:
         """The vlmkit name of a tensor in the tower folder's own weights; None when it is not one."""
         return None
+
+    def unused(self, name: str) -> bool:
+        """Whether a stored tower tensor (relative to ``model.vision_tower.``) is one the encoder never uses
+        and does not hold (SigLIP's pooling head): skipped, neither copied nor an error."""
+        return False
 
     @abstractmethod
     def repo_config(self, component: Any) -> dict[str, Any]:
@@ -145,12 +149,58 @@ class RepoProjectorConversion(_RepoPart):
         """The config fields this projector decides on export (``mm_projector_type``)."""
 
 
+class RepoModuleConversion(_RepoPart):
+    """A module a fork adds under ``model.<prefix>.*`` (Ross's ``mm_inv_projector`` denoiser) <-> a vlmkit
+    objective, whose trainable part it becomes. ``components`` names the objectives it writes back."""
+
+    #: the attribute under ``model.`` that holds the module, e.g. ``mm_inv_projector``
+    prefix: ClassVar[str]
+    #: LLM model_type -> (``architectures`` entry, ``model_type``) that the fork saves a model with it as
+    llm_classes: ClassVar[dict[str, tuple[str, str]]] = {}
+
+    @abstractmethod
+    def objective_config(self, config: dict[str, Any], src: Path, shapes: dict[str, tuple[int, ...]]) -> ComponentConfig:
+        """The vlmkit objective for this config; ``shapes`` are the module's tensors (names relative to the
+        prefix), for sizes the config does not record."""
+
+    def recomputed(self, name: str) -> bool:
+        """Whether a stored tensor of the module is recomputed by the vlmkit objective (a fixed table)."""
+        return False
+
+    def reshaped(self, name: str) -> bool:
+        """Whether a stored tensor may be reshaped to the vlmkit weight of equal size (a 1x1 conv as a Linear)."""
+        return False
+
+    @abstractmethod
+    def repo_config(self, component: Any) -> dict[str, Any]:
+        """The config fields this module decides on export."""
+
+    def export_tensor(self, name: str, tensor: Any, component: Any) -> Any:
+        """The stored form of a vlmkit weight (``name`` relative to the objective); the inverse of reshaping."""
+        return tensor
+
+    def recomputed_tensors(self, component: Any) -> dict[str, Any]:
+        """Tensors the fork stores but vlmkit recomputes (names relative to the prefix), written on export."""
+        return {}
+
+
 class RepoConverters:
     """The LLaVA-codebase part converters that installed plugins provide."""
 
-    def __init__(self, towers: list[RepoTowerConversion], projectors: list[RepoProjectorConversion]):
+    def __init__(self, towers: list[RepoTowerConversion], projectors: list[RepoProjectorConversion],
+                 modules: list[RepoModuleConversion] | None = None):
         self.towers = sorted(towers, key=lambda c: -c.priority)
         self.projectors = sorted(projectors, key=lambda c: -c.priority)
+        self.modules = list(modules or [])
+
+    def module_for(self, prefix: str, config: dict[str, Any], where: Path) -> RepoModuleConversion:
+        for conv in self.modules:
+            if conv.prefix == prefix and conv.claims(config):
+                return conv
+        known = ", ".join(sorted({c.prefix for c in self.modules})) or "none"
+        raise ConfigError(f"{where}: the checkpoint holds model.{prefix}.*, which no installed plugin converts "
+                          f"(modules converted: {known}); install the vlmkit plugin that owns it "
+                          "(e.g. vlmkit-objectives for Ross's mm_inv_projector)")
 
     def tower_for(self, config: dict[str, Any], where: Path,
                   tower_config: dict[str, Any] | None = None) -> RepoTowerConversion:
@@ -203,13 +253,16 @@ def repo_converters(plugin_manager: pluggy.PluginManager | None = None) -> RepoC
     pm = plugin_manager if plugin_manager is not None else get_plugin_manager()
     towers: list[RepoTowerConversion] = []
     projectors: list[RepoProjectorConversion] = []
+    modules: list[RepoModuleConversion] = []
     for result in pm.hook.vlmkit_llava_converters():
         for conv in result or []:
             if isinstance(conv, RepoTowerConversion):
                 towers.append(conv)
             elif isinstance(conv, RepoProjectorConversion):
                 projectors.append(conv)
-    return RepoConverters(towers, projectors)
+            elif isinstance(conv, RepoModuleConversion):
+                modules.append(conv)
+    return RepoConverters(towers, projectors, modules)
 
 
 # -- import ---------------------------------------------------------------------------------------
@@ -219,6 +272,8 @@ def _lm_config(config: dict[str, Any], where: Path) -> dict[str, Any]:
 
     model_type = config.get("model_type")
     lm_type = LM_TYPES.get(model_type, model_type)
+    if lm_type not in CONFIG_MAPPING and "_" in str(lm_type):  # a fork's class over a plain LM: <fork>_<lm>
+        lm_type = str(lm_type).split("_", 1)[1]
     if lm_type not in CONFIG_MAPPING:
         raise ConfigError(f"{where}: model_type '{model_type}': not an LLM type vlmkit can map to transformers "
                           f"(known: {', '.join(sorted(LM_TYPES))})")
@@ -231,16 +286,16 @@ def _lm_config(config: dict[str, Any], where: Path) -> dict[str, Any]:
     return args
 
 
-def _tower_folder(reference: str, src: Path, options: ImportOptions) -> Path | None:
+def _tower_folder(reference: str, src: Path, options: ImportOptions, folders: tuple[str, ...] = ()) -> Path | None:
     """The tower's local folder: ``--vision-tower``, ``reference`` as a path (as given, or inside ``src``), a
-    ``vision_tower/`` folder beside the weights (where the LLaVA codebase's forks save a tuned tower), or
-    ``reference`` in the offline Hugging Face cache."""
+    tower folder beside the weights (``vision_tower/``, where the forks save a tuned tower, or one of
+    ``folders``, where vlmkit's export puts it), or ``reference`` in the offline Hugging Face cache."""
     if options.vision_tower:
         path = Path(options.vision_tower)
         if not path.is_dir():
             raise ConfigError(f"--vision-tower {path}: no such folder")
         return path
-    for candidate in (Path(reference), src / reference, src / TOWER_FOLDER):
+    for candidate in (Path(reference), src / reference, *(src / f for f in dict.fromkeys((TOWER_FOLDER, *folders)))):
         if reference and (candidate / "config.json").is_file():
             return candidate
     try:
@@ -300,11 +355,11 @@ def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_mana
     if "mm_vision_tower" not in config:
         raise ConfigError(f"{where}: no mm_vision_tower; not a checkpoint of the LLaVA codebase")
     convs = repo_converters(plugin_manager)
-    tower = _tower_folder(str(config["mm_vision_tower"]), src, options)
+    tower = _tower_folder(str(config["mm_vision_tower"]), src, options, tuple(c.tower_folder for c in convs.towers))
     tower_conv = convs.tower_for(config, where, _folder_config(tower))
     proj_conv = convs.projector_for(config, where)
     if tower is None and tower_conv.tower_reference(config) != str(config["mm_vision_tower"]):
-        tower = _tower_folder(tower_conv.tower_reference(config), src, options)  # e.g. ViP-LLaVA's fixed hub id
+        tower = _tower_folder(tower_conv.tower_reference(config), src, options, (tower_conv.tower_folder,))
     aspect = config.get("image_aspect_ratio")
     if aspect not in RESIZE_FOR_ASPECT:
         raise ConfigError(f"{where}: image_aspect_ratio '{aspect}' is not supported (vlmkit maps "
@@ -315,6 +370,11 @@ def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_mana
     weights = WeightFiles.in_folder(src)
     headers = weights.headers()
     tower_in_checkpoint = any(k.startswith(TOWER_PREFIX) for k in headers)
+    # modules a fork adds under model.<name>. (not the LLM's own layers, tower or projector)
+    lm_modules = {"embed_tokens", "layers", "norm", "rotary_emb", "vision_tower", "mm_projector"}
+    prefixes = sorted({k.split(".")[1] for k in headers if k.startswith("model.") and k.count(".") >= 2}
+                      - lm_modules)
+    modules = {p: convs.module_for(p, config, where) for p in prefixes}
     if tower is None and not tower_in_checkpoint:
         raise ConfigError(f"{where}: mm_vision_tower '{tower_conv.tower_reference(config)}' is not a local folder "
                           "and not in the offline Hugging Face cache, and the checkpoint holds no tower weights; "
@@ -329,16 +389,27 @@ def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_mana
         if stored and _SAFETENSORS_DTYPES.get(stored[0]):
             llm_args["dtype"] = _SAFETENSORS_DTYPES[stored[0]]
     max_len = int(config.get("tokenizer_model_max_length") or config.get("max_position_embeddings") or 2048)
+    objectives = [ComponentConfig("lm")]
+    for p, conv in modules.items():
+        shapes = {k[len(f"model.{p}."):]: h[1] for k, h in headers.items() if k.startswith(f"model.{p}.")}
+        objectives.append(conv.objective_config(config, src, shapes))
     cfg = ModelConfig(encoders=[encoder], connector=connector, llm=ComponentConfig("hf", llm_args),
-                      objectives=[ComponentConfig("lm")], max_length=max_len,
+                      objectives=objectives, max_length=max_len,
                       padding_side=config.get("tokenizer_padding_side", "right"), template=TEMPLATE)
     for assignment in options.sets:
         cfg.set(assignment)
     model = build_model(cfg, pretrained=False)
     model.eval()
     lm_base, lm_head = _lm_layout(model.llm.model)
+    names = list(model.objectives)
+    objectives_index = {p: names[i + 1] for i, p in enumerate(modules)}  # after lm, in order
 
     def from_checkpoint(key: str) -> str | None:
+        head = key.split(".")[1] if key.startswith("model.") and key.count(".") >= 2 else ""
+        if head in modules:
+            conv, rest = modules[head], key[len(f"model.{head}."):]
+            name = conv.checkpoint_name(rest)
+            return None if name is None else f"objectives.{objectives_index[head]}.{name}"
         if key.startswith(TOWER_PREFIX):
             rest = tower_conv.checkpoint_name(key[len(TOWER_PREFIX):])
             return None if rest is None else "encoders.0." + rest
@@ -351,7 +422,17 @@ def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_mana
             return f"llm.model.{lm_base}." + key[len("model."):]
         return None
 
-    sources = [Source(weights, from_checkpoint)]
+    def recomputed(key: str) -> bool:
+        if key.startswith(TOWER_PREFIX):
+            return tower_conv.unused(key[len(TOWER_PREFIX):])
+        head = key.split(".")[1] if key.startswith("model.") and key.count(".") >= 2 else ""
+        return head in modules and modules[head].recomputed(key[len(f"model.{head}."):])
+
+    def reshaped(key: str) -> bool:
+        head = key.split(".")[1] if key.startswith("model.") and key.count(".") >= 2 else ""
+        return head in modules and modules[head].reshaped(key[len(f"model.{head}."):])
+
+    sources = [Source(weights, from_checkpoint, skip=recomputed, reshape=reshaped)]
     if tower is not None:
         def from_tower(key: str) -> str | None:
             rest = tower_conv.tower_name(key)
@@ -385,20 +466,44 @@ def export_problems(model: VisionLanguageModel, convs: RepoConverters) -> list[s
         con = model.connectors[-1]
         problems += [f"connector '{_base(con)}': {p}" for p in convs.for_connector(_base(con), con)[1]]
     lm = model.llm.model
-    if getattr(lm.config, "model_type", None) != "llama":
-        problems.append(f"llm: {ARCHITECTURE} is a Llama; this model's LLM is '{getattr(lm.config, 'model_type', '?')}'")
+    lm_type = getattr(lm.config, "model_type", None)
+    modules = _export_modules(model, convs)
+    classes = {t: c for conv in modules.values() for t, c in conv.llm_classes.items()}
+    if modules and lm_type not in classes:
+        problems.append(f"llm: {', '.join(modules)} is saved with an LLM of type {', '.join(sorted(classes))}; "
+                        f"this model's is '{lm_type}'")
+    elif not modules and lm_type != "llama":
+        problems.append(f"llm: {ARCHITECTURE} is a Llama; this model's LLM is '{lm_type}'")
     rope = getattr(lm.config, "rope_parameters", None) or {}
     if isinstance(rope, dict) and rope.get("rope_type", "default") != "default":
         problems.append(f"llm: rope_type '{rope.get('rope_type')}' has no field in the LLaVA codebase's config")
     return problems
 
 
+def _export_modules(model: VisionLanguageModel, convs: RepoConverters) -> dict[str, RepoModuleConversion]:
+    """Objective name -> the converter that writes it as a module of the fork (objectives without one are
+    training-only and left out)."""
+    out = {}
+    for name, objective in model.objectives.items():
+        conv = next((c for c in convs.modules if _base(objective) in c.components and not c.problems(objective)), None)
+        if conv is not None:
+            out[name] = conv
+    return out
+
+
+#: transformers-5 config keys that transformers 4.x (the forks' pins) does not read, or must not
+_NEWER_KEYS = {"rope_parameters", "dtype", "layer_types", "architectures", "model_type", "transformers_version",
+               "_name_or_path", "auto_map", "output_attentions", "output_hidden_states", "return_dict"}
+
+
 def _lm_fields(lm_config: Any) -> dict[str, Any]:
-    out = {k: getattr(lm_config, k) for k in LLAMA_FIELDS if hasattr(lm_config, k)}
+    """The LLM's config as transformers 4.x writes it: every field, rope as ``rope_theta``/``rope_scaling``."""
+    out = {k: v for k, v in lm_config.to_dict().items() if k not in _NEWER_KEYS}
     rope = getattr(lm_config, "rope_parameters", None) or {}
     out["rope_theta"] = float(rope.get("rope_theta", getattr(lm_config, "rope_theta", 10000.0)))
     out["rope_scaling"] = None
-    out["pretraining_tp"] = 1
+    if getattr(lm_config, "model_type", None) == "llama":
+        out["pretraining_tp"] = 1
     return out
 
 
@@ -417,7 +522,8 @@ def export_llava_repo(model_dir: str | Path, out: str | Path, *,
     if problems:
         raise ConfigError(f"{model_dir}: cannot be written in the LLaVA codebase format: " + "; ".join(problems))
     model = load_checkpoint(model_dir)
-    extra = [name for name in model.objectives if name != "lm"]
+    modules = _export_modules(model, convs)
+    extra = [name for name in model.objectives if name != "lm" and name not in modules]
     if extra:
         warnings.warn(f"export: objective(s) {', '.join(extra)} are training-only and have no place in the LLaVA "
                       "codebase format; they are left out (inference is unchanged)", UserWarning, stacklevel=2)
@@ -431,6 +537,14 @@ def export_llava_repo(model_dir: str | Path, out: str | Path, *,
     state: dict[str, torch.Tensor] = {}
     seen: dict[int, str] = {}
     for k, v in model.persistent_state_dict().items():
+        obj_name = k.split(".")[1] if k.startswith("objectives.") else None
+        if obj_name in modules:
+            conv, obj = modules[obj_name], model.objectives[obj_name]
+            rel = k[len(f"objectives.{obj_name}."):]
+            name = conv.to_checkpoint_name(rel, obj)
+            if name is not None:
+                state[f"model.{conv.prefix}.{name}"] = conv.export_tensor(rel, v.detach(), obj).contiguous().clone()
+            continue
         if k.startswith("objectives.") or k.startswith("encoders."):
             continue
         if k.startswith("connectors.0."):
@@ -449,10 +563,16 @@ def export_llava_repo(model_dir: str | Path, out: str | Path, *,
             continue  # tied lm_head: saved once, as transformers does
         seen[ptr] = target
         state[target] = v.detach().contiguous().clone()
-    tower_ref = tower_conv.save_tower(enc, out / TOWER_FOLDER)
+    tower_ref = tower_conv.save_tower(enc, out / tower_conv.tower_folder)
     view = getattr(enc, "view", None)
+    for obj_name, conv in modules.items():
+        for name, tensor in conv.recomputed_tensors(model.objectives[obj_name]).items():
+            state[f"model.{conv.prefix}.{name}"] = tensor.contiguous()
+    architecture, model_type = ARCHITECTURE, MODEL_TYPE
+    for conv in modules.values():
+        architecture, model_type = conv.llm_classes[lm.config.model_type]
     config = {
-        "architectures": [ARCHITECTURE], "model_type": MODEL_TYPE, **_lm_fields(lm.config),
+        "architectures": [architecture], "model_type": model_type, **_lm_fields(lm.config),
         "torch_dtype": str(next(iter(state.values())).dtype).removeprefix("torch."),
         **tower_conv.repo_config(enc), "mm_vision_tower": tower_ref, **proj_conv.repo_config(con),
         "mm_patch_merge_type": "flat", "mm_use_im_start_end": False, "mm_use_im_patch_token": False,
@@ -461,6 +581,8 @@ def export_llava_repo(model_dir: str | Path, out: str | Path, *,
         "use_mm_proj": True, "tune_mm_mlp_adapter": False, "freeze_mm_mlp_adapter": False,
         "exported_by": "vlmkit",
     }
+    for obj_name, conv in modules.items():
+        config.update(conv.repo_config(model.objectives[obj_name]))
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     generation = getattr(lm, "generation_config", None)

@@ -1,0 +1,292 @@
+"""Make (and check) the Ross parity fixture with the ORIGINAL Ross code (Haochen-Wang409/ross @ 20ffc6b7).
+
+Run in Ross's own environment (transformers 4.43.1, timm 0.6.13, diffusers 0.30.0; see README.md here),
+never in vlmkit's. The model code is imported from ``--repo`` and run unchanged; none of it is copied.
+
+``make`` builds a tiny ``RossQwen2ForCausalLM`` (Qwen2 LLM, SigLIP tower as the released Ross-7B, ``mlp2x_gelu``
+projector) and gives
+it the original ``RossDenoiser`` as ``mm_inv_projector``, as Ross's ``initialize_vision_modules`` does.
+The only departure: Ross's builder fixes the denoiser width by depth (1024 for ``denoiser_vit1x``), which
+would make a 10 MB fixture, so the original ``RossDenoiser`` class is constructed directly at width 32
+(its own code, its own math; ``mm_inv_projector_type`` still says ``denoiser_vit1x``). Then it is saved as
+Ross saves (``save_pretrained``: tower, projector and denoiser all in the checkpoint, safetensors) and
+reloaded as its builder does. Recorded:
+
+* the LLM batch (one image, two images, text only) with the original's fp32 logits and greedy tokens;
+* the denoiser: for fixed noisy latents ``x_t``, timesteps and LLM hidden states, the original's
+  ``ln_pre`` + ``net(x_t, t, context)`` output (the ε prediction that the Ross loss compares).
+
+``check EXPORT`` loads an export of vlmkit's with the original code and compares its logits and its
+denoiser output with the recorded ones. Stubs: the SigLIP hub id is redirected to the local tiny tower
+(as in llava_original.py); torchvision, which timm 0.6 imports for its data pipeline only, is an inert
+stand-in (no CPU build of it exists for this torch). ``diffusers`` is real (the pixel decoder is imported,
+not built).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from llava_original import (  # noqa: E402 - the shared batch helpers of the LLaVA fixtures
+    IMAGE,
+    TOL,
+    _commit,
+    batch,
+    spliced_logits,
+)
+
+HUB_TOWER = "google/siglip-so400m-patch14-384"  # Ross-7B's tower
+
+DENOISER_WIDTH, DENOISER_DEPTH = 32, 1
+
+
+def _stub_torchvision() -> None:
+    """timm 0.6 imports torchvision for its data pipeline, which the denoiser's PatchEmbed, Attention and
+    Mlp never touch; a CPU torchvision for this torch is not on PyPI, so it gets an inert stand-in."""
+    try:
+        import torchvision  # noqa: F401
+        return
+    except ImportError:
+        pass
+    import importlib.abc
+    import importlib.machinery
+    import types
+
+    class Inert:
+        def __getattr__(self, name):
+            return Inert()
+
+        def __call__(self, *args, **kwargs):
+            return args[0] if len(args) == 1 and callable(args[0]) and not kwargs else Inert()
+
+        def __iter__(self):
+            return iter(())
+
+        def __mro_entries__(self, bases):
+            return (object,)
+
+    class Module(types.ModuleType):
+        def __getattr__(self, name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return Inert()
+
+    class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, name, path=None, target=None):
+            if name == "torchvision" or name.startswith("torchvision."):
+                return importlib.machinery.ModuleSpec(name, self, is_package=True)
+            return None
+
+        def create_module(self, spec):
+            module = Module(spec.name)
+            module.__path__ = []
+            module.__version__ = "0.0.0-stub"
+            return module
+
+        def exec_module(self, module):
+            pass
+
+    sys.meta_path.insert(0, Finder())
+
+
+def import_original(repo: Path, tower: Path):
+    sys.path.insert(0, str(repo))
+    _stub_torchvision()
+    import transformers
+
+    for cls in (transformers.SiglipVisionModel, transformers.SiglipImageProcessor, transformers.SiglipVisionConfig):
+        original = cls.from_pretrained.__func__
+
+        def redirected(klass, name, *args, _original=original, **kwargs):
+            return _original(klass, str(tower) if name == HUB_TOWER else name, *args, **kwargs)
+
+        cls.from_pretrained = classmethod(redirected)
+    from ross.model.language_model.ross_qwen import RossConfig, RossQwen2ForCausalLM
+    from ross.model.multimodal_denoiser.denoiser_dit import RossDenoiser
+
+    return RossConfig, RossQwen2ForCausalLM, RossDenoiser
+
+
+def make_tower(path: Path, seed: int) -> None:
+    """A tiny SigLIP (28 px, patch 7: 16 tokens), saved as transformers 4.43 saves one (with its head)."""
+    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+
+    cfg = SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=3, num_attention_heads=2,
+                             image_size=28, patch_size=7)
+    torch.manual_seed(seed)
+    tower = SiglipVisionModel(cfg)
+    with torch.no_grad():
+        for p in tower.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    tower.save_pretrained(path, safe_serialization=True)
+    SiglipImageProcessor(size={"height": 28, "width": 28}).save_pretrained(path)
+
+
+def denoiser_inputs(hidden: int, channels: int, n_tokens: int):
+    g = torch.Generator().manual_seed(4321)
+    side = int(math.sqrt(n_tokens))
+    return {"x_t": torch.randn(2, channels, side, side, generator=g),
+            "timesteps": torch.tensor([17, 803]),
+            "hidden": torch.randn(2, n_tokens, hidden, generator=g) * 3}
+
+
+def denoiser_output(denoiser, inputs) -> torch.Tensor:
+    """What Ross's compute_vm_loss hands its DiT: ln_pre of the hidden states, as a (B, D, h, w) map."""
+    from einops import rearrange
+
+    hidden = inputs["hidden"]
+    side = int(math.sqrt(hidden.shape[1]))
+    with torch.no_grad():
+        z = denoiser.ln_pre(hidden)
+        z = rearrange(z, "b (h w) c -> b c h w", h=side, w=side)
+        return denoiser.net(inputs["x_t"], inputs["timesteps"], z).float().contiguous()
+
+
+def greedy(model, rows, pixels, steps: int, eos: int):
+    tokens, image = [], 0
+    for r in rows:
+        n = r.count(IMAGE)
+        ims = pixels[image:image + n] if n else None
+        image += max(n, 1)
+        with torch.no_grad():
+            out = model.generate(torch.tensor([r]), images=ims, max_new_tokens=steps, do_sample=False,
+                                 eos_token_id=eos, pad_token_id=eos, use_cache=True)
+        seq = out[0].tolist()
+        tokens.append(seq[len(r):] if seq[:len(r)] == r else seq)
+    return tokens
+
+
+def load_original(model_cls, denoiser_cls, folder: Path):
+    """Ross's builder: from_pretrained (the tower is built at init and then overwritten by the checkpoint);
+    the denoiser is not built for inference, so it is rebuilt here and loaded from the same file."""
+    from safetensors.torch import load_file
+
+    model = model_cls.from_pretrained(str(folder), torch_dtype=torch.float32).eval()
+    cfg = model.config
+    den = denoiser_cls(x_channel=cfg.mm_inv_hidden_size, z_channel=cfg.hidden_size, embed_dim=DENOISER_WIDTH,
+                       depth=DENOISER_DEPTH, learn_sigma=False, timesteps="1000", n_patches=cfg.image_embed_len)
+    state = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        state.update({k.removeprefix("model.mm_inv_projector."): v for k, v in load_file(str(f)).items()
+                      if k.startswith("model.mm_inv_projector.")})
+    den.load_state_dict(state, strict=True)
+    return model, den.eval()
+
+
+def cmd_make(args) -> None:
+    from safetensors.torch import save_file
+
+    out: Path = args.out
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    out = out.resolve()
+    tower_dir, model_dir = out / "siglip-tower", out / "model"
+    make_tower(tower_dir, seed=args.seed)
+    config_cls, model_cls, denoiser_cls = import_original(args.repo, tower_dir)
+    os.chdir(out)
+    vocab = json.loads((args.tokenizer / "tokenizer.json").read_text())["model"]["vocab"]
+    tok_cfg = json.loads((args.tokenizer / "tokenizer_config.json").read_text())
+    pad_id, bos_id, eos_id = (vocab[tok_cfg[k]] for k in ("pad_token", "bos_token", "eos_token"))
+    n_tokens = 16
+    cfg = config_cls(
+        vocab_size=max(vocab.values()) + 1, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-6,
+        rope_theta=1000000.0, pad_token_id=pad_id, bos_token_id=bos_id, eos_token_id=eos_id,
+        tie_word_embeddings=False, use_sliding_window=False,
+        mm_vision_tower=HUB_TOWER, mm_hidden_size=16, mm_vision_select_layer=-2, mm_vision_select_feature="patch",
+        mm_projector_type="mlp2x_gelu", mm_patch_merge_type="flat", mm_use_im_start_end=False,
+        mm_use_im_patch_token=False, image_aspect_ratio="pad", tokenizer_padding_side="right",
+        tokenizer_model_max_length=256, use_mm_proj=True, tune_mm_mlp_adapter=False, freeze_mm_mlp_adapter=False,
+        # what Ross's initialize_vision_modules records for the reconstruction branch
+        ross_enable=True, mm_pixel_decoder="./pretrained_vae", mm_inv_hidden_size=64, use_mm_inv_proj=True,
+        mm_inv_projector_type=f"denoiser_vit{DENOISER_DEPTH}x", image_embed_len=n_tokens, decode_image_size=64,
+    )
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(args.seed)
+    model = model_cls(cfg)  # Ross builds (and loads) the tower at init
+    model.get_model().mm_inv_projector = denoiser_cls(
+        x_channel=64, z_channel=32, embed_dim=DENOISER_WIDTH, depth=DENOISER_DEPTH, learn_sigma=False,
+        timesteps="1000", n_patches=n_tokens)
+    with torch.no_grad():  # also the zero-initialised adaLN and output layers, so that a swap shows
+        for name, p in model.named_parameters():
+            if ".vision_tower." not in name and p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    model.eval()
+    model.save_pretrained(model_dir, safe_serialization=True)
+    for f in sorted(p for p in args.tokenizer.iterdir() if p.is_file()):
+        shutil.copy(f, model_dir / f.name)
+
+    loaded, den = load_original(model_cls, denoiser_cls, model_dir)
+    rows, ids, mask, pixels = batch(vocab, pad_id, 28)
+    logits = spliced_logits(loaded, ids, mask, pixels)
+    assert torch.equal(logits, spliced_logits(model, ids, mask, pixels)), "reloading changed the model"
+    tokens = greedy(loaded, rows, pixels, steps=6, eos=eos_id)
+    width = max(len(t) for t in tokens)
+    gen = torch.tensor([t + [-1] * (width - len(t)) for t in tokens])
+    lengths = torch.tensor([len(r) - r.count(IMAGE) + r.count(IMAGE) * n_tokens for r in rows])
+    inputs = denoiser_inputs(32, 64, n_tokens)
+    eps = denoiser_output(den, inputs)
+    assert torch.equal(eps, denoiser_output(model.get_model().mm_inv_projector, inputs))
+    save_file({"input_ids": ids, "attention_mask": mask, "pixel_values": pixels, "logits": logits,
+               "spliced_lengths": lengths, "generated": gen, "denoiser_x_t": inputs["x_t"],
+               "denoiser_timesteps": inputs["timesteps"], "denoiser_hidden": inputs["hidden"],
+               "denoiser_eps": eps}, str(out / "reference.safetensors"))
+    import diffusers
+    import transformers
+
+    (out / "reference.json").write_text(json.dumps({
+        "made_by": "scripts/seed_fixtures/ross_original.py make", "original": "Haochen-Wang409/ross",
+        "commit": _commit(args.repo), "transformers": transformers.__version__, "diffusers": diffusers.__version__,
+        "torch": torch.__version__, "variant": "ross", "tower": "siglip-tower", "image_tokens": n_tokens,
+        "denoiser": {"width": DENOISER_WIDTH, "depth": DENOISER_DEPTH,
+                     "note": "RossDenoiser built directly at width 32; the builder's rule would give 1024"},
+        "stubs": [f"SigLIP from_pretrained('{HUB_TOWER}') -> siglip-tower",
+                  "torchvision (imported by timm's data pipeline) -> an inert stand-in"], "generated_pad": -1,
+    }, indent=2) + "\n")
+    print(f"wrote {out}: logits {tuple(logits.shape)}, eps {tuple(eps.shape)}, generated {gen.tolist()}")
+
+
+def cmd_check(args) -> None:
+    from safetensors.torch import load_file
+
+    ref = load_file(str(args.fixture / "reference.safetensors"))
+    _, model_cls, denoiser_cls = import_original(args.repo, args.fixture / "siglip-tower")
+    model, den = load_original(model_cls, denoiser_cls, args.export.resolve())
+    logits = spliced_logits(model, ref["input_ids"], ref["attention_mask"], ref["pixel_values"])
+    valid = torch.arange(logits.shape[1])[None, :] < ref["spliced_lengths"][:, None]
+    diff = (logits - ref["logits"])[valid].abs().max().item() if logits.shape == ref["logits"].shape else float("inf")
+    inputs = {"x_t": ref["denoiser_x_t"], "timesteps": ref["denoiser_timesteps"], "hidden": ref["denoiser_hidden"]}
+    eps_diff = (denoiser_output(den, inputs) - ref["denoiser_eps"]).abs().max().item()
+    print(json.dumps({"export": str(args.export), "max_abs_logit_diff": diff, "max_abs_eps_diff": eps_diff}))
+    raise SystemExit(0 if diff <= TOL and eps_diff <= TOL else 1)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("make")
+    m.add_argument("--repo", type=Path, required=True)
+    m.add_argument("--tokenizer", type=Path, required=True)
+    m.add_argument("--out", type=Path, required=True)
+    m.add_argument("--seed", type=int, default=0)
+    c = sub.add_parser("check")
+    c.add_argument("--repo", type=Path, required=True)
+    c.add_argument("--fixture", type=Path, required=True)
+    c.add_argument("export", type=Path)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    {"make": cmd_make, "check": cmd_check}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
