@@ -117,7 +117,7 @@ def test_imported_checkpoint_records_its_origin_and_prompts_like_the_authors(imp
     origin = read_checkpoint_config(ckpt)["imported_from"]
     assert origin["format"] == "llava" and origin["path"].endswith(f"{name}/model")
     model = load_checkpoint(ckpt)
-    assert model.config.template == "vicuna_v1"
+    assert model.config.template == ("chat_template" if name == "ross" else "vicuna_v1")  # Qwen2: its own
     assert list(model.objectives) == (["lm", "ross"] if name == "ross" else ["lm"])
     assert model.encoders[0].view.resize == "pad"  # image_aspect_ratio: pad
     expected = {"llava-1.5": ("clip", "MLP2xGELU"), "vip-llava": ("clip-multilayer", "ln_mlp2x_gelu"),
@@ -301,3 +301,48 @@ def test_the_fixture_script_is_not_importable_from_vlmkit():
     text = "\n".join(p.read_text() for p in ROOT.glob("vlmkit-*/src/**/*.py"))
     assert not re.search(r"^\s*(from llava[. ]|import llava\b)", text, re.MULTILINE)
     assert sys.modules.get("llava") is None
+
+
+def test_a_tower_named_by_a_hub_id_is_found_in_the_offline_cache(tmp_path, monkeypatch):
+    """LLaVA-1.5 names openai/clip-vit-large-patch14-336; a copy in the Hugging Face cache is used, offline."""
+    home = tmp_path / "hf-home"
+    snapshot = home / "hub" / "models--openai--clip-vit-large-patch14-336" / "snapshots" / ("0" * 40)
+    shutil.copytree(FIXTURES / "llava-1.5" / "clip-tower", snapshot)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from vlmkit.checkpoint import read_checkpoint_config
+
+    out = import_checkpoint(FIXTURES / "llava-1.5" / "model", tmp_path / "ckpt")
+    assert read_checkpoint_config(out)["imported_from"]["vision_tower"] == str(snapshot)
+
+
+def test_code_in_the_folder_is_never_run(tmp_path):
+    """auto_map names Python in the folder: the import warns and never imports it (nor the tokenizer's)."""
+    src = _copy_model("llava-1.5", tmp_path / "src")
+    (src / "modeling_evil.py").write_text(f"open({str(tmp_path / 'pwned')!r}, 'w').write('x')\n")
+    config = json.loads((src / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.Evil", "AutoConfig": "modeling_evil.Cfg"}
+    (src / "config.json").write_text(json.dumps(config))
+    tok = json.loads((src / "tokenizer_config.json").read_text())
+    tok["auto_map"] = {"AutoTokenizer": ["modeling_evil.Tok", None]}
+    (src / "tokenizer_config.json").write_text(json.dumps(tok))
+    with pytest.warns(UserWarning, match=r"auto_map.*never runs it"):
+        import_checkpoint(src, tmp_path / "out",
+                          options=ImportOptions(vision_tower=str(FIXTURES / "llava-1.5" / "clip-tower")))
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("name, target, reason", [
+    ("convllava", "hf-llava", r"encoder\.0 'convnext5': HF Llava export supports only the 'clip' encoder"),
+    ("llava-s2", "hf-llava", r"encoder\.0 's2': HF Llava export supports only the 'clip' encoder"),
+    ("ross", "hf-llava", r"llm: base model .* is not what AutoModel builds|encoder\.0 'siglip'"),
+    ("vip-llava", "hf-llava", r"encoder\.0 'clip-multilayer'"),
+])
+def test_exports_a_release_does_not_allow_are_refused_with_the_reason(name, target, reason, tmp_path):
+    ckpt = import_checkpoint(FIXTURES / name / "model", tmp_path / "ckpt", options=ImportOptions(
+        vision_tower=str(FIXTURES / name / TOWERS[name]), sets=SETS.get(name, [])))
+    with pytest.raises(ConfigError, match=rf"cannot be written as {target}: .*({reason})"):
+        export_checkpoint(ckpt, tmp_path / "out", format=target)

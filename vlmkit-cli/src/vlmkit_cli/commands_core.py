@@ -204,7 +204,8 @@ def formats(as_json: bool = typer.Option(False, "--json", help="Machine-readable
     convs = repo_converters()
     parts = [{"format": "llava", "part": kind, "variant": c.variant, "detection": c.detection,
               "components": list(c.components)}
-             for kind, group in (("tower", convs.towers), ("projector", convs.projectors)) for c in group]
+             for kind, group in (("tower", convs.towers), ("projector", convs.projectors), ("module", convs.modules))
+             for c in group]
     if as_json:
         typer.echo(json.dumps({"formats": rows, "llava_parts": parts}, indent=2))
         return

@@ -14,7 +14,8 @@ projector are converted by the plugins that own the matching vlmkit components, 
 ``mm_projector_type`` it builds. Core names none of them.
 
 What a release implies but does not record: the conversation template. LLaVA-1.5 and its forks
-prompt a Llama/Vicuna LLM with ``vicuna_v1`` (``conv_mode llava_v1``), which the import sets;
+prompt a Llama/Vicuna LLM with ``vicuna_v1`` (``conv_mode llava_v1``), which the import sets (other LLMs,
+such as Ross's Qwen2, get the tokenizer's own ``chat_template``);
 ``image_aspect_ratio`` (``pad`` / ``square`` / ``resize``) is recorded and becomes the encoder's
 ``resize`` policy. ``--set`` changes either.
 """
@@ -58,7 +59,9 @@ ASPECT_FOR_RESIZE = {"pad": "pad", "square": "square", "resize": "resize"}
 LM_TYPES = {"llava": "llama"}
 ARCHITECTURE = "LlavaLlamaForCausalLM"
 MODEL_TYPE = "llava_llama"
-TEMPLATE = "vicuna_v1"
+#: the forks prompt a Llama/Vicuna with conv_mode llava_v1 (vicuna_v1); other LLMs (Ross's Qwen2: qwen_2,
+#: ChatML) with their tokenizer's own chat template
+TEMPLATE, CHAT_TEMPLATE = "vicuna_v1", "chat_template"
 TOWER_FOLDER = "vision_tower"
 
 
@@ -298,10 +301,11 @@ def _tower_folder(reference: str, src: Path, options: ImportOptions, folders: tu
     for candidate in (Path(reference), src / reference, *(src / f for f in dict.fromkeys((TOWER_FOLDER, *folders)))):
         if reference and (candidate / "config.json").is_file():
             return candidate
-    try:
-        from huggingface_hub import snapshot_download
+    try:  # a hub id already in the local cache (never downloaded here)
+        from transformers.utils import cached_file
 
-        return Path(snapshot_download(reference, local_files_only=True))
+        found = cached_file(reference, "config.json", local_files_only=True, _raise_exceptions_for_missing_entries=False)
+        return Path(found).parent if found else None
     except Exception:  # noqa: BLE001 - not cached (or not a hub id): the caller decides whether it matters
         return None
 
@@ -395,7 +399,8 @@ def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_mana
         objectives.append(conv.objective_config(config, src, shapes))
     cfg = ModelConfig(encoders=[encoder], connector=connector, llm=ComponentConfig("hf", llm_args),
                       objectives=objectives, max_length=max_len,
-                      padding_side=config.get("tokenizer_padding_side", "right"), template=TEMPLATE)
+                      padding_side=config.get("tokenizer_padding_side", "right"),
+                      template=TEMPLATE if llm_args["config"]["model_type"] == "llama" else CHAT_TEMPLATE)
     for assignment in options.sets:
         cfg.set(assignment)
     model = build_model(cfg, pretrained=False)
