@@ -274,3 +274,66 @@ def test_mixed_aspect_batch_through_a_full_model(tmp_path):
     again = load_checkpoint(tmp_path / "ck").eval()
     with torch.no_grad():
         assert torch.allclose(model(**batch).logits, again(**batch).logits, atol=1e-6)
+
+
+# -- the forms LAION ConvNeXt towers come in -------------------------------------------------------
+def _open_clip_state(seed: int = 0):
+    from timm.models.convnext import ConvNeXt
+
+    torch.manual_seed(seed)
+    trunk = ConvNeXt(depths=(1, 1, 2, 1), dims=(16, 32, 48, 64), num_classes=0).eval()
+    for p in trunk.parameters():
+        p.data.add_(torch.randn_like(p) * 0.1)
+    state = {f"visual.trunk.{k}": v for k, v in trunk.state_dict().items()}
+    state["text.token_embedding.weight"] = torch.zeros(4, 4)
+    return trunk, state
+
+
+@pytest.mark.parametrize("form", ["open_clip_pytorch_model.bin", "open_clip_model.safetensors", "model.safetensors",
+                                  "pytorch_model.bin", "folder:open_clip_pytorch_model.bin",
+                                  "folder:open_clip_model.safetensors", "folder:timm"])
+def test_every_laion_convnext_form_loads_the_same_trunk(tmp_path, form):
+    """MG-LLaVA reads LAION's open_clip_pytorch_model.bin; users also have the safetensors, timm's files and
+    folders holding them. Each gives the trunk's own stage maps; pickles load with weights_only=True."""
+    from safetensors.torch import save_file
+
+    trunk, state = _open_clip_state()
+    folder = form.startswith("folder:")
+    name = form.split(":")[-1]
+    if name == "timm":  # a timm hub folder: bare trunk names, its own config.json (not a transformers one)
+        name, state = "model.safetensors", {k.removeprefix("visual.trunk."): v for k, v in state.items()
+                                            if k.startswith("visual.trunk.")}
+        (tmp_path / "config.json").write_text('{"architecture": "convnext_large", "num_classes": 0}')
+    f = tmp_path / name
+    if name.endswith(".safetensors"):
+        save_file(state, str(f))
+    else:
+        torch.save(state, f)
+    enc = encoder("convnext", path=str(tmp_path if folder else f), image_size=64).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        h = trunk.stem(x)
+        for i, stage in enumerate(trunk.stages):
+            h = stage(h)
+            assert torch.allclose(enc(x).maps[f"stage{i}"], h, atol=1e-5)
+
+
+def test_unreadable_convnext_forms_are_refused_with_the_accepted_ones(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            import os
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    torch.save({"visual.trunk.stem.0.weight": Payload()}, tmp_path / "open_clip_pytorch_model.bin")
+    with pytest.raises(ConfigError, match=r"open_clip_pytorch_model\.bin: refused: torch\.load\(weights_only=True\)"):
+        encoder("convnext", path=str(tmp_path / "open_clip_pytorch_model.bin"))
+    assert not (tmp_path / "pwned").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("x")
+    with pytest.raises(ConfigError, match=r"holds no ConvNeXt weights .*found notes\.txt.*accepted: a transformers "
+                                          r"ConvNeXt folder"):
+        encoder("convnext", path=str(empty))
+    (tmp_path / "weights.npz").write_bytes(b"x")
+    with pytest.raises(ConfigError, match=r"weights\.npz is not a weights file vlmkit reads"):
+        encoder("convnext", path=str(tmp_path / "weights.npz"))

@@ -12,7 +12,10 @@ stride 64: 768/1024/1536 px give 144/256/576 tokens of 3072. Being fully convolu
 any H x W and gives floor(H/64) x floor(W/64) tokens; ``resize="native"`` keeps the aspect ratio.
 
 Weights: ``path`` is a transformers ConvNeXt folder (4 stages, or ConvLLaVA's 5-stage tower saved
-after stage 1) or a timm / open_clip ``.safetensors`` file whose ConvNeXt trunk is converted.
+after stage 1), or a timm / open_clip weights file whose ConvNeXt trunk is converted: LAION's
+``open_clip_pytorch_model.bin`` (as MG-LLaVA reads it; pickles only with ``weights_only=True``),
+``open_clip_model.safetensors``, timm's ``model.safetensors`` / ``pytorch_model.bin``, or a folder
+holding one of them.
 A new fifth stage gets PyTorch's default init, as in ConvLLaVA (it is created outside HF init).
 """
 
@@ -71,15 +74,16 @@ def load_trunk(path: str | None, config: str | dict | None, source: str) -> tupl
                 raise ConfigError(f"{source}: unknown config '{name}'; built-in: {', '.join(CONVNEXT_CONFIGS)}")
             config = CONVNEXT_CONFIGS[name]
         model = ConvNextModel(_hf_config(dict(config), source))
-    elif str(path).endswith(".safetensors"):
-        model = ConvNextModel(_hf_config(convnext_convert.trunk_architecture(convnext_convert.read_shapes(path),
-                                                                             str(path)), source))
+    elif (form := convnext_convert.resolve_weights(path, source))[0] == "trunk":
+        file = form[1]
+        model = ConvNextModel(_hf_config(convnext_convert.trunk_architecture(convnext_convert.read_shapes(file),
+                                                                             str(file)), source))
         if load_pretrained():
             holder = nn.Module()
             holder.embeddings, holder.stages = model.embeddings, model.encoder.stages
-            result = holder.load_state_dict(convnext_convert.read_trunk(path), strict=False)
+            result = holder.load_state_dict(convnext_convert.read_trunk(file), strict=False)
             if result.missing_keys or result.unexpected_keys:
-                raise ConfigError(f"{source}: {path} does not fit a ConvNeXt trunk: missing "
+                raise ConfigError(f"{source}: {file} does not fit a ConvNeXt trunk: missing "
                                   f"{result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}")
     elif load_pretrained():
         try:
@@ -158,7 +162,12 @@ class ConvNeXtTower(FrozenPrefixMixin, VisionEncoder):
 
 
 class ConvNeXtEncoder(ConvNeXtTower):
-    """A ConvNeXt trunk: every stage of the loaded model (4 for the CLIP ConvNeXt family)."""
+    """A ConvNeXt trunk: every stage of the loaded model (4 for the CLIP ConvNeXt family).
+
+    ``path`` accepts every form LAION ConvNeXt towers come in: a transformers ConvNeXt folder; open_clip's
+    ``open_clip_pytorch_model.bin`` (read with ``weights_only=True``) or ``open_clip_model.safetensors``;
+    timm's ``model.safetensors`` / ``pytorch_model.bin``; or a folder holding one of those files.
+    """
 
     registry_name = "convnext"
 
@@ -173,6 +182,9 @@ class ConvNeXtEncoder(ConvNeXtTower):
 
 class ConvNeXtStage5Encoder(ConvNeXtTower):
     """ConvLLaVA: the ConvNeXt trunk plus a fifth stage that halves the grid again (stride 64).
+
+    ``path`` takes the forms ``convnext`` takes (a transformers folder, open_clip/timm ``.bin`` or
+    ``.safetensors``, a folder holding one), and ConvLLaVA's 5-stage tower folder.
 
     ``stage5_width``/``stage5_depth`` default to twice the last trunk width and 6 blocks (3072 and 6
     for ConvNeXt-L: 472,934,400 parameters, as in ConvLLaVA's released recipe).

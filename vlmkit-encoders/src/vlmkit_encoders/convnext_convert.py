@@ -1,9 +1,17 @@
-"""Read a timm / open_clip ConvNeXt trunk (e.g. LAION ``convnext_large_d_320``) from a .safetensors file
-into the layout of transformers' ConvNeXt (embeddings + stages), which vlmkit's encoders use.
+"""Read a timm / open_clip ConvNeXt trunk (e.g. LAION ``convnext_large_d_320``) into the layout of
+transformers' ConvNeXt (embeddings + stages), which vlmkit's encoders use.
 
-open_clip stores the trunk under ``visual.trunk.``; a bare timm model has no prefix. Heads, the
-text tower and ``norm_pre`` are ignored. The architecture (widths, depths) is read from tensor
-shapes in the file header, so a model can be rebuilt without reading any weight.
+The forms LAION ConvNeXt towers come in (``WEIGHT_FORMS``), all accepted by ``path``:
+
+* a transformers ConvNeXt folder (``config.json`` with ``model_type: convnext``), ConvLLaVA's included;
+* open_clip's ``open_clip_pytorch_model.bin`` (what MG-LLaVA reads) or ``open_clip_model.safetensors``;
+* timm's ``model.safetensors`` / ``pytorch_model.bin`` (a timm hub folder);
+* a folder holding any of those files.
+
+Pickled ``.bin``/``.pt``/``.pth`` files are read only with ``torch.load(weights_only=True)``. open_clip
+stores the trunk under ``visual.trunk.``; a bare timm model has no prefix. Heads, the text tower and
+``norm_pre`` are ignored. The architecture (widths, depths) is read from tensor shapes (the safetensors
+header alone), so a model can be rebuilt without reading any weight.
 """
 
 from __future__ import annotations
@@ -77,10 +85,58 @@ def convert_trunk(state: Mapping[str, torch.Tensor], source: str) -> dict[str, t
     return out
 
 
+#: one line for errors and ``vlmkit info convnext``
+WEIGHT_FORMS = ("a transformers ConvNeXt folder (config.json model_type 'convnext'), an open_clip or timm "
+                "weights file (open_clip_pytorch_model.bin, open_clip_model.safetensors, model.safetensors, "
+                "pytorch_model.bin; .bin/.pt/.pth read with weights_only=True), or a folder holding one")
+#: file names looked for in a folder that is not a transformers ConvNeXt, in this order
+TRUNK_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.safetensors", "pytorch_model.bin")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
+
+
+def resolve_weights(path: str | Path, source: str) -> tuple[str, Path]:
+    """``("hf", folder)`` for a transformers ConvNeXt folder, else ``("trunk", file)`` for a timm/open_clip file."""
+    import json
+
+    p = Path(path)
+    if p.is_file():
+        if p.suffix == ".safetensors" or p.suffix in PICKLE_SUFFIXES:
+            return "trunk", p
+        raise ConfigError(f"{source}: {p} is not a weights file vlmkit reads; accepted: {WEIGHT_FORMS}")
+    if p.is_dir():
+        config = p / "config.json"
+        if config.is_file():
+            try:
+                model_type = json.loads(config.read_text()).get("model_type")
+            except (ValueError, AttributeError):
+                model_type = None
+            if model_type == "convnext":
+                return "hf", p
+        for name in TRUNK_FILES:
+            if (p / name).is_file():
+                return "trunk", p / name
+        found = ", ".join(sorted(f.name for f in p.iterdir())[:8]) or "nothing"
+        raise ConfigError(f"{source}: {p} holds no ConvNeXt weights vlmkit reads (found {found}); accepted: "
+                          f"{WEIGHT_FORMS}")
+    return "hf", p  # a hub id: transformers resolves it (from its cache when offline)
+
+
+def _pickled(path: Path) -> dict[str, torch.Tensor]:
+    from vlmkit.errors import CheckpointError
+    from vlmkit.interop.weights import load_pickled_tensors
+
+    try:
+        return load_pickled_tensors(path)
+    except CheckpointError as exc:
+        raise ConfigError(f"encoder 'convnext': {exc}") from exc
+
+
 def read_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
-    """Tensor shapes from a safetensors header (no weight is read)."""
+    """Tensor shapes: from a safetensors header (no weight is read), or a weight-only pickle."""
     from safetensors import safe_open
 
+    if Path(path).suffix in PICKLE_SUFFIXES:
+        return {k: tuple(v.shape) for k, v in _pickled(Path(path)).items()}
     try:
         with safe_open(str(path), framework="pt") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
@@ -92,6 +148,10 @@ def read_trunk(path: str | Path) -> dict[str, torch.Tensor]:
     """The converted trunk; only the trunk's tensors are read (an open_clip file also holds a text tower)."""
     from safetensors import safe_open
 
+    if Path(path).suffix in PICKLE_SUFFIXES:
+        state = _pickled(Path(path))
+        prefix = trunk_prefix(list(state), str(path))
+        return convert_trunk({k: v for k, v in state.items() if k.startswith(prefix)}, str(path))
     try:
         with safe_open(str(path), framework="pt") as f:
             prefix = trunk_prefix(list(f.keys()), str(path))
