@@ -189,3 +189,16 @@ def test_box_path_to_the_768_view_matches_mg_llava():
     # components.md 2.8.6: 640x480 padded to 640x640 (y += 80), scaled by 1.2: (100,50,200,150) -> (120,156,240,276)
     _, affine = transform_image(Image.new("RGB", (640, 480)), ImageView("hires", 768, resize="pad"))
     assert torch.allclose(affine.boxes(np.asarray([[100, 50, 200, 150]])), torch.tensor([[120.0, 156, 240, 276]]))
+
+
+@pytest.mark.parametrize("box, message", [([600, 400, 700, 470], r"lies outside the 640x480 image"),
+                                          ([10, 10, 5, 20], r"x2 < x1"),
+                                          ([-3, 0, 10, 10], r"lies outside")])
+def test_boxes_outside_their_image_are_refused_naming_file_record_and_field(tmp_path, box, message):
+    path = tmp_path / "boxes.json"
+    path.write_text(json.dumps([{"id": "1", "boxes": [[1, 1, 5, 5], box], "scores": [0.9, 0.8],
+                                 "labels": ["dog", "cat"]}]))
+    ds = BoxJoin(ListDataset(_samples()[:1]), path)
+    with pytest.raises(DataError, match=message) as err:
+        ds[0]
+    assert err.value.record_id == "1" and err.value.field == "boxes[1]" and "boxes.json" in str(err.value)

@@ -54,6 +54,7 @@ def preview_cmd(
     cols: Optional[int] = typer.Option(None, "--cols", min=1, help="Columns (default: a square grid)."),
     text_lines: int = typer.Option(10, "--text-lines", min=1, help="Lines of text under each image."),
     as_json: bool = typer.Option(False, "--json", help="Print what was shown as JSON."),
+    boxes: Optional[Path] = typer.Option(None, "--boxes", help="MG-LLaVA box file to draw (joined by record id)."),
 ) -> None:
     """Draw a grid of samples (after transforms, prompts drawn in) with their conversation below each."""
     require_module("vlmkit-data", "vlmkit data preview")
@@ -61,12 +62,56 @@ def preview_cmd(
 
     specs = [transform_spec(t) for t in transform or []]
     res = preview(str(file), str(out), image_root=str(images) if images else None, dataset=dataset, transforms=specs,
-                  n=n, seed=seed, shuffle=shuffle, cell=cell, cols=cols, text_lines=text_lines)
+                  n=n, seed=seed, shuffle=shuffle, cell=cell, cols=cols, text_lines=text_lines,
+                  box_file=str(boxes) if boxes else None)
     if as_json:
         typer.echo(json.dumps(res, indent=2))
         return
     typer.echo(f"wrote {out} ({res['size'][0]}x{res['size'][1]}): {len(res['shown'])} of {res['records']:,} samples"
                + (f", {len(res['errors'])} could not be read" if res["errors"] else ""))
+
+
+@data_app.command("boxes")
+@friendly
+def boxes_cmd(
+    file: Path = typer.Argument(..., help="LLaVA JSON/JSONL data file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Box file to write (JSON lines; resumed if it exists)."),
+    detector: str = typer.Option(..., "--detector", help="OWLv2 / OWL-ViT folder or hub id, e.g. "
+                                                         "google/owlv2-large-patch14-ensemble (MG-LLaVA's)."),
+    tags: Optional[str] = typer.Option(None, "--tags", help="Tag vocabulary for every image: 'cat,dog,car'."),
+    tags_file: Optional[Path] = typer.Option(None, "--tags-file", help="Tag vocabulary, one tag per line."),
+    tags_field: Optional[str] = typer.Option(None, "--tags-field", help="Record field with each image's tags "
+                                                                       "(e.g. from RAM++)."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Image root (default: the data file's folder)."),
+    threshold: float = typer.Option(0.2, "--threshold", help="Score threshold (MG-LLaVA: 0.2)."),
+    iou: float = typer.Option(0.2, "--iou", help="Per-label NMS IoU (MG-LLaVA: 0.2)."),
+    limit: int = typer.Option(100, "--limit", help="Above this many boxes keep the top 20 per label (MG-LLaVA)."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per detector call."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when there is one)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Detect objects in every image with an open-vocabulary detector and write an MG-LLaVA box file
+    (resumable; images that fail are named in OUT.errors.jsonl)."""
+    require_module("vlmkit-data", "vlmkit data boxes")
+    from vlmkit_data.box_detection import detect_boxes, errors_path
+
+    vocabulary = None
+    if tags is not None or tags_file is not None:
+        vocabulary = [t.strip() for t in (tags or "").split(",") if t.strip()]
+        if tags_file is not None:
+            vocabulary += [t.strip() for t in tags_file.read_text().splitlines() if t.strip()]
+    report = detect_boxes(file, out, detector, image_root=str(images) if images else None, tags=vocabulary,
+                          tags_field=tags_field, threshold=threshold, iou=iou, limit=limit, batch_size=batch_size,
+                          device=device)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    typer.echo(f"wrote {out}: {report.written:,} records now ({report.boxes:,} boxes), {report.resumed:,} already "
+               f"done, {report.without_image:,} without an image")
+    if report.failed:
+        typer.echo(f"{len(report.failed):,} record(s) failed and are not in the box file (see "
+                   f"{errors_path(out)}): " + "; ".join(f"{f['id']}: {f['reason']}" for f in report.failed[:3]),
+                   err=True)
 
 
 @data_app.command("convert")

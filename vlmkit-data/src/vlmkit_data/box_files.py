@@ -11,6 +11,8 @@ the top ``per_label_when_over_limit`` per label. There is no global cap unless `
 The original derives the per-label count from the limit (20 above 50, 5 below) and leaves
 ``limit == 50`` undefined; here it is an explicit argument, and ``None`` derives it with 50 -> 20.
 
+Boxes that are not finite are refused when the file is read; boxes outside their image (or with x2 < x1)
+when joined to the record, whose image gives the size; both name the box file, the record id and the field.
 Records whose id has no box record are never skipped silently: ``missing='error'`` raises a
 ``DataError`` naming the box file and the id; ``missing='empty'`` gives the image no boxes and
 counts it (``num_missing``); ``missing_ids()`` lists every such id of the wrapped dataset.
@@ -27,6 +29,8 @@ import numpy as np
 
 from vlmkit.errors import ConfigError, DataError
 from vlmkit.samples import BOXES, Sample, provides
+
+from .box_checks import box_problem
 
 MISSING_POLICIES = ("error", "empty")
 
@@ -198,6 +202,12 @@ class BoxJoin:
                                 file=self.box_file, record_id=str(sample.id), field="id", kind="missing")
             self.missing_seen.add(str(sample.id))
             return sample.replace(boxes=[np.zeros((0, 4), np.float32)])
+        size = sample.images[0].size
+        for k, box in enumerate(record.boxes):  # against the image they were detected on, before any filter
+            found = box_problem(box, size)
+            if found is not None:
+                raise DataError(f"{found[0]} (box {k} of the record in box file {self.box_file})",
+                                file=self.box_file, record_id=str(sample.id), field=f"boxes[{k}]", kind=found[1])
         boxes, scores, labels = filter_boxes(record.boxes, record.scores, record.labels, **self.filter_args)
         meta = {**sample.meta, "box_scores": scores, "box_labels": labels}
         return sample.replace(boxes=[boxes], meta=meta)

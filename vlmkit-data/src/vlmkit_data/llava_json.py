@@ -56,6 +56,8 @@ class LlavaJsonDataset:
     ``index_cache``: keep the byte index next to the file (``None``: only for files over 8 MiB).
     ``progress``: show a progress bar while indexing/scanning (``None``: on a terminal, for big files);
     ``progress_callback(done, total)`` is called either way.
+    ``box_file``: an MG-LLaVA box file (``vlmkit data boxes``) joined by record id, filtered as MG-LLaVA
+    filters; a record without one is an error (``missing_boxes: empty`` gives it no boxes, counted).
     """
 
     #: replaced per instance once the records have been looked at (see the module docstring)
@@ -64,7 +66,7 @@ class LlavaJsonDataset:
     def __init__(self, path: str, image_root: str | None = None, boxes: bool | None = None,
                  regions: bool | None = None, scan_records: int = 64, index_cache: bool | None = None,
                  progress: bool | None = None, progress_callback: ProgressCallback | None = None,
-                 allow_outside_root: bool = False):
+                 allow_outside_root: bool = False, box_file: str | None = None, missing_boxes: str = "error"):
         if not os.path.isfile(path):
             raise DataError("data file not found", file=path, kind="missing_file")
         self.path = os.fspath(path)
@@ -84,10 +86,17 @@ class LlavaJsonDataset:
                 return flag
             return bool(with_image) and all(r.get(key) is not None for r in with_image)
 
-        self.require_boxes = declared(boxes, "boxes")
         self.require_regions = declared(regions, "regions")
+        # an MG-LLaVA box file (``vlmkit data boxes`` makes one) gives the boxes instead of the records
+        self.box_join = None
+        if box_file is not None:
+            from .box_files import BoxJoin
+
+            self.box_join = BoxJoin(_Unjoined(self), box_file, missing=missing_boxes)
+        self.require_boxes = False if box_file is not None else declared(boxes, "boxes")
         self.provides: frozenset[str] = frozenset(
-            {IMAGES} | ({BOXES} if self.require_boxes else set()) | ({REGIONS} if self.require_regions else set()))
+            {IMAGES} | ({BOXES} if self.require_boxes or box_file is not None else set())
+            | ({REGIONS} if self.require_regions else set()))
 
     def __getstate__(self) -> dict[str, Any]:
         """Picklable for spawned DataLoader workers: a progress callback (often a lambda) stays behind."""
@@ -138,11 +147,17 @@ class LlavaJsonDataset:
 
     # -- samples -----------------------------------------------------------------------------------------
     def __getitem__(self, i: int) -> Sample:
+        if self.box_join is not None:
+            return self.box_join[i]
+        return self.sample(i)
+
+    def sample(self, i: int) -> Sample:
+        """Record ``i`` as a Sample, with the record's own boxes (if any), before a box file's join."""
         i = self._check_index(i)
         rec = self.record(i)
         paths = self._image_paths_checked(i, rec)
         turns = self._turns(i, rec, len(paths))
-        images = [self._load_image(i, rec, p, f"image[{k}]" if isinstance(rec.get("image"), list) else "image")
+        images = [self.load_image(i, rec, p, f"image[{k}]" if isinstance(rec.get("image"), list) else "image")
                   for k, p in enumerate(paths)]
         boxes = self._boxes(i, rec, len(paths))
         for k, per_image in enumerate(boxes or []):
@@ -224,7 +239,9 @@ class LlavaJsonDataset:
                               "every image needs its tag)", "placeholder_mismatch", "conversations")
         return turns
 
-    def _load_image(self, i: int, rec: dict[str, Any], rel: str, field: str) -> Image.Image:
+    def load_image(self, i: int, rec: dict[str, Any], rel: str, field: str) -> Image.Image:
+        """Record ``i``'s image at ``rel`` (under the image root), RGB; a ``DataError`` naming the file, the
+        record and ``field`` when it is outside the root, missing or does not decode."""
         path, inside = resolve_under(self.image_root, rel)
         if not inside and not self.allow_outside_root:
             raise self._error(i, rec, outside_message(rel, self.image_root), OUTSIDE_ROOT, field)
@@ -327,6 +344,20 @@ class LlavaJsonDataset:
                 lengths.append(modality_length(turns, bool(_image_paths(rec))))
             rep.update(int(self.index.ends[-1]) if total else 0)
         return lengths
+
+
+class _Unjoined:
+    """The dataset as BoxJoin sees it: samples before the join (so the join does not call itself)."""
+
+    def __init__(self, dataset: LlavaJsonDataset):
+        self.dataset = dataset
+        self.provides = frozenset({IMAGES})
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Sample:
+        return self.dataset.sample(i)
 
 
 def modality_length(turns: Any, has_image: bool) -> int:

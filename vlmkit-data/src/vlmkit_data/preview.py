@@ -150,13 +150,20 @@ def render_grid(items: Sequence[PreviewItem], cell: int = 320, cols: int | None 
 
 def preview(path: str, out: str, image_root: str | None = None, dataset: str = "llava-json",
             transforms: Sequence[Any] = (), n: int = 16, seed: int = 0, shuffle: bool = False, cell: int = 320,
-            cols: int | None = None, text_lines: int = 10, draw_boxes: bool = True) -> dict[str, Any]:
-    """Write the grid PNG; returns what was shown (indices, errors). ``transforms``: registry specs."""
+            cols: int | None = None, text_lines: int = 10, draw_boxes: bool = True,
+            box_file: str | None = None) -> dict[str, Any]:
+    """Write the grid PNG; returns what was shown (indices, errors). ``transforms``: registry specs.
+    ``box_file``: an MG-LLaVA box file joined by record id (``vlmkit data boxes`` writes one); its boxes are
+    drawn after MG-LLaVA's filter, records without one get none."""
     from vlmkit.assembly import build_component
 
     from .check import open_dataset
 
     ds = open_dataset(path, image_root, dataset)
+    if box_file is not None:
+        from .box_files import BoxJoin
+
+        ds = BoxJoin(ds, box_file, missing="empty")
     built = [build_component("transform", t) for t in transforms]
     indices = choose_indices(len(ds), n, shuffle, seed)
     items = load_items(ds, built, indices, seed)
