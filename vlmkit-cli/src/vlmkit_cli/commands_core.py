@@ -148,14 +148,16 @@ def _copy_progress():
 
 
 def _import(src: Path, out: Path, fmt: Optional[str], vision_tower: Optional[Path], tokenizer: Optional[str],
-            dtype: Optional[str], sets: Optional[List[str]]) -> None:
+            dtype: Optional[str], sets: Optional[List[str]], aux_vision_tower: Optional[Path] = None,
+            llm: Optional[Path] = None) -> None:
     from vlmkit.interop.formats import ImportOptions, import_checkpoint
 
     update, stop = _copy_progress()
     try:
         path = import_checkpoint(src, out, format=fmt, options=ImportOptions(
             vision_tower=str(vision_tower) if vision_tower else None, tokenizer=tokenizer, dtype=dtype,
-            sets=list(sets or []), progress=update))
+            sets=list(sets or []), progress=update, aux_vision_tower=str(aux_vision_tower) if aux_vision_tower else None,
+            llm=str(llm) if llm else None))
     finally:
         stop()
     from vlmkit.checkpoint import read_checkpoint_config
@@ -166,7 +168,8 @@ def _import(src: Path, out: Path, fmt: Optional[str], vision_tower: Optional[Pat
 
 @app.command("import")
 @friendly
-def import_(src: Path = typer.Argument(..., help="A model folder in a format `vlmkit formats` lists."),
+def import_(src: Path = typer.Argument(..., help="A model folder (or checkpoint file) in a format `vlmkit formats` "
+                                                  "lists."),
             out: Path = typer.Argument(..., help="vlmkit checkpoint folder to write."),
             fmt: Optional[str] = typer.Option(None, "--format", help="The source format (default: detected)."),
             vision_tower: Optional[Path] = typer.Option(
@@ -175,9 +178,13 @@ def import_(src: Path = typer.Argument(..., help="A model folder in a format `vl
             dtype: Optional[str] = typer.Option(None, "--dtype", help="LLM dtype: float32, bfloat16, float16."),
             set_: Optional[List[str]] = typer.Option(None, "--set", help="Change the built model, e.g. "
                                                      "encoder.0.resize=square or template=plain."),
+            vision_tower_aux: Optional[Path] = typer.Option(
+                None, "--vision-tower-aux", help="Second tower (MG-LLaVA's LAION ConvNeXt: folder or .bin/.safetensors)."),
+            llm: Optional[Path] = typer.Option(None, "--llm", help="LLM folder, for releases that ship no LLM config "
+                                                                  "(MG-LLaVA)."),
             ) -> None:
     """Convert another system's released model (LLaVA-1.5, ViP-LLaVA, HF Llava ...) into a vlmkit checkpoint."""
-    _import(src, out, fmt, vision_tower, tokenizer, dtype, set_)
+    _import(src, out, fmt, vision_tower, tokenizer, dtype, set_, vision_tower_aux, llm)
 
 
 @app.command("export")

@@ -19,3 +19,11 @@ def vlmkit_llava_converters() -> list[Any]:
     from .llava_repo import MLPRepoProjector, VipRepoProjector
 
     return [MLP2xGeluLlavaProjector(), LnMLPVipLlavaProjector(), MLPRepoProjector(), VipRepoProjector()]
+
+
+@hookimpl
+def vlmkit_checkpoint_formats() -> list[Any]:
+    """MG-LLaVA's XTuner checkpoints (``vlmkit import --format mg-llava``)."""
+    from .mg_llava_format import MGLLaVAFormat
+
+    return [MGLLaVAFormat()]

@@ -36,6 +36,10 @@ class ImportOptions:
 
     #: a local folder for the vision tower that the config names by hub id (or that a release leaves out)
     vision_tower: str | None = None
+    #: a second tower's weights, for two-encoder systems (MG-LLaVA's ConvNeXt)
+    aux_vision_tower: str | None = None
+    #: the LLM's folder (config, tokenizer, and weights a release leaves out), for releases that ship none
+    llm: str | None = None
     #: a tokenizer folder or hub id, for folders that ship none
     tokenizer: str | None = None
     #: the LLM's dtype (float32, bfloat16, float16); by default the dtype its weights are stored in
@@ -68,7 +72,8 @@ class CheckpointFormat(ABC):
 
     @abstractmethod
     def detect(self, folder: Path, config: dict[str, Any]) -> bool:
-        """Whether ``folder`` (whose parsed ``config.json`` is ``config``) is in this format."""
+        """Whether ``folder`` (whose parsed ``config.json`` is ``config``, ``{}`` when it has none; a bare
+        weights file for formats that release one) is in this format."""
 
     @abstractmethod
     def import_checkpoint(self, src: Path, out: Path, options: ImportOptions) -> Path:
@@ -141,11 +146,15 @@ def _distribution(plugin_name: str) -> str:
 
 
 # -- detection ------------------------------------------------------------------------------------
-def read_config(folder: Path) -> dict[str, Any]:
+def read_config(folder: Path, required: bool = True) -> dict[str, Any]:
+    """The parsed ``config.json`` of a model folder; ``{}`` when not ``required`` and there is none (a bare
+    weights file, a release that ships only weights)."""
     f = folder / "config.json"
-    if not folder.is_dir():
-        raise CheckpointError(f"{folder}: no such folder")
+    if not folder.exists():
+        raise CheckpointError(f"{folder}: no such file or folder")
     if not f.is_file():
+        if not required:
+            return {}
         raise CheckpointError(f"{folder}: no config.json (is it a model folder?)")
     try:
         data = json.loads(f.read_text())
@@ -168,7 +177,7 @@ def _found(config: dict[str, Any], formats: dict[str, CheckpointFormat]) -> str:
 def detect_format(folder: Path, formats: dict[str, CheckpointFormat] | None = None) -> CheckpointFormat:
     """The one format that recognises ``folder``; an error listing the known formats when none or two do."""
     formats = checkpoint_formats() if formats is None else formats
-    config = read_config(folder)
+    config = read_config(folder, required=False)
     hits = [f for f in formats.values() if f.detect(folder, config)]
     narrowed = {f.refines for f in hits if f.refines}
     hits = [f for f in hits if f.name not in narrowed]
@@ -176,7 +185,8 @@ def detect_format(folder: Path, formats: dict[str, CheckpointFormat] | None = No
         return hits[0]
     rules = "; ".join(f"{f.name}: {f.detection}" for f in formats.values())
     if not hits:
-        raise ConfigError(f"{folder / 'config.json'}: not a format vlmkit can import (found {_found(config, formats)}); "
+        what = folder / "config.json" if config else folder
+        raise ConfigError(f"{what}: not a format vlmkit can import (found {_found(config, formats)}); "
                           f"known formats: {rules}; pass --format NAME to choose one")
     raise ConfigError(f"{folder / 'config.json'}: matches several formats ({', '.join(f.name for f in hits)}); "
                       "pass --format NAME to choose one")
@@ -196,14 +206,14 @@ def import_checkpoint(src: str | Path, out: str | Path, *, format: str | None = 
     """Convert the foreign model folder ``src`` into a vlmkit checkpoint at ``out`` (format detected unless
     named). The result is an ordinary checkpoint: ``vlmkit.load_model(out)``, generate, eval, train."""
     src, out = Path(src), Path(out)
-    if not src.is_dir():
-        raise CheckpointError(f"{src}: no such folder")
+    if not src.exists():
+        raise CheckpointError(f"{src}: no such file or folder")
     if out.resolve() == src.resolve():
         raise ConfigError(f"import: output folder {out} is the source folder; choose another")
     formats = checkpoint_formats(plugin_manager)
     fmt = _format(format, formats) if format else detect_format(src, formats)
-    if format:
-        read_config(src)  # a missing or broken config.json is named before the format's own checks
+    if format and src.is_dir():
+        read_config(src, required=False)  # a broken config.json is named before the format's own checks
     return fmt.import_checkpoint(src, out, options or ImportOptions())
 
 

@@ -27,7 +27,7 @@ PICKLE_INDEX = "pytorch_model.bin.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 _DTYPE_NAMES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64"}
 
-__all__ = ["WeightFiles", "SAFETENSORS_INDEX", "PICKLE_INDEX", "load_pickled_tensors"]
+__all__ = ["WeightFiles", "MemoryWeights", "SAFETENSORS_INDEX", "PICKLE_INDEX", "load_pickled_tensors"]
 
 
 def _index_files(index: Path) -> list[Path]:
@@ -57,8 +57,10 @@ def load_pickled_tensors(path: Path) -> dict[str, torch.Tensor]:
                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
                               "vlmkit never unpickles code, so convert the file to safetensors in a trusted "
                               "environment") from exc
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
+    for wrapper in ("state_dict", "module"):  # mmengine / XTuner checkpoints, DeepSpeed model states
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+            break
     if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         raise CheckpointError(f"{path}: not a state dict (a mapping of names to tensors)")
     return obj
@@ -162,3 +164,18 @@ def _open_safetensors(path: Path) -> Any:
         return safe_open(str(path), framework="pt")
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
         raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({type(exc).__name__}: {exc})") from exc
+
+
+class MemoryWeights(WeightFiles):
+    """Tensors already in memory (e.g. converted from another layout), read like weight files."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], origin: str):
+        super().__init__([])
+        self.tensors, self.origin = tensors, Path(origin)
+
+    def headers(self) -> dict[str, tuple[Path, tuple[int, ...], str]]:
+        return {k: (self.origin, tuple(v.shape), _DTYPE_NAMES.get(v.dtype, str(v.dtype))) for k, v in self.tensors.items()}
+
+    def read(self, keys: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:
+        for k in keys:
+            yield k, self.tensors[k]
