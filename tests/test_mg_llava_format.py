@@ -1,13 +1,15 @@
 """MG-LLaVA's XTuner checkpoints -> vlmkit (format ``mg-llava``), on tiny stand-ins for its released parts.
 
-MG-LLaVA's own code needs XTuner, mmengine, DeepSpeed, open_clip and a CUDA build of torchvision together, so
-it was not run here (README, "Released models in and out"). The reference is instead a tiny vlmkit model of
-MG-LLaVA's layout (``roi`` + ``convgate`` + ``mlp2x_gelu``, whose math matches MG-LLaVA's modules exactly:
-tests/test_fusion_*.py) written out under MG-LLaVA's parameter names, read from its modules
-(``MultiFuseObjectLLaVAModel``: ``projector.model.N``, ``bbox_projector.model.N``, ``fuse_module.*``, the
-XTuner ``llm.*``) inside an mmengine-style checkpoint (``{"meta", "state_dict"}``). The import must put every
-tensor back where it came from (exact logits on a batch with boxes), take the frozen towers from their own
-folders (CLIP, and LAION's ConvNeXt as ``open_clip_pytorch_model.bin``), and refuse what does not fit.
+Two references. (1) The trainable modules a checkpoint holds, made by MG-LLaVA's ORIGINAL classes
+(``DualPathFuseModule``, XTuner's ``ProjectorModel``) at tiny widths with their outputs on fixed inputs:
+``tests/fixtures/seeds/mg-llava`` (``scripts/seed_fixtures/mg_llava_original.py``); imported, vlmkit's
+``convgate``, ``roi`` projector and ``mlp2x_gelu`` give the same outputs. (2) The whole model: MG-LLaVA's
+full stack (XTuner runner, mmengine, DeepSpeed, open_clip, torchvision, paper widths hard-coded) was not run
+here, so a tiny vlmkit model of MG-LLaVA's layout is written out under the parameter names of MG-LLaVA's
+modules (``projector.model.N``, ``bbox_projector.model.N``, ``fuse_module.*``, XTuner's ``llm.*``) inside an
+mmengine-style checkpoint (``{"meta", "state_dict"}``); the import must put every tensor back where it came
+from (exact logits on a batch with boxes), take the frozen towers from their own folders (CLIP, and LAION's
+ConvNeXt as ``open_clip_pytorch_model.bin``), and refuse what does not fit.
 """
 
 from __future__ import annotations
@@ -62,8 +64,8 @@ def _reference(parts: Path, tmp_path: Path, with_llm: bool = True, seed: int = 1
 
     scratch = tmp_path / "tok"
     scratch.mkdir(exist_ok=True)
-    model = build_model(_model_config(parts / "clip", parts / "convnext", parts / "llm", scratch, _options(parts)),
-                        pretrained=True).eval()
+    model = build_model(_model_config(parts / "clip", parts / "convnext", parts / "llm", scratch, _options(parts),
+                                      {"fuse_module.gate.0.weight": (16, 64)}), pretrained=True).eval()
     torch.manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -161,3 +163,25 @@ def test_export_to_mg_llava_is_refused_with_the_reason(parts, tmp_path):
     with pytest.raises(ConfigError, match=r"format 'mg-llava' is import-only: MG-LLaVA's code builds its model from an "
                                           r"XTuner Python config"):
         export_checkpoint(ckpt, tmp_path / "out", format="mg-llava")
+
+
+def test_the_original_modules_give_their_outputs_after_import(parts, tmp_path):
+    """fuse_module / projector / bbox_projector made by MG-LLaVA's own classes (the fixture), plus the tiny
+    LLM: after import, vlmkit's convgate, mlp2x_gelu and roi projector compute what the originals computed."""
+    from safetensors.torch import load_file
+    from transformers import LlamaForCausalLM
+
+    fixture = load_file(str(Path(__file__).parent / "fixtures" / "seeds" / "mg-llava" / "modules.safetensors"))
+    ref = {k[4:]: v for k, v in fixture.items() if k.startswith("ref.")}
+    state = {k: v for k, v in fixture.items() if not k.startswith("ref.")}
+    state.update({f"llm.{k}": v for k, v in LlamaForCausalLM.from_pretrained(parts / "llm").state_dict().items()})
+    torch.save({"meta": {"iter": 1}, "state_dict": state}, tmp_path / "iter_1.pth")
+    model = load_checkpoint(import_checkpoint(tmp_path / "iter_1.pth", tmp_path / "ckpt", options=_options(parts)))
+    roi, convgate, proj = model.connectors
+    assert convgate.gate[0].out_features == 16  # DualPathFuseModule's low_res_dim // 2, read from the tensors
+    with torch.no_grad():
+        fused = convgate.fuse(ref["fuse_low"], (4, 4), ref["fuse_high"])
+        assert (fused - ref["fuse_out"]).abs().max() <= 1e-6
+        assert (proj.proj(ref["projector_in"]) - ref["projector_out"]).abs().max() <= 1e-6
+        assert (roi.projector(ref["bbox_in"]) - ref["bbox_out"]).abs().max() <= 1e-6
+    assert ref["fuse_out"].sub(ref["fuse_low"]).abs().max() > 1e-2  # the fusion changes its input

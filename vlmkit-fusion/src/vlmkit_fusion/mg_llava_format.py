@@ -118,7 +118,8 @@ def _required(value: str | None, flag: str, what: str) -> Path:
     return path
 
 
-def _model_config(clip: Path, convnext: Path, llm: Path, scratch: Path, options: ImportOptions) -> ModelConfig:
+def _model_config(clip: Path, convnext: Path, llm: Path, scratch: Path, options: ImportOptions,
+                  shapes: dict[str, tuple[int, ...]] | None = None) -> ModelConfig:
     from vlmkit.interop.llava_repo import TOKENIZER_FILE_PATTERNS
 
     doc = copy.deepcopy(MG_LLAVA)
@@ -136,6 +137,9 @@ def _model_config(clip: Path, convnext: Path, llm: Path, scratch: Path, options:
     doc["llm"] = {"name": "hf", "args": {"config": keep, "tokenizer": str(options.tokenizer or scratch),
                                          **({"dtype": options.dtype} if options.dtype else {})}}
     doc["template"] = TEMPLATES.get(keep.get("model_type"), "chat_template")
+    gate = (shapes or {}).get("fuse_module.gate.0.weight")
+    if gate is not None:  # DualPathFuseModule's gate is low_res_dim // 2 wide (512 for CLIP-L)
+        doc["fusion"][1]["args"] = {**doc["fusion"][1]["args"], "gate_hidden": int(gate[0])}
     cfg = ModelConfig.from_dict(doc, where="mg-llava import")
     for assignment in options.sets:
         cfg.set(assignment)
@@ -153,7 +157,7 @@ def _import(src: Path, out: Path, options: ImportOptions, scratch: Path) -> Path
     llm = _required(options.llm, "--llm", "the LLM's config and tokenizer")
     weights = _weights(file)
     keys = weights.headers()
-    cfg = _model_config(clip, convnext, llm, scratch, options)
+    cfg = _model_config(clip, convnext, llm, scratch, options, {k: h[1] for k, h in keys.items()})
     # the encoders load their own weights, in every form they read (the LLM is built from its config only);
     # everything else must come from the checkpoint or the LLM's folder
     model = build_model(cfg, pretrained=True)
