@@ -25,6 +25,12 @@ from vlmkit.tiny_tokenizer import build_tiny_tokenizer
 FIXTURE = Path(__file__).parent / "fixtures" / "seeds" / "vip-llava"
 
 
+def _image_id(config) -> int:
+    """The image token's id (``image_token_id`` in newer transformers, ``image_token_index`` before)."""
+    value = getattr(config, "image_token_id", None)
+    return int(value if value is not None else config.image_token_index)
+
+
 @pytest.fixture(scope="module")
 def tok():
     return build_tiny_tokenizer()
@@ -71,7 +77,7 @@ def test_export_reloads_in_transformers_with_equal_logits(reference, tok, tmp_pa
     out = export_checkpoint(ckpt, tmp_path / "hf", format="hf-vip-llava")
     back = VipLlavaForConditionalGeneration.from_pretrained(out, attn_implementation=ATTN).eval()
     model = load_checkpoint(ckpt).eval()
-    r = compare(model, back, tok, "right", n_tokens=16, image_id=back.config.image_token_id)
+    r = compare(model, back, tok, "right", n_tokens=16, image_id=_image_id(back.config))
     assert r["diff"] <= TOL
 
 
@@ -84,7 +90,7 @@ def test_the_original_vip_llava_fixture_gives_its_logits_in_transformers_through
     ref = load_file(str(FIXTURE / "reference.safetensors"))
     ids, mask = ref["input_ids"], ref["attention_mask"]
     rows = [r[m.bool()].tolist() for r, m in zip(ids, mask)]
-    image_id = hf.config.image_token_id
+    image_id = _image_id(hf.config)
     hf_ids, hf_mask = pad(expand(rows, image_id, 16), 0, "right")
     n_images = sum(r.count(IMAGE_PLACEHOLDER) for r in rows)
     with torch.no_grad():
