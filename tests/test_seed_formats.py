@@ -188,14 +188,20 @@ def test_the_ross_denoiser_predicts_what_the_original_predicts(tmp_path):
 
 
 # -- bad input ------------------------------------------------------------------------------------
+def _empty_hub_cache(monkeypatch) -> None:
+    """As on a machine whose Hugging Face cache lacks the tower (whatever this one's holds)."""
+    import transformers.utils
+
+    monkeypatch.setattr(transformers.utils, "cached_file", lambda *args, **kwargs: None)
+
+
 def _copy_model(name: str, dst: Path) -> Path:
     shutil.copytree(FIXTURES / name / "model", dst)
     return dst
 
 
 def test_a_tower_named_by_an_uncached_hub_id_is_an_error_naming_the_field_and_the_flag(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    _empty_hub_cache(monkeypatch)
     with pytest.raises(ConfigError, match=r"mm_vision_tower 'openai/clip-vit-large-patch14-336' is not a local "
                                           r"folder.*--vision-tower PATH"):
         import_checkpoint(FIXTURES / "llava-1.5" / "model", tmp_path / "out")
@@ -204,8 +210,7 @@ def test_a_tower_named_by_an_uncached_hub_id_is_an_error_naming_the_field_and_th
 def test_a_tower_in_the_checkpoint_is_used_when_its_architecture_is_known(tmp_path, monkeypatch):
     """ViP keeps its tower in the checkpoint; without --vision-tower the known CLIP-L/336 architecture is
     assumed, which this tiny tower does not fit: the error names the tensor and both shapes."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    _empty_hub_cache(monkeypatch)
     with pytest.raises(CheckpointError, match=r"vip-llava/model/model\.safetensors: tensor '.*' has shape "
                                               r"\[\d+.*needs \[\d+"):
         import_checkpoint(FIXTURES / "vip-llava" / "model", tmp_path / "out")
@@ -240,8 +245,7 @@ def test_an_undetectable_folder_lists_the_known_formats_and_what_was_found(tmp_p
 
 
 def test_unsupported_fields_are_refused_by_name(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    _empty_hub_cache(monkeypatch)
     tower = str(FIXTURES / "llava-1.5" / "clip-tower")
     for field, value, message, given in [
         ("image_aspect_ratio", "anyres", r"image_aspect_ratio 'anyres' is not supported", tower),
@@ -303,20 +307,23 @@ def test_the_fixture_script_is_not_importable_from_vlmkit():
     assert sys.modules.get("llava") is None
 
 
-def test_a_tower_named_by_a_hub_id_is_found_in_the_offline_cache(tmp_path, monkeypatch):
-    """LLaVA-1.5 names openai/clip-vit-large-patch14-336; a copy in the Hugging Face cache is used, offline."""
+def test_a_tower_named_by_a_hub_id_is_found_in_the_offline_cache(tmp_path):
+    """LLaVA-1.5 names openai/clip-vit-large-patch14-336; a copy in the Hugging Face cache is used, offline.
+    Run in a fresh process: the hub libraries read the cache location when they are first imported."""
     home = tmp_path / "hf-home"
     snapshot = home / "hub" / "models--openai--clip-vit-large-patch14-336" / "snapshots" / ("0" * 40)
     shutil.copytree(FIXTURES / "llava-1.5" / "clip-tower", snapshot)
     (snapshot.parent.parent / "refs").mkdir()
     (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    env.pop("TRANSFORMERS_CACHE", None)
+    proc = subprocess.run([sys.executable, "-m", "vlmkit_cli", "import", str(FIXTURES / "llava-1.5" / "model"),
+                           str(tmp_path / "ckpt")], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
     from vlmkit.checkpoint import read_checkpoint_config
 
-    out = import_checkpoint(FIXTURES / "llava-1.5" / "model", tmp_path / "ckpt")
-    assert read_checkpoint_config(out)["imported_from"]["vision_tower"] == str(snapshot)
+    assert read_checkpoint_config(tmp_path / "ckpt")["imported_from"]["vision_tower"] == str(snapshot)
 
 
 def test_code_in_the_folder_is_never_run(tmp_path):
