@@ -129,37 +129,19 @@ def build(
 
 
 # --------------------------------------------------------------------------------------------- conversion
-def _copy_progress():
-    """A ``progress(done, total)`` callback drawing a transient bar on stderr, and its closer."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                   TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-    task: list = []
-
-    def update(done: int, total: int) -> None:
-        if not task:
-            bar.start()
-            task.append(bar.add_task("copying tensors", total=total))
-        bar.update(task[0], completed=done)
-
-    return update, bar.stop
-
-
 def _import(src: Path, out: Path, fmt: Optional[str], vision_tower: Optional[Path], tokenizer: Optional[str],
             dtype: Optional[str], sets: Optional[List[str]], aux_vision_tower: Optional[Path] = None,
             llm: Optional[Path] = None) -> None:
-    from vlmkit.interop.formats import ImportOptions, import_checkpoint
+    import sys
 
-    update, stop = _copy_progress()
-    try:
+    from vlmkit.interop.formats import ImportOptions, import_checkpoint
+    from vlmkit.progress import ProgressReporter
+
+    with ProgressReporter("copying tensors", 0, show=sys.stderr.isatty(), unit="tensors") as bar:
         path = import_checkpoint(src, out, format=fmt, options=ImportOptions(
             vision_tower=str(vision_tower) if vision_tower else None, tokenizer=tokenizer, dtype=dtype,
-            sets=list(sets or []), progress=update, aux_vision_tower=str(aux_vision_tower) if aux_vision_tower else None,
+            sets=list(sets or []), progress=bar.update, aux_vision_tower=str(aux_vision_tower) if aux_vision_tower else None,
             llm=str(llm) if llm else None))
-    finally:
-        stop()
     from vlmkit.checkpoint import read_checkpoint_config
 
     origin = read_checkpoint_config(path).get("imported_from", {})

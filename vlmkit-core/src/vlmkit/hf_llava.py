@@ -40,9 +40,10 @@ from torch import nn
 
 from .config import ComponentConfig, ModelConfig
 from .errors import CheckpointError, ConfigError
-from .interop.fill import Progress, Source, fill_model
+from .interop.fill import Source, fill_model
 from .interop.weights import WeightFiles
 from .llava_conversion import LlavaConverters, LlavaProjectorConversion, LlavaVisionConversion, llava_converters
+from .progress import ProgressCallback
 
 if TYPE_CHECKING:
     import pluggy
@@ -188,7 +189,7 @@ def _has_tokenizer(folder: Path) -> bool:
     return any((folder / name).is_file() for name in TOKENIZER_FILES)
 
 
-def import_hf(src: str | Path, out: str | Path, progress: Progress | None = None, *,
+def import_hf(src: str | Path, out: str | Path, progress: ProgressCallback | None = None, *,
               tokenizer: str | Path | None = None, dtype: str | None = None, sets: list[str] | None = None,
               family: str = "llava", plugin_manager: pluggy.PluginManager | None = None) -> Path:
     """Convert an HF ``LlavaForConditionalGeneration`` folder into a vlmkit checkpoint at ``out``.

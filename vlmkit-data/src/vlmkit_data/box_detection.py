@@ -138,9 +138,10 @@ def detect_boxes(data: str | Path, out: str | Path, detector: str | Detector, *,
     Query with ``tags`` (a vocabulary for every image) or ``tags_field`` (each record's own list of tags,
     e.g. from a tagging model). ``on_batch(done)`` is called after each batch is written (tests, progress).
     """
+    from vlmkit.progress import ProgressReporter
+
     from .box_files import filter_boxes
     from .llava_json import LlavaJsonDataset
-    from .progress import ProgressReporter
 
     if (tags is None) == (tags_field is None):
         raise ConfigError("vlmkit data boxes: give either a tag vocabulary (--tags) or a record field with each "

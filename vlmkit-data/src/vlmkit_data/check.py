@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from vlmkit.errors import DataError
+from vlmkit.progress import ProgressCallback, ProgressReporter
 from vlmkit.samples import Sample
 
 from .box_checks import box_problem
-from .progress import ProgressCallback, ProgressReporter
 
 
 @dataclass(frozen=True)

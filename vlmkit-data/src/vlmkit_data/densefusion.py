@@ -25,12 +25,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from vlmkit.errors import ConfigError, DataError
+from vlmkit.progress import ProgressCallback, ProgressReporter
 from vlmkit.samples import IMAGES, Sample
 from vlmkit.templates import IMAGE_TOKEN, Turn
 
 from .json_index import CHUNK_SIZE, RecordIndex, load_or_build_index
 from .paths import OUTSIDE_ROOT, outside_message, resolve_under
-from .progress import ProgressCallback, ProgressReporter
 
 #: tried in this order when a record names no image file
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")

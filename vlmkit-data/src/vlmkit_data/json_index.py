@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from vlmkit.errors import DataError
-
-from .progress import ProgressCallback, ProgressReporter
+from vlmkit.progress import ProgressCallback, ProgressReporter
 
 log = logging.getLogger(__name__)
 

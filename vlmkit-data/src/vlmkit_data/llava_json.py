@@ -34,13 +34,13 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from vlmkit.errors import DataError
+from vlmkit.progress import ProgressCallback, ProgressReporter
 from vlmkit.samples import BOXES, IMAGES, REGIONS, Sample
 from vlmkit.templates import IMAGE_TOKEN, Turn
 
 from .box_checks import box_problem
 from .json_index import CHUNK_SIZE, RecordIndex, cache_path, load_or_build_index, write_cache
 from .paths import OUTSIDE_ROOT, outside_message, resolve_under
-from .progress import ProgressCallback, ProgressReporter
 
 #: record roles -> template roles
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}

@@ -42,9 +42,9 @@ from typing import Any, Literal
 from PIL import Image, ImageDraw
 
 from vlmkit.errors import ConfigError
+from vlmkit.progress import ProgressCallback
 
 from .llava_json import LlavaJsonDataset
-from .progress import ProgressCallback
 
 #: bump when the generator's output changes (invalidates generated folders)
 GENERATOR_VERSION = 2

@@ -16,10 +16,9 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..progress import ProgressCallback
 from .weights import WeightFiles
 
-#: ``progress(done, total)``: tensors copied so far out of all tensors to copy
-Progress = Callable[[int, int], None]
 #: buffers some older checkpoints stored although they are recomputed from the config
 RECOMPUTED_BUFFERS = (".position_ids", "rotary_emb.inv_freq")
 #: foreign name -> vlmkit weight name (relative to the model), or None when it has no place
@@ -58,7 +57,7 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 
 def fill_model(model: nn.Module, sources: Sequence[Source], *, origin: str | Path,
-               progress: Progress | None = None, ignore: tuple[str, ...] = RECOMPUTED_BUFFERS,
+               progress: ProgressCallback | None = None, ignore: tuple[str, ...] = RECOMPUTED_BUFFERS,
                state: dict[str, torch.Tensor] | None = None) -> None:
     """Copy the tensors of ``sources`` into ``model`` (its ``persistent_state_dict`` unless ``state`` is given).
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import CheckpointError, ConfigError
-from .fill import Progress
+from ..progress import ProgressCallback
 
 if TYPE_CHECKING:
     import pluggy
@@ -46,7 +46,7 @@ class ImportOptions:
     dtype: str | None = None
     #: ``--set`` assignments applied to the vlmkit model config before it is built
     sets: list[str] = field(default_factory=list)
-    progress: Progress | None = None
+    progress: ProgressCallback | None = None
 
 
 class CheckpointFormat(ABC):

@@ -1,8 +1,9 @@
-"""Progress for long single passes over a file (indexing, length scans).
+"""Progress of long work outside training: one mechanism for data passes (indexing, checks, length scans,
+box detection) and checkpoint conversion (training shows the Trainer's own bar).
 
-A pass reports ``(done, total)`` to an optional callback, and draws a rich progress bar only when
-asked to, or by default when stderr is a terminal and the pass is big enough to be worth watching.
-``progress=False`` keeps it quiet whatever the terminal.
+Work reports ``(done, total)`` to an optional callback, and a rich progress bar is drawn on stderr only
+when asked to, or by default when stderr is a terminal and the work is big enough to be worth watching.
+``show=False`` keeps it quiet whatever the terminal. The total may be learnt late (``update(done, total)``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ class ProgressReporter:
             self._task = self._bar.add_task(self.description, total=self.total or None)
         return self
 
-    def update(self, done: int) -> None:
+    def update(self, done: int, total: int | None = None) -> None:
+        if total is not None and total != self.total:
+            self.total = max(int(total), 0)
+            if self._bar is not None:
+                self._bar.update(self._task, total=self.total or None)
         if self.callback is not None:
             self.callback(int(done), self.total)
         if self._bar is not None:
