@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from vlmkit.progress import ProgressCallback
 from vlmkit.samples import IMAGES, Sample
 
 from ..llava_json import LlavaJsonDataset
-from ..progress import ProgressCallback
 from .records import VIP_CONFIG, region_type
 
 #: fields whose text stands in for a missing conversation (length grouping only)
