@@ -110,21 +110,30 @@ class CLIPRepoTower(RepoTowerConversion):
         return str(folder.resolve())
 
 
-def save_clip_tower(component: Any, folder: Path) -> None:
-    """A ``CLIPVisionModel`` folder as transformers 4.x reads it (``vision_model.*`` names), with its processor."""
+def save_vision_tower(component: Any, folder: Path, architecture: str, model_type: str, processor: Any) -> None:
+    """A transformers vision-tower folder as transformers 4.x reads it (``vision_model.*`` names): weights,
+    config and the image processor."""
     from safetensors.torch import save_file
-    from transformers import CLIPImageProcessor
 
     folder.mkdir(parents=True, exist_ok=True)
     state = {"vision_model." + k: v.detach().contiguous().clone() for k, v in component.vision.state_dict().items()
              if not k.endswith("position_ids")}
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     cfg = component.vision.config.to_dict()
-    cfg.update(architectures=["CLIPVisionModel"], model_type="clip_vision_model")
+    cfg.update(architectures=[architecture], model_type=model_type)
     (folder / "config.json").write_text(json.dumps(cfg, indent=2, default=str) + "\n")
+    processor.save_pretrained(folder)
+
+
+def save_clip_tower(component: Any, folder: Path) -> None:
+    """A ``CLIPVisionModel`` folder, with its processor."""
+    from transformers import CLIPImageProcessor
+
     view = component.view
-    CLIPImageProcessor(size={"shortest_edge": view.size}, crop_size={"height": view.size, "width": view.size},
-                       image_mean=list(view.mean), image_std=list(view.std)).save_pretrained(folder)
+    save_vision_tower(component, folder, "CLIPVisionModel", "clip_vision_model",
+                      CLIPImageProcessor(size={"shortest_edge": view.size},
+                                         crop_size={"height": view.size, "width": view.size},
+                                         image_mean=list(view.mean), image_std=list(view.std)))
 
 
 class CLIPMultiLayerRepoTower(CLIPRepoTower):
@@ -393,17 +402,10 @@ class SigLIPRepoTower(RepoTowerConversion):
                 "mm_vision_select_feature": "patch"}
 
     def save_tower(self, component: Any, folder: Path) -> str:
-        from safetensors.torch import save_file
         from transformers import SiglipImageProcessor
 
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {"vision_model." + k: v.detach().contiguous().clone() for k, v in component.vision.state_dict().items()
-                 if not k.endswith("position_ids")}
-        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
-        cfg = component.vision.config.to_dict()
-        cfg.update(architectures=["SiglipVisionModel"], model_type="siglip_vision_model")
-        (folder / "config.json").write_text(json.dumps(cfg, indent=2, default=str) + "\n")
         view = component.view
-        SiglipImageProcessor(size={"height": view.size, "width": view.size}, image_mean=list(view.mean),
-                             image_std=list(view.std)).save_pretrained(folder)
+        save_vision_tower(component, folder, "SiglipVisionModel", "siglip_vision_model",
+                          SiglipImageProcessor(size={"height": view.size, "width": view.size},
+                                               image_mean=list(view.mean), image_std=list(view.std)))
         return str(folder.resolve())
