@@ -132,7 +132,7 @@ def timed_pair(ours: Callable, ref: Callable, x: torch.Tensor, iters: int, warmu
 
 
 def run(case: Case, shared: dict[str, tuple[float, str]]) -> dict[str, Any]:
-    from vlmkit.assembly import build_component
+    from vlmkit.model.assembly import build_component
 
     torch.manual_seed(0)
     enc = build_component("encoder", case.spec).eval()

@@ -4,7 +4,7 @@ Needs CUDA. Without it the script says so, writes a result marked ``skipped`` an
 runs the tiny ``--quick`` config on the CPU instead, to check the code path where no GPU is lent).
 
 Both sides hold the same random weights: an HF ``LlavaForConditionalGeneration`` is saved and imported
-with ``vlmkit.hf_llava.import_hf``; the loss on the batch is checked equal before anything is timed.
+with ``vlmkit.interop.hf_llava.import_hf``; the loss on the batch is checked equal before anything is timed.
 Training as in LLaVA-1.5's fine-tuning stage: CLIP frozen, projector + LLM trained, fp32 master weights
 under bf16 autocast, fused AdamW, SDPA attention. Steps of the two sides are interleaved (order alternates
 every round) and timed with ``torch.cuda.synchronize``; medians are reported, and the ratio is the median
@@ -115,7 +115,7 @@ def run(args, device) -> Path:
     import torch
     import transformers
 
-    from vlmkit.tiny_tokenizer import build_tiny_tokenizer  # noqa: F401 - fails early if vlmkit is missing
+    from vlmkit.model.tiny_tokenizer import build_tiny_tokenizer  # noqa: F401 - fails early if vlmkit is missing
 
     transformers.logging.set_verbosity_error()
     cuda = device.type == "cuda"

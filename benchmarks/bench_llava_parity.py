@@ -1,7 +1,7 @@
 """vlmkit's assembled LLaVA-1.5 against transformers' ``LlavaForConditionalGeneration``, same weights.
 
 One random HF Llava (CLIP tower, mlp2x_gelu projector, Llama) is saved and imported into vlmkit with
-``vlmkit.hf_llava.import_hf``, so both sides hold identical weights. Before timing anything the script
+``vlmkit.interop.hf_llava.import_hf``, so both sides hold identical weights. Before timing anything the script
 checks both compute the same thing: the training loss on the benchmark batch must agree (|diff| <= 1e-4)
 and greedy generation must give the same tokens.
 
@@ -69,8 +69,8 @@ def make_models(root: Path, cfg: dict[str, Any], seed: int = 0) -> tuple[Path, P
     import torch
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    from vlmkit.hf_llava import import_hf
-    from vlmkit.tiny_tokenizer import build_tiny_tokenizer
+    from vlmkit.interop.hf_llava import import_hf
+    from vlmkit.model.tiny_tokenizer import build_tiny_tokenizer
 
     tok = build_tiny_tokenizer()
     v, t = cfg["vision"], cfg["text"]
@@ -102,7 +102,7 @@ def load(impl: str, directory: Path):
                                                               dtype=torch.float32)
         model.model.vision_tower.requires_grad_(False)
     else:
-        from vlmkit.checkpoint import load_checkpoint
+        from vlmkit.model.checkpoint import load_checkpoint
 
         model = load_checkpoint(directory)
         for enc in model.encoders:
@@ -114,8 +114,8 @@ def make_batch(cfg: dict[str, Any], image_id: int, side: str, seed: int = 1, wit
     """One image per sample, rows of different lengths; vlmkit and HF layouts of the same tokens."""
     import torch
 
-    from vlmkit.contracts import IMAGE_PLACEHOLDER
-    from vlmkit.tiny_tokenizer import build_tiny_tokenizer
+    from vlmkit.model.contracts import IMAGE_PLACEHOLDER
+    from vlmkit.model.tiny_tokenizer import build_tiny_tokenizer
 
     tok = build_tiny_tokenizer()
     g = torch.Generator().manual_seed(seed)
@@ -233,8 +233,8 @@ def components(models: dict[str, Any], batches: dict[str, Any], image_id: int, r
     """
     import torch
 
-    from vlmkit.contracts import ModelOutput
-    from vlmkit.splice import splice
+    from vlmkit.model.contracts import ModelOutput
+    from vlmkit.model.splice import splice
 
     vl, hf = models["vlmkit"], models["hf"]
     vb, hb = batches["vlmkit"], batches["hf"]
@@ -290,7 +290,7 @@ def run(args) -> Path:
     import torch
     import transformers
 
-    from vlmkit.tiny_tokenizer import build_tiny_tokenizer
+    from vlmkit.model.tiny_tokenizer import build_tiny_tokenizer
 
     transformers.logging.set_verbosity_error()
     cfg_name = "quick" if args.quick else "full"
@@ -401,7 +401,7 @@ def run(args) -> Path:
         "memory_repeats_per_side": cfg["mem_repeats"],
     }
     method = (
-        "Same weights (HF Llava saved, then vlmkit.hf_llava.import_hf); the loss on the batch is checked equal first. "
+        "Same weights (HF Llava saved, then vlmkit.interop.hf_llava.import_hf); the loss on the batch is checked equal first. "
         "Step and generation times: interleaved runs alternating order each round, one warm-up step; the ratio is the "
         "median of per-round vlmkit/HF ratios. Memory: fresh subprocess per measurement; one warm-up step (AdamW state "
         "created, memory-mapped weights paged in), then the RSS high-water mark is reset via /proc/self/clear_refs, "

@@ -7,7 +7,7 @@ One fixed set of samples is trained on (forward + backward) three times per roun
 * ``length-grouped``: the order of transformers' ``LengthGroupedSampler`` (``group_by_length``):
   mega-batches of up to 50 batches sorted by length (here all samples form one), padded;
 * ``packing``: random order, each batch's samples packed into rows of ``max_tokens``
-  (``vlmkit.packing``: first-fit decreasing, no attention across samples).
+  (``vlmkit.data.packing``: first-fit decreasing, no attention across samples).
 
 Every variant sees the same samples, so the same real (non-padding) tokens; the metric is real tokens
 per second of wall time, and the claim is the ratio to ``padding`` (median of per-round ratios, rounds
@@ -40,11 +40,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleave, machine_info, paired_ratio, spread  # noqa: E402
 
-from vlmkit.assembly import build_model  # noqa: E402
-from vlmkit.config import ModelConfig  # noqa: E402
-from vlmkit.contracts import IGNORE_INDEX, IMAGE_PLACEHOLDER  # noqa: E402
-from vlmkit.packing import collate_packed, spliced_length  # noqa: E402
-from vlmkit.processing import Features, collate  # noqa: E402
+from vlmkit.data.packing import collate_packed, spliced_length  # noqa: E402
+from vlmkit.data.processing import Features, collate  # noqa: E402
+from vlmkit.model.assembly import build_model  # noqa: E402
+from vlmkit.model.config import ModelConfig  # noqa: E402
+from vlmkit.model.contracts import IGNORE_INDEX, IMAGE_PLACEHOLDER  # noqa: E402
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "llava-mix-quarter": {"image": 128, "width": 64, "hidden": 256, "layers": 4, "heads": 4, "ffn": 688,

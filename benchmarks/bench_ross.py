@@ -49,8 +49,8 @@ QUICK = {"tiny": CONFIGS["tiny"]}
 
 
 def build(cfg: dict[str, Any], ross: dict[str, Any] | None):
-    from vlmkit.assembly import build_model
-    from vlmkit.config import ModelConfig
+    from vlmkit.model.assembly import build_model
+    from vlmkit.model.config import ModelConfig
 
     objectives: list[Any] = ["lm"] + ([{"name": "ross", "args": ross}] if ross is not None else [])
     torch.manual_seed(0)
@@ -61,8 +61,8 @@ def build(cfg: dict[str, Any], ross: dict[str, Any] | None):
 def dataset(n: int, size: int):
     from PIL import Image, ImageDraw
 
-    from vlmkit.samples import Sample
-    from vlmkit.templates import Turn
+    from vlmkit.data.samples import Sample
+    from vlmkit.data.templates import Turn
 
     colours = [(220, 30, 30), (30, 190, 60), (40, 60, 220), (230, 210, 40)]
     out = []
@@ -98,7 +98,7 @@ def trainer(model, batch):
 
 
 def measure(name: str, cfg: dict[str, Any], batch_size: int, repeats: int) -> dict[str, Any]:
-    from vlmkit.processing import MultimodalProcessor, collate
+    from vlmkit.data.processing import MultimodalProcessor, collate
     from vlmkit_objectives.latent_cache import build_latent_cache
 
     base, ross = build(cfg, None), build(cfg, cfg["ross"])
@@ -132,9 +132,9 @@ def paper_flops(seq_lens: tuple[int, ...] = (640, 1024)) -> dict[str, float]:
     """FLOPs per sample of each part of a CLIP-L/336 + Vicuna-7B + Ross step, counted on the meta device."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vlmkit.assembly import build_model
-    from vlmkit.config import ModelConfig
-    from vlmkit.registry import registry
+    from vlmkit.model.assembly import build_model
+    from vlmkit.model.config import ModelConfig
+    from vlmkit.plugins.registry import registry
 
     model = build_model(ModelConfig.from_dict(registry.load("preset", "ross")), meta=True)
     obj = model.objectives["ross"]

@@ -77,7 +77,7 @@ def reconstruction_metrics(model: Any, test_images: list, train_images: list, cf
 
     obj = ross_objective(model)
     hidden, grid, pixels = image_hidden_states(model, test_images)
-    from vlmkit.processing import MultimodalProcessor
+    from vlmkit.data.processing import MultimodalProcessor
 
     # the training-mean baseline needs only the teacher's latents: preprocess, no model forward
     train_pixels = torch.stack(MultimodalProcessor.for_model(model).images(train_images)[0][obj.view.name])
@@ -270,9 +270,9 @@ def main() -> int:
     t0 = time.perf_counter()
 
 
-    from vlmkit.checkpoint import load_checkpoint
-    from vlmkit.evaluation import evaluate
-    from vlmkit.registry import registry
+    from vlmkit.inference.evaluation import evaluate
+    from vlmkit.model.checkpoint import load_checkpoint
+    from vlmkit.plugins.registry import registry
 
     work = args.work or Path(tempfile.mkdtemp(prefix="ross-evidence-"))
     data_root = work / "data"

@@ -25,10 +25,10 @@ import common  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from vlmkit.contracts import ImageView  # noqa: E402
-from vlmkit.image_processing import preprocess  # noqa: E402
-from vlmkit.samples import Sample  # noqa: E402
-from vlmkit.templates import Turn  # noqa: E402
+from vlmkit.data.image_processing import preprocess  # noqa: E402
+from vlmkit.data.samples import Sample  # noqa: E402
+from vlmkit.data.templates import Turn  # noqa: E402
+from vlmkit.model.contracts import ImageView  # noqa: E402
 from vlmkit_data.vip import SHAPES, VisualPromptTransform  # noqa: E402
 
 PAGE = common.ROOT / "docs" / "benchmarks" / "vip.md"

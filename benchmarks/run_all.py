@@ -29,8 +29,9 @@ BENCHMARKS: dict[str, tuple[str, str, list[str]]] = {
     "cli": ("bench_cli_startup.py", "cli_startup.json", []),
     "data": ("bench_data.py", "data.json", []),
     "gpu": ("bench_gpu_train.py", "gpu_train.json", []),
+    "seeds": ("bench_seed_parity.py", "seed_parity.json", []),
 }
-ORDER = ["cli", "data", "llava", "gpu"]  # quick ones first: a failure shows early
+ORDER = ["cli", "data", "seeds", "llava", "gpu"]  # quick ones first: a failure shows early
 DOC = common.ROOT / "docs" / "benchmarks.md"
 #: hand-written analysis of the committed results (profiles, causes, proposed fixes), included in the page
 FINDINGS = common.ROOT / "benchmarks" / "findings.md"

@@ -25,7 +25,7 @@ REFERENCE = ROOT / "docs" / "reference.md"
 #: the distributions of this repository; third-party plugins installed next to them are left out
 BUILTIN_DISTRIBUTIONS = ("vlmkit-core", "vlmkit-encoders", "vlmkit-fusion", "vlmkit-objectives", "vlmkit-data",
                          "vlmkit-cli")
-#: kinds in the order of vlmkit.registry.GROUPS, with the entry-point group each lives in
+#: kinds in the order of vlmkit.plugins.registry.GROUPS, with the entry-point group each lives in
 KINDS = {
     "encoder": ("Encoders", "vlmkit.encoders"),
     "connector": ("Connectors and fusion modules", "vlmkit.connectors"),

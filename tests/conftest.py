@@ -17,7 +17,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 @pytest.fixture()
 def fake_dist(tmp_path, monkeypatch):
     """Create an installed-looking distribution (dist-info with entry points) on sys.path."""
-    from vlmkit.registry import registry
+    from vlmkit.plugins.registry import registry
 
     def make(name: str, entry_points: dict[str, dict[str, str]], modules: dict[str, str] | None = None,
              version: str = "1.0", requires: list[str] | None = None) -> Path:
@@ -48,7 +48,7 @@ def fake_dist(tmp_path, monkeypatch):
 
 @pytest.fixture()
 def tiny_config():
-    from vlmkit.config import ModelConfig
+    from vlmkit.model.config import ModelConfig
 
     return ModelConfig.from_dict({"encoders": [{"name": "tiny-conv", "args": {"image_size": 32, "width": 32}}],
                                   "connector": "mlp2x_gelu",
@@ -77,7 +77,7 @@ def crash_after_save():
     def crash(step: int):
         from transformers import TrainerCallback
 
-        from vlmkit.hooks import get_plugin_manager, hookimpl
+        from vlmkit.plugins.hooks import get_plugin_manager, hookimpl
 
         class Stop(TrainerCallback):
             def on_save(self, args, state, control, **kw):

@@ -86,6 +86,13 @@ def test_llava_parity_quick_same_loss_and_tokens(results):
     assert r["config"]["trainable"] < r["config"]["parameters"]  # the CLIP tower is frozen on both sides
 
 
+def test_seed_parity_quick_records_the_differences(results):
+    r = run_quick("bench_seed_parity.py", results / "seed_parity.json")
+    (metric,) = r["metrics"]
+    assert metric["name"].startswith("llava-1.5") and 0 <= metric["value"] <= 1e-5 and metric["met"] is True
+    assert metric["detail"]["greedy_tokens_equal"] is True and metric["detail"]["export_import_max_abs_diff"] == 0.0
+
+
 def test_gpu_script_without_cuda_skips_cleanly(tmp_path):
     import torch
 

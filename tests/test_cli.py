@@ -89,7 +89,7 @@ def test_build_json_summary_and_checkpoint(tmp_path):
     assert s["visual_tokens_per_image"] == 16
     assert s["parameters"] == sum(p["parameters"] for p in s["parts"])
     assert (tmp_path / "ck" / "model.safetensors").is_file()
-    from vlmkit.checkpoint import load_checkpoint
+    from vlmkit.model.checkpoint import load_checkpoint
 
     assert load_checkpoint(tmp_path / "ck").visual_tokens_per_image() == 16
 

@@ -11,11 +11,11 @@ import typer
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
-from vlmkit.assembly import build_model
-from vlmkit.checkpoint import save_checkpoint
-from vlmkit.config import ModelConfig
-from vlmkit.hooks import get_plugin_manager, hookimpl
-from vlmkit.registry import registry
+from vlmkit.model.assembly import build_model
+from vlmkit.model.checkpoint import save_checkpoint
+from vlmkit.model.config import ModelConfig
+from vlmkit.plugins.hooks import get_plugin_manager, hookimpl
+from vlmkit.plugins.registry import registry
 from vlmkit_cli.plugin_commands import PluginCommands, add_plugin_commands, builtin_commands, wants_plugin_commands
 
 VLMKIT = [sys.executable, "-m", "vlmkit_cli"]

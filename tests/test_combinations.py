@@ -11,10 +11,10 @@ import inspect
 import pytest
 import torch
 
-from vlmkit.assembly import build_model
-from vlmkit.config import ComponentConfig, ModelConfig
 from vlmkit.errors import IncompatibleComponentsError
-from vlmkit.registry import registry
+from vlmkit.model.assembly import build_model
+from vlmkit.model.config import ComponentConfig, ModelConfig
+from vlmkit.plugins.registry import registry
 
 TINY_LLM = ComponentConfig("tiny-llama", {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64})
 

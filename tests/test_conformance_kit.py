@@ -14,7 +14,9 @@ import pytest
 import torch
 from torch import nn
 
-from vlmkit.contracts import (
+from vlmkit.data.samples import IMAGES, Sample
+from vlmkit.data.templates import Turn
+from vlmkit.model.contracts import (
     Connector,
     ImageView,
     ModelOutput,
@@ -26,8 +28,6 @@ from vlmkit.contracts import (
     VisualFeatures,
     single_stream,
 )
-from vlmkit.samples import IMAGES, Sample
-from vlmkit.templates import Turn
 from vlmkit.testing import (
     ConnectorConformance,
     DatasetConformance,
@@ -340,7 +340,7 @@ def test_oversized_tiny_build_is_refused():
 
 
 def test_class_components_are_registered_only_during_a_check():
-    from vlmkit.registry import registry
+    from vlmkit.plugins.registry import registry
 
     inst = type("TestTmp", (EncoderConformance,), {"component": PatchEncoder})()
     inst.setup_method(None)

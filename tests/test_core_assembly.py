@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlmkit.assembly import build_model
-from vlmkit.config import ComponentConfig, ModelConfig
-from vlmkit.contracts import ImageView, VisionEncoder, VisualFeatures
 from vlmkit.errors import ConfigError, IncompatibleComponentsError
-from vlmkit.registry import registry
+from vlmkit.model.assembly import build_model
+from vlmkit.model.build_context import load_pretrained
+from vlmkit.model.config import ComponentConfig, ModelConfig
+from vlmkit.model.contracts import BuildOptions, ImageView, VisionEncoder, VisualFeatures
+from vlmkit.plugins.registry import registry
 
 
 def test_unknown_argument_lists_valid_names(tiny_config):
@@ -128,7 +129,7 @@ def test_frozen_encoder_runs_without_graph(tiny_config):
 
 
 def test_selectors_for_parts(tiny_config):
-    from vlmkit.parts import select_parameters, set_trainable
+    from vlmkit.model.selectors import select_parameters, set_trainable
 
     model = build_model(tiny_config)
     conn = select_parameters(model, ["connector"])
@@ -145,8 +146,8 @@ def test_selectors_for_parts(tiny_config):
 
 
 def test_teachers_are_never_trainable_nor_saved(tiny_config, tmp_path):
-    from vlmkit.contracts import Objective
-    from vlmkit.parts import select_parameters
+    from vlmkit.model.contracts import Objective
+    from vlmkit.model.selectors import select_parameters
 
     class WithTeacher(Objective):
         non_persistent = ("teacher",)
@@ -200,3 +201,41 @@ def test_position_ids_reach_the_llm_as_one_row_when_right_padded(tiny_config, si
         assert pos.shape == (2, length) and pos[0].tolist() == list(range(length))
         assert pos[1, 2:].tolist() == list(range(length - 2))  # the short row starts 2 later
     assert seen["same_logits"]
+
+
+class OptionsEncoder(UserEncoder):
+    """Records the build options the assembler hands it, and what the deprecated ambient switch says."""
+
+    seen: list = []
+
+    def __init__(self, dim: int = 24, build: BuildOptions = BuildOptions()):
+        super().__init__(dim)
+        with pytest.warns(DeprecationWarning, match="declare a 'build' constructor parameter"):
+            ambient = load_pretrained()
+        OptionsEncoder.seen.append((build, ambient))
+
+
+def test_build_options_are_passed_explicitly(tiny_config, tmp_path):
+    """``build`` reaches a component that declares it (never as a user argument): pretrained for a fresh
+    build, not pretrained when rebuilt from a checkpoint, meta on the meta device; the old ambient switch
+    agrees, with a deprecation warning; a component without the parameter is built as before."""
+    from vlmkit.model.checkpoint import load_checkpoint, save_checkpoint
+    from vlmkit.plugins.arguments import describe_arguments
+
+    registry.register("encoder", "options-enc", OptionsEncoder)
+    OptionsEncoder.seen.clear()
+    try:
+        assert [r["name"] for r in describe_arguments(OptionsEncoder)] == ["dim"]
+        tiny_config.encoders = [ComponentConfig("options-enc", {"dim": 8})]
+        model = build_model(tiny_config)
+        build_model(tiny_config, meta=True)
+        save_checkpoint(model, tmp_path / "ckpt")
+        load_checkpoint(tmp_path / "ckpt")
+        assert OptionsEncoder.seen == [(BuildOptions(pretrained=True, meta=False), True),
+                                       (BuildOptions(pretrained=False, meta=True), False),
+                                       (BuildOptions(pretrained=False, meta=False), False)]
+        tiny_config.encoders[0].args["build"] = "x"
+        with pytest.raises(ConfigError, match="unknown argument 'build'"):
+            build_model(tiny_config)
+    finally:
+        registry.unregister("encoder", "options-enc")

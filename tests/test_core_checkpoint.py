@@ -6,9 +6,9 @@ import pytest
 import torch
 import yaml
 
-from vlmkit.assembly import build_model
-from vlmkit.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
 from vlmkit.errors import CheckpointError, MissingPluginError
+from vlmkit.model.assembly import build_model
+from vlmkit.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
 
 
 def _batch():
@@ -69,8 +69,8 @@ def test_llm_from_local_folder(tmp_path):
     """A real HF causal LM saved to disk loads by path through the same code (as Vicuna would)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from vlmkit.config import ModelConfig
-    from vlmkit.tiny_tokenizer import build_tiny_tokenizer
+    from vlmkit.model.config import ModelConfig
+    from vlmkit.model.tiny_tokenizer import build_tiny_tokenizer
 
     tok = build_tiny_tokenizer()
     hf = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 import vlmkit
-from vlmkit.assembly import build_model
-from vlmkit.config import ComponentConfig, ModelConfig
 from vlmkit.errors import ConfigError, IncompatibleComponentsError
-from vlmkit.registry import registry
+from vlmkit.model.assembly import build_model
+from vlmkit.model.config import ComponentConfig, ModelConfig
+from vlmkit.plugins.registry import registry
 from vlmkit.training.recipe import parse_recipe
 
 CORE = Path(vlmkit.__file__).parent
@@ -67,7 +67,7 @@ def test_core_code_names_no_plugin_component():
 def test_model_config_has_no_default_connector():
     cfg = ModelConfig.from_dict({"encoders": [ENCODER], "llm": TINY_LLM})
     assert cfg.connector is None and ModelConfig().connector is None
-    assert "connector" not in cfg.to_dict() and "connector" not in cfg.parts()
+    assert "connector" not in cfg.to_dict() and "connector" not in cfg.component_addresses()
     assert cfg.copy().connector is None
     assert ModelConfig.from_dict({"connector": None}).connector is None
     assert ModelConfig.from_dict({"connector": "x"}).connector == ComponentConfig("x")
@@ -85,7 +85,7 @@ def test_building_without_a_connector_names_the_field_and_the_installed_connecto
 
 
 def test_the_connector_error_comes_before_anything_is_built(monkeypatch):
-    import vlmkit.assembly as assembly
+    import vlmkit.model.assembly as assembly
 
     def no_llm(*a, **k):
         raise AssertionError("the LLM was built before the missing connector was reported")
@@ -98,7 +98,7 @@ def test_the_connector_error_comes_before_anything_is_built(monkeypatch):
 def test_saved_checkpoints_always_record_their_connector(tmp_path):
     import yaml
 
-    from vlmkit.checkpoint import CONFIG_FILE, load_checkpoint, save_checkpoint
+    from vlmkit.model.checkpoint import CONFIG_FILE, load_checkpoint, save_checkpoint
 
     model = build_model(ModelConfig.from_dict({"encoders": [ENCODER], "connector": "linear", "llm": TINY_LLM}))
     save_checkpoint(model, tmp_path / "ck")
@@ -142,8 +142,8 @@ def test_incompatibility_hints_are_generic():
     assert "add a fusion module that merges the streams into one (--fusion NAME" in str(err.value)
     assert not any(n in str(err.value) for n in ("convgate", "concat"))
 
-    from vlmkit.contracts import StreamSpec
     from vlmkit.errors import Incompatible
+    from vlmkit.model.contracts import StreamSpec
 
     with pytest.raises(Incompatible) as err:
         StreamSpec("enc", 8, 5).require_grid("connector 'x'")

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from vlmkit.errors import AmbiguousComponentError, PluginLoadError, UnknownComponentError
-from vlmkit.registry import registry
+from vlmkit.plugins.registry import registry
 
 GOOD = """
 from vlmkit_encoders.tiny import TinyConvEncoder
@@ -75,8 +75,8 @@ def test_static_status_reports_missing_requirements_without_import(fake_dist):
 
 
 def test_in_process_registration_and_hook(tmp_path):
-    from vlmkit.contracts import VisionEncoder
-    from vlmkit.hooks import get_plugin_manager, hookimpl
+    from vlmkit.model.contracts import VisionEncoder
+    from vlmkit.plugins.hooks import get_plugin_manager, hookimpl
     from vlmkit_encoders.tiny import TinyConvEncoder
 
     class HookPlugin:
@@ -96,7 +96,7 @@ def test_in_process_registration_and_hook(tmp_path):
 
 
 def test_listing_imports_neither_torch_nor_plugins():
-    code = ("import sys, vlmkit; from vlmkit.registry import registry; "
+    code = ("import sys, vlmkit; from vlmkit.plugins.registry import registry; "
             "rows=[e.as_dict() for e in registry.entries()]; "
             "bad=[m for m in sys.modules if m=='torch' or m.startswith('vlmkit_')]; print(len(rows), bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
@@ -109,3 +109,17 @@ def test_list_components_pattern():
 
     assert "mlp2x_gelu" in list_components("connector", "mlp*")
     assert "clip" not in list_components("connector", "mlp*")
+
+
+def test_requirement_status_reads_versions_and_markers():
+    """`vlmkit plugins` calls a plugin broken when a requirement is absent or at a version outside its range;
+    an optional extra's or another platform's requirement does not count (markers evaluated by packaging)."""
+    from vlmkit.plugins.registry import _missing_requirements
+
+    assert _missing_requirements(["pyyaml>=6", "pluggy"]) == []
+    assert _missing_requirements(["no-such-dist-xyz>=1"]) == ["no-such-dist-xyz"]
+    too_new = _missing_requirements(["pyyaml>=999"])
+    assert len(too_new) == 1 and too_new[0].startswith("pyyaml>=999 (found ")
+    assert _missing_requirements(['no-such-dist-xyz; extra == "gpu"', 'no-such-dist-xyz; sys_platform == "nope"',
+                                  'no-such-dist-xyz; python_version < "3"']) == []
+    assert _missing_requirements(["not a requirement ((("]) == []

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlmkit.contracts import IGNORE_INDEX as IGN
-from vlmkit.contracts import IMAGE_PLACEHOLDER as IMG
-from vlmkit.splice import splice
+from vlmkit.model.contracts import IGNORE_INDEX as IGN
+from vlmkit.model.contracts import IMAGE_PLACEHOLDER as IMG
+from vlmkit.model.splice import splice
 
 D = 3
 

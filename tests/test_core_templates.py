@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from vlmkit.contracts import IGNORE_INDEX as IGN
-from vlmkit.contracts import IMAGE_PLACEHOLDER as IMG
-from vlmkit.templates import PlainTemplate, TokenizerChatTemplate, Turn, VicunaV1Template, truncate
-from vlmkit.tiny_tokenizer import build_tiny_tokenizer
+from vlmkit.data.templates import PlainTemplate, TokenizerChatTemplate, Turn, VicunaV1Template, truncate
+from vlmkit.model.contracts import IGNORE_INDEX as IGN
+from vlmkit.model.contracts import IMAGE_PLACEHOLDER as IMG
+from vlmkit.model.tiny_tokenizer import build_tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +74,8 @@ def test_roles_must_alternate(tok):
 
 
 def test_template_with_arguments(tok):
+    from vlmkit.data.templates import get_template
     from vlmkit.errors import ConfigError
-    from vlmkit.templates import get_template
 
     t = get_template({"name": "vicuna_v1", "args": {"system": ""}})
     enc = t.encode([Turn("user", "q"), Turn("assistant", "a")], tok)

@@ -178,7 +178,7 @@ def test_command_line_boxes_then_preview(owlv2, tmp_path):
 def test_raw_llava_data_to_a_trained_mg_llava_style_model(owlv2, tmp_path):
     """The documented path: `vlmkit data boxes`, then training with the box file joined by id (object
     tokens from RoI pooling on the high-res encoder, Conv-Gate fusion), on records that carry no boxes."""
-    from vlmkit.checkpoint import load_checkpoint
+    from vlmkit.model.checkpoint import load_checkpoint
     from vlmkit.training.recipe import parse_recipe
     from vlmkit.training.runner import run_recipe
     from vlmkit_data.llava_json import LlavaJsonDataset

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlmkit.arguments import validate_args
+from vlmkit.data.samples import BOXES, IMAGES, VisionLanguageDataset
 from vlmkit.errors import DataError
-from vlmkit.registry import registry
-from vlmkit.samples import BOXES, IMAGES, VisionLanguageDataset
+from vlmkit.plugins.arguments import validate_args
+from vlmkit.plugins.registry import registry
 from vlmkit_data import json_index
 from vlmkit_data.json_index import build_index
 from vlmkit_data.llava_json import LlavaJsonDataset

@@ -94,3 +94,28 @@ def test_works_as_a_dataloader_sampler():
     sampler = LengthGroupedSampler(lengths, batch_size=5, seed=2)
     batches = [b[0].tolist() for b in DataLoader(data, batch_size=5, sampler=sampler)]
     assert len(sampler) == 30 and [i for b in batches for i in b] == list(sampler)
+
+
+def test_plain_length_sampler_is_transformers_length_grouping():
+    """``sampler: length`` is the Trainer's group_by_length order: every index once, the longest sample
+    in the first batch, the same order for the same seed; the modality sign is ignored."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler as TrainerLengthGroupedSampler
+
+    from vlmkit_data.samplers import length_sampler
+
+    class Lengths:
+        def __init__(self, lengths):
+            self.lengths = lengths
+
+        def modality_lengths(self):
+            return self.lengths
+
+    lengths = [5, -40, 12, 7, -3, 90, 20, 8, -11, 30, 2, 16]
+    a = length_sampler(Lengths(lengths), batch_size=2, world_size=2, seed=3)
+    assert isinstance(a, TrainerLengthGroupedSampler)
+    order = list(a)
+    assert sorted(order) == list(range(len(lengths)))
+    assert 5 in order[:4]  # length 90: the longest goes into the first (global) batch
+    assert list(length_sampler(Lengths(lengths), batch_size=2, world_size=2, seed=3)) == order
+    flipped = [-n for n in lengths]
+    assert list(length_sampler(Lengths(flipped), batch_size=2, world_size=2, seed=3)) == order

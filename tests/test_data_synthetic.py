@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from vlmkit.assembly import build_model
-from vlmkit.config import ModelConfig
+from vlmkit.data.processing import MultimodalProcessor, collate
+from vlmkit.data.samples import BOXES, IMAGES
 from vlmkit.errors import ConfigError
-from vlmkit.processing import MultimodalProcessor, collate
-from vlmkit.registry import registry
-from vlmkit.samples import BOXES, IMAGES
-from vlmkit.tiny_tokenizer import build_tiny_tokenizer
+from vlmkit.model.assembly import build_model
+from vlmkit.model.config import ModelConfig
+from vlmkit.model.tiny_tokenizer import build_tiny_tokenizer
+from vlmkit.plugins.registry import registry
 from vlmkit_data.llava_json import LlavaJsonDataset
 from vlmkit_data.synthetic import CATEGORIES, COLORS, SHAPES, SyntheticShapesDataset, answer_vocabulary, generate_shapes
 from vlmkit_encoders.presets import TINY

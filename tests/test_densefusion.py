@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from vlmkit.data.templates import IMAGE_TOKEN, PlainTemplate, Turn
 from vlmkit.errors import DataError
-from vlmkit.templates import IMAGE_TOKEN, PlainTemplate, Turn
 from vlmkit_data.densefusion import DenseFusionDataset, convert_densefusion
 from vlmkit_data.llava_json import LlavaJsonDataset
 

@@ -9,17 +9,17 @@ import pytest
 import torch
 from PIL import Image
 
-from vlmkit.assembly import build_component, build_model
-from vlmkit.build_context import no_pretrained_weights
-from vlmkit.config import ModelConfig
 from vlmkit.errors import ConfigError
-from vlmkit.parts import select_parameters
+from vlmkit.model.assembly import build_component, build_model
+from vlmkit.model.config import ModelConfig
+from vlmkit.model.contracts import BuildOptions
+from vlmkit.model.selectors import select_parameters
 
 TINY_TRUNK = {"hidden_sizes": [16, 32, 48, 64], "depths": [1, 1, 2, 1]}
 
 
-def encoder(name: str, **args):
-    return build_component("encoder", {"name": name, "args": args})
+def encoder(name: str, build: BuildOptions | None = None, **args):
+    return build_component("encoder", {"name": name, "args": args}, build=build)
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -28,8 +28,9 @@ def n_params(module: torch.nn.Module) -> int:
 
 @pytest.fixture(scope="module")
 def paper_towers():
-    with torch.device("meta"), no_pretrained_weights():
-        return {"c5": encoder("convnext5", config="large", image_size=1536), "c4": encoder("convnext", config="large")}
+    with torch.device("meta"):
+        return {"c5": encoder("convnext5", config="large", image_size=1536, build=BuildOptions(pretrained=False, meta=True)),
+                "c4": encoder("convnext", config="large", build=BuildOptions(pretrained=False, meta=True))}
 
 
 # -- paper-size facts (meta) -----------------------------------------------------------------------
@@ -237,16 +238,17 @@ def test_convert_open_clip_trunk_from_safetensors(tmp_path):
             h = stage(h)
             assert torch.allclose(enc(x).maps[f"stage{i}"], h, atol=1e-5)
     # the architecture is read from the header alone when no weights are wanted
-    with torch.device("meta"), no_pretrained_weights():
-        shell = encoder("convnext", path=str(tmp_path / "open_clip_model.safetensors"))
+    with torch.device("meta"):
+        shell = encoder("convnext", path=str(tmp_path / "open_clip_model.safetensors"),
+                        build=BuildOptions(pretrained=False, meta=True))
     assert shell.widths == [16, 32, 48, 64] and n_params(shell) == n_params(enc)
 
 
 # -- a full model with native aspect ratios ------------------------------------------------------
 def test_mixed_aspect_batch_through_a_full_model(tmp_path):
-    from vlmkit.checkpoint import load_checkpoint, save_checkpoint
-    from vlmkit.processing import MultimodalProcessor, collate
-    from vlmkit.templates import Turn
+    from vlmkit.data.processing import MultimodalProcessor, collate
+    from vlmkit.data.templates import Turn
+    from vlmkit.model.checkpoint import load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     cfg = ModelConfig.from_dict({"encoders": [{"name": "convnext5", "args": {"config": "tiny", "image_size": 256,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from vlmkit.assembly import build_model
-from vlmkit.config import ModelConfig
-from vlmkit.parts import select_parameters
-from vlmkit.registry import registry
+from vlmkit.model.assembly import build_model
+from vlmkit.model.config import ModelConfig
+from vlmkit.model.selectors import select_parameters
+from vlmkit.plugins.registry import registry
 
 
 def preset_model(name: str):

@@ -7,19 +7,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlmkit.assembly import build_component
-from vlmkit.build_context import no_pretrained_weights
-from vlmkit.contracts import ImageView, VisionEncoder, VisualFeatures
 from vlmkit.errors import ConfigError, Incompatible
-from vlmkit.registry import registry
+from vlmkit.model.assembly import build_component
+from vlmkit.model.contracts import BuildOptions, ImageView, VisionEncoder, VisualFeatures
+from vlmkit.plugins.registry import registry
 from vlmkit_encoders.s2 import merge_chessboard, split_chessboard
 
 TINY_CLIP = {"name": "clip", "args": {"config": "tiny"}}  # 56 px, patch 14 -> 4x4 grid, width 64
 
 
-def s2(inner, scales=None):
+def s2(inner, scales=None, build: BuildOptions | None = None):
     args = {"encoder": inner} if scales is None else {"encoder": inner, "scales": scales}
-    return build_component("encoder", {"name": "s2", "args": args})
+    return build_component("encoder", {"name": "s2", "args": args}, build=build)
 
 
 class PatchMeanEncoder(VisionEncoder):
@@ -119,8 +118,9 @@ def test_s2_parts_reach_the_inner_layers():
 
 
 def test_s2_paper_size_on_meta():
-    with torch.device("meta"), no_pretrained_weights():
-        enc = s2({"name": "clip", "args": {"config": "large-336", "feature_layer": -2}})
+    with torch.device("meta"):
+        enc = s2({"name": "clip", "args": {"config": "large-336", "feature_layer": -2}},
+                 build=BuildOptions(pretrained=False, meta=True))
         assert enc.scales == [336, 672, 1008]
         feats = enc(torch.empty(2, 3, 1008, 1008))
     assert tuple(feats.tokens.shape) == (2, 576, 3072) and feats.grid == (24, 24)

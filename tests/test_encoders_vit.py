@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlmkit.assembly import build_component, build_model
-from vlmkit.build_context import no_pretrained_weights
-from vlmkit.config import ModelConfig
 from vlmkit.errors import ConfigError
-from vlmkit.parts import select_parameters
+from vlmkit.model.assembly import build_component, build_model
+from vlmkit.model.config import ModelConfig
+from vlmkit.model.contracts import BuildOptions
+from vlmkit.model.selectors import select_parameters
 
 # 12 layers so that ViP's layer list [-2, -5, -8, -11, 6] is valid on a tiny tower
 CLIP12 = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=12, num_attention_heads=4, image_size=28,
@@ -19,8 +19,8 @@ SIGLIP_TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, nu
                    patch_size=14, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6)
 
 
-def encoder(name: str, **args):
-    return build_component("encoder", {"name": name, "args": args})
+def encoder(name: str, build: BuildOptions | None = None, **args):
+    return build_component("encoder", {"name": name, "args": args}, build=build)
 
 
 def test_clip_layers_match_transformers_hidden_states():
@@ -60,9 +60,9 @@ def test_clip_multilayer_concatenates_layers_in_vip_order():
 
 
 def test_paper_sizes_on_meta():
-    with torch.device("meta"), no_pretrained_weights():
-        vip = encoder("clip-multilayer", config="large-336")
-        siglip = encoder("siglip", config="so400m-384")
+    with torch.device("meta"):
+        vip = encoder("clip-multilayer", config="large-336", build=BuildOptions(pretrained=False, meta=True))
+        siglip = encoder("siglip", config="so400m-384", build=BuildOptions(pretrained=False, meta=True))
         assert tuple(vip(torch.empty(2, 3, 336, 336)).tokens.shape) == (2, 576, 5120)
         out = siglip(torch.empty(1, 3, 384, 384))
     assert tuple(out.tokens.shape) == (1, 729, 1152) and out.grid == (27, 27)
@@ -103,8 +103,7 @@ def test_load_clip_and_siglip_by_path(tmp_path):
         enc = encoder("siglip", path=str(tmp_path / "siglip")).eval()
         assert torch.equal(enc(y).tokens, siglip(y, output_hidden_states=True).hidden_states[-2])
     # a checkpoint rebuilds the architecture from arguments alone
-    with no_pretrained_weights():
-        again = encoder("siglip", **enc.checkpoint_args({}))
+    again = encoder("siglip", **enc.checkpoint_args({}), build=BuildOptions(pretrained=False))
     again.load_state_dict(enc.state_dict())
     with torch.no_grad():
         assert torch.equal(again.eval()(y).tokens, enc(y).tokens)

@@ -18,9 +18,9 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from vlmkit.assembly import build_model
-from vlmkit.checkpoint import CONFIG_FILE, WEIGHTS_FILE, file_sha256, load_checkpoint, load_weights, save_checkpoint
 from vlmkit.errors import CheckpointError, ConfigError
+from vlmkit.model.assembly import build_model
+from vlmkit.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, file_sha256, load_checkpoint, load_weights, save_checkpoint
 from vlmkit.training.recipe import parse_recipe
 from vlmkit.training.resume import MANIFEST, find_resume_checkpoint
 from vlmkit.training.runner import run_recipe

@@ -83,9 +83,9 @@ def test_data_check_reports_what_training_would_reject(root):
 
 
 def test_data_check_with_a_model_finds_answers_past_max_length(root):
-    from vlmkit.assembly import build_model
-    from vlmkit.config import ModelConfig
-    from vlmkit.processing import MultimodalProcessor
+    from vlmkit.data.processing import MultimodalProcessor
+    from vlmkit.model.assembly import build_model
+    from vlmkit.model.config import ModelConfig
     from vlmkit_data.check import check_file
 
     long_q = "<image>\n" + " ".join(["why"] * 200)
@@ -203,9 +203,9 @@ def test_first_line_unwraps_a_dataloader_worker_error(root):
 
 
 def test_eval_of_an_empty_file_is_an_error(root, tmp_path):
-    from vlmkit.assembly import build_model
-    from vlmkit.checkpoint import save_checkpoint
-    from vlmkit.config import ModelConfig
+    from vlmkit.model.assembly import build_model
+    from vlmkit.model.checkpoint import save_checkpoint
+    from vlmkit.model.config import ModelConfig
 
     save_checkpoint(build_model(ModelConfig.from_dict(TINY_MODEL)), tmp_path / "ck")
     empty = root / "empty.jsonl"

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from vlmkit.contracts import ImageView
+from vlmkit.data.image_processing import transform_image
+from vlmkit.data.samples import BOXES, IMAGES, Sample, SampleSource, provides
+from vlmkit.data.templates import Turn
 from vlmkit.errors import ConfigError, DataError
-from vlmkit.image_processing import transform_image
-from vlmkit.samples import BOXES, IMAGES, Sample, provides
-from vlmkit.templates import Turn
+from vlmkit.model.contracts import ImageView
 from vlmkit_data.box_files import BoxJoin, filter_boxes, load_box_file
 
 
@@ -137,10 +137,10 @@ class ListDataset:
 def _samples():
     img = Image.new("RGB", (640, 480))
     turns = [Turn("user", "<image>\nWhat?"), Turn("assistant", "a dog")]
-    return [Sample("1", turns, [img], source="train.json:1"),
+    return [Sample("1", turns, [img], source=SampleSource("train.json", 1)),
             Sample("b", turns, [img]),
             Sample("text", [Turn("user", "Hi"), Turn("assistant", "hello")]),
-            Sample("nobox", turns, [img], source="train.json:4")]
+            Sample("nobox", turns, [img], source=SampleSource("train.json", 4))]
 
 
 def _box_file(tmp_path):

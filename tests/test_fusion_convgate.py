@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vlmkit.assembly import build_model
-from vlmkit.config import ModelConfig
-from vlmkit.contracts import ImageView, StreamSpec, VisualContext, VisualFeatures
 from vlmkit.errors import Incompatible, IncompatibleComponentsError
+from vlmkit.model.assembly import build_model
+from vlmkit.model.config import ModelConfig
+from vlmkit.model.contracts import ImageView, StreamSpec, VisualContext, VisualFeatures
 from vlmkit_fusion.convgate import ConvGateFusion, align_grid
 
 CONVNEXT_MAPS = (("stage0", 192, 4), ("stage1", 384, 8), ("stage2", 768, 16), ("stage3", 1536, 32))

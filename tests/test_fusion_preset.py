@@ -8,11 +8,11 @@ import copy
 import pytest
 import torch
 
-from vlmkit.assembly import build_model
-from vlmkit.config import ModelConfig
-from vlmkit.contracts import ImageView, VisionEncoder
 from vlmkit.errors import UnknownComponentError
-from vlmkit.registry import registry
+from vlmkit.model.assembly import build_model
+from vlmkit.model.config import ModelConfig
+from vlmkit.model.contracts import ImageView, VisionEncoder
+from vlmkit.plugins.registry import registry
 
 
 def preset() -> dict:
@@ -112,8 +112,8 @@ def test_tiny_mg_llava_with_real_encoders_forward():
     _needs_convnext()
     from PIL import Image
 
-    from vlmkit.processing import MultimodalProcessor, collate
-    from vlmkit.templates import Turn
+    from vlmkit.data.processing import MultimodalProcessor, collate
+    from vlmkit.data.templates import Turn
 
     torch.manual_seed(0)
     cfg = ModelConfig.from_dict({

@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.ops import roi_align
 
-from vlmkit.assembly import build_model
-from vlmkit.config import ModelConfig
-from vlmkit.contracts import IGNORE_INDEX, ImageView, StreamSpec, VisualContext, VisualFeatures
+from vlmkit.data.processing import MultimodalProcessor, collate
+from vlmkit.data.templates import Turn
 from vlmkit.errors import ConfigError, Incompatible, IncompatibleComponentsError
-from vlmkit.processing import MultimodalProcessor, collate
-from vlmkit.templates import Turn
+from vlmkit.model.assembly import build_model
+from vlmkit.model.config import ModelConfig
+from vlmkit.model.contracts import IGNORE_INDEX, ImageView, StreamSpec, VisualContext, VisualFeatures
 from vlmkit_fusion.roi import RoIObjectTokens, clamp_boxes, multi_level_map, roi_mean
 
 CONVNEXT_MAPS = (("stage0", 192, 4), ("stage1", 384, 8), ("stage2", 768, 16), ("stage3", 1536, 32))

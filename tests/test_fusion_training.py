@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from vlmkit.assembly import build_model
-from vlmkit.config import ModelConfig
-from vlmkit.processing import MultimodalProcessor, collate
-from vlmkit.templates import Turn
+from vlmkit.data.processing import MultimodalProcessor, collate
+from vlmkit.data.templates import Turn
+from vlmkit.model.assembly import build_model
+from vlmkit.model.config import ModelConfig
 
 LLM = {"name": "tiny-llama", "args": {"hidden_size": 64}}
 VARIANTS = {

@@ -24,14 +24,14 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from vlmkit.assembly import build_model
-from vlmkit.checkpoint import load_checkpoint, save_checkpoint
-from vlmkit.config import ComponentConfig, ModelConfig
-from vlmkit.contracts import IMAGE_PLACEHOLDER
 from vlmkit.errors import CheckpointError, ConfigError
-from vlmkit.hf_llava import export_hf, import_hf
-from vlmkit.llm import TINY_LLAMA
-from vlmkit.tiny_tokenizer import build_tiny_tokenizer
+from vlmkit.interop.hf_llava import export_hf, import_hf
+from vlmkit.model.assembly import build_model
+from vlmkit.model.checkpoint import load_checkpoint, save_checkpoint
+from vlmkit.model.config import ComponentConfig, ModelConfig
+from vlmkit.model.contracts import IMAGE_PLACEHOLDER
+from vlmkit.model.llm import TINY_LLAMA
+from vlmkit.model.tiny_tokenizer import build_tiny_tokenizer
 
 TOL = 1e-5
 ATTN = "sdpa"  # the implementation vlmkit's LLM uses by default; HF is loaded with the same
@@ -385,7 +385,7 @@ def test_export_refuses_other_connector(tmp_path):
 
 
 def test_export_leaves_out_training_objectives(tmp_path, tok):
-    from vlmkit.registry import registry
+    from vlmkit.plugins.registry import registry
 
     if "ross" not in registry.names("objective"):
         pytest.skip("needs an objective with parameters (vlmkit-objectives' 'ross'), which is not installed")
@@ -406,7 +406,7 @@ def _plugin_manager(*plugins):
     """A vlmkit plugin manager holding only ``plugins`` (none: as if no plugin with converters were installed)."""
     import pluggy
 
-    from vlmkit.hooks import PROJECT, VlmkitHookSpecs
+    from vlmkit.plugins.hooks import PROJECT, VlmkitHookSpecs
 
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(VlmkitHookSpecs)
@@ -418,8 +418,8 @@ def _plugin_manager(*plugins):
 def test_converters_are_found_through_the_plugins_hooks():
     from importlib import metadata
 
-    from vlmkit.hooks import get_plugin_manager
-    from vlmkit.llava_conversion import llava_converters
+    from vlmkit.interop.llava_conversion import llava_converters
+    from vlmkit.plugins.hooks import get_plugin_manager
     from vlmkit_encoders.llava import CLIPLlavaVision, CLIPVipLlavaVision
     from vlmkit_fusion.llava import LnMLPVipLlavaProjector, MLP2xGeluLlavaProjector
 
@@ -477,7 +477,7 @@ def test_export_names_the_parts_no_installed_plugin_converts(tmp_path):
 def test_a_converter_from_a_hook_decides_the_import(hf_reference, tmp_path, tok):
     """A plugin registered at run time supplies the projector converter: its mapping is what import-hf uses."""
     import vlmkit_encoders.hooks
-    from vlmkit.hooks import hookimpl
+    from vlmkit.plugins.hooks import hookimpl
     from vlmkit_fusion.llava import MLP2xGeluLlavaProjector
 
     calls = []
@@ -503,8 +503,8 @@ def test_a_converter_from_a_hook_decides_the_import(hf_reference, tmp_path, tok)
 
 
 def test_a_hook_returning_something_else_is_a_clear_error():
-    from vlmkit.hooks import hookimpl
-    from vlmkit.llava_conversion import llava_converters
+    from vlmkit.interop.llava_conversion import llava_converters
+    from vlmkit.plugins.hooks import hookimpl
 
     class Plugin:
         @hookimpl

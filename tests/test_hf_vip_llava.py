@@ -16,11 +16,12 @@ from safetensors.torch import load_file
 from test_hf_parity import ATTN, TOL, compare, expand, pad, sample_rows
 from transformers import CLIPVisionConfig, LlamaConfig, VipLlavaConfig, VipLlavaForConditionalGeneration
 
-from vlmkit.checkpoint import load_checkpoint
-from vlmkit.contracts import IMAGE_PLACEHOLDER
 from vlmkit.errors import ConfigError
-from vlmkit.interop.formats import ImportOptions, detect_format, export_checkpoint, import_checkpoint
-from vlmkit.tiny_tokenizer import build_tiny_tokenizer
+from vlmkit.interop.catalogue import detect_format, export_checkpoint, import_checkpoint
+from vlmkit.interop.formats import ImportOptions
+from vlmkit.model.checkpoint import load_checkpoint
+from vlmkit.model.contracts import IMAGE_PLACEHOLDER
+from vlmkit.model.tiny_tokenizer import build_tiny_tokenizer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "seeds" / "vip-llava"
 
@@ -103,9 +104,9 @@ def test_the_original_vip_llava_fixture_gives_its_logits_in_transformers_through
 
 
 def test_a_llava_model_is_not_a_vip_llava(tmp_path, tok):
-    from vlmkit.assembly import build_model
-    from vlmkit.checkpoint import save_checkpoint
-    from vlmkit.config import ComponentConfig, ModelConfig
+    from vlmkit.model.assembly import build_model
+    from vlmkit.model.checkpoint import save_checkpoint
+    from vlmkit.model.config import ComponentConfig, ModelConfig
 
     cfg = ModelConfig(encoders=[ComponentConfig("clip", {"config": "tiny"})], connector=ComponentConfig("mlp2x_gelu"))
     ckpt = save_checkpoint(build_model(cfg, pretrained=False), tmp_path / "ckpt")

@@ -21,10 +21,11 @@ import pytest
 import torch
 from PIL import Image
 
-from vlmkit.checkpoint import load_checkpoint, read_checkpoint_config
 from vlmkit.errors import CheckpointError, ConfigError
-from vlmkit.interop.formats import ImportOptions, detect_format, export_checkpoint, import_checkpoint
-from vlmkit.tiny_tokenizer import build_tiny_tokenizer
+from vlmkit.interop.catalogue import detect_format, export_checkpoint, import_checkpoint
+from vlmkit.interop.formats import ImportOptions
+from vlmkit.model.checkpoint import load_checkpoint, read_checkpoint_config
+from vlmkit.model.tiny_tokenizer import build_tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def _options(parts: Path, **kw) -> ImportOptions:
 
 def _reference(parts: Path, tmp_path: Path, with_llm: bool = True, seed: int = 1):
     """A vlmkit model of MG-LLaVA's layout, trained-looking, and its state under MG-LLaVA's names."""
-    from vlmkit.assembly import build_model
+    from vlmkit.model.assembly import build_model
     from vlmkit_fusion.mg_llava_format import _model_config
 
     scratch = tmp_path / "tok"
@@ -86,8 +87,8 @@ def _reference(parts: Path, tmp_path: Path, with_llm: bool = True, seed: int = 1
 
 
 def _batch(model):
-    from vlmkit.processing import MultimodalProcessor, collate
-    from vlmkit.templates import Turn
+    from vlmkit.data.processing import MultimodalProcessor, collate
+    from vlmkit.data.templates import Turn
 
     proc = MultimodalProcessor.for_model(model)
     feats = []
@@ -157,7 +158,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(parts, tmp_path):
 
 def test_export_to_mg_llava_is_refused_with_the_reason(parts, tmp_path):
     ref, _ = _reference(parts, tmp_path)
-    from vlmkit.checkpoint import save_checkpoint
+    from vlmkit.model.checkpoint import save_checkpoint
 
     ckpt = save_checkpoint(ref, tmp_path / "ckpt")
     with pytest.raises(ConfigError, match=r"format 'mg-llava' is import-only: MG-LLaVA's code builds its model from an "

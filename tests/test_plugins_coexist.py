@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vlmkit.errors import AmbiguousComponentError, ConfigError, IncompatibleComponentsError
-from vlmkit.registry import registry
+from vlmkit.plugins.registry import registry
 
 # the impostors raise when built: a test that builds a built-in preset proves the built-in was used
 IMPOSTOR = """
@@ -41,10 +41,10 @@ def cli(*args, site=None, env=None):
 
 
 def test_saved_checkpoint_and_builtin_presets_survive_a_reused_name(tiny_config, tmp_path, fake_dist):
-    from vlmkit.assembly import build_model
-    from vlmkit.checkpoint import load_checkpoint, save_checkpoint
-    from vlmkit.config import ModelConfig
-    from vlmkit.presets import load_preset
+    from vlmkit.model.assembly import build_model
+    from vlmkit.model.checkpoint import load_checkpoint, save_checkpoint
+    from vlmkit.model.config import ModelConfig
+    from vlmkit.plugins.presets import load_preset
 
     torch.manual_seed(0)
     save_checkpoint(build_model(tiny_config), tmp_path / "before")  # saved before the extra package exists
@@ -97,8 +97,8 @@ def test_a_broken_hooks_module_is_listed_with_its_error(fake_dist):
 
 
 def test_two_encoders_disagreeing_on_a_view_is_a_build_time_error():
-    from vlmkit.assembly import build_model
-    from vlmkit.config import ModelConfig
+    from vlmkit.model.assembly import build_model
+    from vlmkit.model.config import ModelConfig
 
     cfg = ModelConfig.from_dict({"encoders": [{"name": "tiny-conv", "args": {"image_size": 32}},
                                               {"name": "tiny-conv", "args": {"image_size": 64}}],
@@ -160,8 +160,8 @@ def test_piped_output_is_plain_and_head_exits_quietly():
 def test_loading_a_checkpoint_saved_under_another_minor_version_warns(tiny_config, tmp_path, caplog):
     import yaml
 
-    from vlmkit.assembly import build_model
-    from vlmkit.checkpoint import CONFIG_FILE, load_checkpoint, save_checkpoint
+    from vlmkit.model.assembly import build_model
+    from vlmkit.model.checkpoint import CONFIG_FILE, load_checkpoint, save_checkpoint
 
     save_checkpoint(build_model(tiny_config), tmp_path / "ck")
     f = tmp_path / "ck" / CONFIG_FILE

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from vlmkit.assembly import build_model
-from vlmkit.parts import select_parameters
-from vlmkit.registry import registry
+from vlmkit.model.assembly import build_model
+from vlmkit.model.selectors import select_parameters
+from vlmkit.plugins.registry import registry
 from vlmkit.training.recipe import load_recipe
 
 RECIPES = ("densefusion", "vip-llava", "convllava", "mg-llava", "ross")

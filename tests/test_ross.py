@@ -11,14 +11,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from vlmkit.assembly import build_model
-from vlmkit.build_context import no_pretrained_weights
-from vlmkit.config import ModelConfig
-from vlmkit.contracts import CLIP_MEAN, CLIP_STD, ImageSpan, ImageView, ObjectiveContext, StreamSpec
+from vlmkit.data.processing import MultimodalProcessor, collate
+from vlmkit.data.templates import Turn
 from vlmkit.errors import ConfigError, Incompatible, IncompatibleComponentsError
-from vlmkit.processing import MultimodalProcessor, collate
-from vlmkit.registry import registry
-from vlmkit.templates import Turn
+from vlmkit.model.assembly import build_model
+from vlmkit.model.config import ModelConfig
+from vlmkit.model.contracts import CLIP_MEAN, CLIP_STD, BuildOptions, ImageSpan, ImageView, ObjectiveContext, StreamSpec
+from vlmkit.plugins.registry import registry
 from vlmkit_objectives.latents import group_latents, ungroup_latents, vae_pixels
 from vlmkit_objectives.ross import RossObjective, gather_image_hidden
 
@@ -32,8 +31,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in conftest.py
 
 def meta_objective(d_llm: int, grid=(24, 24), view=ImageView(size=336), **args) -> RossObjective:
     ctx = ObjectiveContext(d_llm=d_llm, visual=StreamSpec("enc", d_llm, grid[0] * grid[1], grid, view))
-    with no_pretrained_weights(), torch.device("meta"):
-        return RossObjective(ctx, **args)
+    with torch.device("meta"):
+        return RossObjective(ctx, **args, build=BuildOptions(pretrained=False, meta=True))
 
 
 def tiny_objective(grid=(4, 4), view=ImageView(size=56), d_llm=32, **args) -> RossObjective:

@@ -13,14 +13,14 @@ from PIL import Image, ImageDraw
 from safetensors import safe_open
 from torch import nn
 
-from vlmkit.assembly import build_model
-from vlmkit.checkpoint import load_checkpoint, save_checkpoint
-from vlmkit.config import ModelConfig
+from vlmkit.data.processing import MultimodalProcessor, collate
+from vlmkit.data.samples import Sample
+from vlmkit.data.templates import Turn
 from vlmkit.errors import ConfigError
-from vlmkit.processing import MultimodalProcessor, collate
-from vlmkit.registry import registry
-from vlmkit.samples import Sample
-from vlmkit.templates import Turn
+from vlmkit.model.assembly import build_model
+from vlmkit.model.checkpoint import load_checkpoint, save_checkpoint
+from vlmkit.model.config import ModelConfig
+from vlmkit.plugins.registry import registry
 from vlmkit_objectives.latent_cache import LatentCache, build_latent_cache
 from vlmkit_objectives.latents import group_latents
 from vlmkit_objectives.reconstruct import reconstruct, to_pil

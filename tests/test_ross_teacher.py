@@ -16,12 +16,12 @@ import pytest
 import torch
 from PIL import Image
 
-from vlmkit.assembly import build_model
-from vlmkit.checkpoint import load_checkpoint, save_checkpoint
-from vlmkit.config import ModelConfig
-from vlmkit.contracts import ImageView, ObjectiveContext, StreamSpec
 from vlmkit.errors import ConfigError
-from vlmkit.registry import registry
+from vlmkit.model.assembly import build_model
+from vlmkit.model.checkpoint import load_checkpoint, save_checkpoint
+from vlmkit.model.config import ModelConfig
+from vlmkit.model.contracts import ImageView, ObjectiveContext, StreamSpec
+from vlmkit.plugins.registry import registry
 from vlmkit_data.synthetic import generate_shapes
 from vlmkit_objectives.ross import RossObjective
 from vlmkit_objectives.vae import ASSETS, BUILTIN_VAES, build_vae, resolve_vae_path

@@ -8,11 +8,11 @@ import logging
 import pytest
 import torch
 
-import vlmkit.llm as llm_module
-from vlmkit.assembly import build_model
-from vlmkit.checkpoint import load_checkpoint, save_checkpoint
-from vlmkit.config import ModelConfig
-from vlmkit.llm import resolve_attn_implementation
+import vlmkit.model.llm as llm_module
+from vlmkit.model.assembly import build_model
+from vlmkit.model.checkpoint import load_checkpoint, save_checkpoint
+from vlmkit.model.config import ModelConfig
+from vlmkit.model.llm import resolve_attn_implementation
 
 
 def model_config(attn: str | None) -> ModelConfig:
@@ -25,7 +25,7 @@ def model_config(attn: str | None) -> ModelConfig:
 
 def test_flash_attention_falls_back_to_sdpa_without_flash_attn(monkeypatch, caplog):
     monkeypatch.setattr(llm_module.importlib.util, "find_spec", lambda name: None)
-    with caplog.at_level(logging.WARNING, logger="vlmkit.llm"):
+    with caplog.at_level(logging.WARNING, logger="vlmkit.model.llm"):
         assert resolve_attn_implementation("flash_attention_2") == "sdpa"
     assert "flash-attn is not installed" in caplog.text
     assert resolve_attn_implementation("auto") == "sdpa"

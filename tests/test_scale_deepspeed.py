@@ -24,9 +24,9 @@ import pytest
 import torch
 import yaml
 
-from vlmkit.assembly import build_model
-from vlmkit.checkpoint import load_checkpoint, load_weights
-from vlmkit.config import ModelConfig
+from vlmkit.model.assembly import build_model
+from vlmkit.model.checkpoint import load_checkpoint, load_weights
+from vlmkit.model.config import ModelConfig
 from vlmkit.training.recipe import parse_recipe
 from vlmkit.training.runner import run_recipe
 

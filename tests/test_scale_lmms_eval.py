@@ -18,12 +18,12 @@ pytest.importorskip("lmms_eval", reason="lmms-eval is not installed (run `nox -s
 
 from lmms_eval.api.instance import Instance  # noqa: E402
 
-from vlmkit.assembly import build_model  # noqa: E402
-from vlmkit.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from vlmkit.config import ModelConfig  # noqa: E402
-from vlmkit.inference import build_prompt_turns, generate_batch  # noqa: E402
+from vlmkit.data.processing import collate  # noqa: E402
+from vlmkit.inference.generation import build_prompt_turns, generate_batch  # noqa: E402
 from vlmkit.integrations.lmms_eval import VlmkitLmms  # noqa: E402
-from vlmkit.processing import collate  # noqa: E402
+from vlmkit.model.assembly import build_model  # noqa: E402
+from vlmkit.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from vlmkit.model.config import ModelConfig  # noqa: E402
 
 MODEL = {
     "encoders": [{"name": "tiny-conv", "args": {"image_size": 32, "width": 32}}],

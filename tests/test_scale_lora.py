@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from vlmkit.assembly import build_model
-from vlmkit.checkpoint import load_checkpoint, load_weights
-from vlmkit.config import ModelConfig
 from vlmkit.errors import ConfigError
+from vlmkit.model.assembly import build_model
+from vlmkit.model.checkpoint import load_checkpoint, load_weights
+from vlmkit.model.config import ModelConfig
 from vlmkit.training.lora import lora_key_map, merge_lora_state_dict, parse_lora
 from vlmkit.training.recipe import parse_recipe
 from vlmkit.training.runner import prepare_stage_model, run_recipe

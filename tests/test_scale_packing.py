@@ -9,13 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-import vlmkit.packing as packing
-from vlmkit.assembly import build_model
-from vlmkit.config import ModelConfig
-from vlmkit.contracts import IGNORE_INDEX
-from vlmkit.packing import collate_packed, padding_fraction, plan_rows, segment_position_ids, spliced_length
-from vlmkit.processing import MultimodalProcessor, collate
-from vlmkit.templates import Turn
+import vlmkit.data.packing as packing
+from vlmkit.data.packing import collate_packed, plan_rows, spliced_length
+from vlmkit.data.processing import MultimodalProcessor, collate
+from vlmkit.data.templates import Turn
+from vlmkit.model.assembly import build_model
+from vlmkit.model.config import ModelConfig
+from vlmkit.model.contracts import IGNORE_INDEX
+from vlmkit.model.packed_rows import padding_fraction, segment_position_ids
 from vlmkit.training.recipe import parse_recipe
 from vlmkit.training.runner import run_recipe
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlmkit.assembly import build_model
-from vlmkit.config import ModelConfig
+from vlmkit.data.processing import MultimodalProcessor, collate
+from vlmkit.data.templates import Turn
 from vlmkit.errors import ConfigError
-from vlmkit.parts import set_trainable
-from vlmkit.processing import MultimodalProcessor, collate
-from vlmkit.templates import Turn
-from vlmkit.training.recompute import enable_gradient_checkpointing
+from vlmkit.model.assembly import build_model
+from vlmkit.model.config import ModelConfig
+from vlmkit.model.selectors import set_trainable
+from vlmkit.training.activation_checkpointing import enable_gradient_checkpointing
 
 LLM = {"name": "tiny-llama", "args": {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128}}
 ENCODERS = {

@@ -24,10 +24,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vlmkit.checkpoint import load_checkpoint
-from vlmkit.contracts import IMAGE_PLACEHOLDER
 from vlmkit.errors import CheckpointError, ConfigError
-from vlmkit.interop.formats import ImportOptions, checkpoint_formats, detect_format, export_checkpoint, import_checkpoint
+from vlmkit.interop.catalogue import checkpoint_formats, detect_format, export_checkpoint, import_checkpoint
+from vlmkit.interop.formats import ImportOptions
+from vlmkit.model.checkpoint import load_checkpoint
+from vlmkit.model.contracts import IMAGE_PLACEHOLDER
 
 FIXTURES = Path(__file__).parent / "fixtures" / "seeds"
 ROOT = Path(__file__).parent.parent
@@ -112,7 +113,7 @@ def test_imported_greedy_generation_matches_the_original_code(imported):
 
 def test_imported_checkpoint_records_its_origin_and_prompts_like_the_authors(imported):
     name, ckpt = imported
-    from vlmkit.checkpoint import read_checkpoint_config
+    from vlmkit.model.checkpoint import read_checkpoint_config
 
     origin = read_checkpoint_config(ckpt)["imported_from"]
     assert origin["format"] == "llava" and origin["path"].endswith(f"{name}/model")
@@ -277,9 +278,9 @@ def test_a_pickled_shard_that_would_run_code_is_refused(tmp_path):
 
 
 def test_export_refuses_what_the_format_cannot_express(tmp_path):
-    from vlmkit.assembly import build_model
-    from vlmkit.checkpoint import save_checkpoint
-    from vlmkit.config import ComponentConfig, ModelConfig
+    from vlmkit.model.assembly import build_model
+    from vlmkit.model.checkpoint import save_checkpoint
+    from vlmkit.model.config import ComponentConfig, ModelConfig
 
     cfg = ModelConfig(encoders=[ComponentConfig("convnext", {"config": "tiny"})], connector=ComponentConfig("mlp2x_gelu"))
     ckpt = save_checkpoint(build_model(cfg, pretrained=False), tmp_path / "ckpt")
@@ -321,7 +322,7 @@ def test_a_tower_named_by_a_hub_id_is_found_in_the_offline_cache(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "vlmkit_cli", "import", str(FIXTURES / "llava-1.5" / "model"),
                            str(tmp_path / "ckpt")], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    from vlmkit.checkpoint import read_checkpoint_config
+    from vlmkit.model.checkpoint import read_checkpoint_config
 
     assert read_checkpoint_config(tmp_path / "ckpt")["imported_from"]["vision_tower"] == str(snapshot)
 

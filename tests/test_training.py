@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from vlmkit.checkpoint import load_checkpoint, load_weights
 from vlmkit.errors import DataError
-from vlmkit.hooks import get_plugin_manager, hookimpl
+from vlmkit.model.checkpoint import load_checkpoint, load_weights
+from vlmkit.plugins.hooks import get_plugin_manager, hookimpl
 from vlmkit.training.recipe import parse_recipe
 from vlmkit.training.runner import run_recipe
 
@@ -108,8 +108,8 @@ def test_second_stage_starts_from_first_and_respects_trainable(shapes, tmp_path)
     assert conn and all(torch.equal(s1[k], s2[k]) for k in conn)  # stage 2 froze the connector it inherited
     assert any(not torch.equal(s1[k], s2[k]) for k in llm)  # and trained the llm
     enc = [k for k in s1 if k.startswith("encoders.")]
-    from vlmkit.assembly import build_model
-    from vlmkit.config import ModelConfig
+    from vlmkit.model.assembly import build_model
+    from vlmkit.model.config import ModelConfig
 
     torch.manual_seed(3)
     fresh = build_model(ModelConfig.from_dict(TINY_MODEL)).state_dict()

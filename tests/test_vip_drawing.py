@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlmkit.contracts import ImageView
-from vlmkit.image_processing import transform_image
+from vlmkit.data.image_processing import transform_image
+from vlmkit.model.contracts import ImageView
 from vlmkit_data.vip import SHAPES, Region, VisualPrompt, draw_prompts, phrase
 from vlmkit_data.vip.drawing import (
     arrow_geometry,

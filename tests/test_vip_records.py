@@ -9,9 +9,9 @@ import re
 import pytest
 from PIL import Image
 
+from vlmkit.data.samples import Sample, SampleSource
+from vlmkit.data.templates import IMAGE_TOKEN, Turn
 from vlmkit.errors import DataError
-from vlmkit.samples import Sample
-from vlmkit.templates import IMAGE_TOKEN, Turn
 from vlmkit_data.vip import VIP_CONFIG, VisualPromptTransform
 from vlmkit_data.vip.records import parse_region_record
 
@@ -20,7 +20,7 @@ BOX4 = [[20, 30, 90, 100], [120, 40, 200, 110], [40, 130, 110, 200], [210, 120, 
 
 def make(rid: str, fields: dict, turns: list[Turn] | None = None, size=(320, 240), regions=None) -> Sample:
     return Sample(id=rid, turns=turns or [Turn("user", f"{IMAGE_TOKEN}\n"), Turn("assistant", "")],
-                  images=[Image.new("RGB", size, (128, 128, 128))], source="mix.json:7", meta=dict(fields),
+                  images=[Image.new("RGB", size, (128, 128, 128))], source=SampleSource("mix.json", 7), meta=dict(fields),
                   regions=regions)
 
 

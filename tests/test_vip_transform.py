@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from test_vip_records import BOX4, RECORDS, make
 
+from vlmkit.data.templates import IMAGE_TOKEN
 from vlmkit.errors import ConfigError, DataError
-from vlmkit.templates import IMAGE_TOKEN
 from vlmkit_data.vip import SHAPES, VisualPromptTransform, prompt_inference_image
 from vlmkit_data.vip.dataset import VipRegionDataset
 from vlmkit_data.vip.drawing import ALPHA_RANGE, MASK_ALPHA_RANGE
@@ -91,8 +91,8 @@ def test_transform_with_a_bbox_prompts_any_sample_at_inference():
     """``vlmkit generate --transform '{name: vip, args: {bbox: ...}}'``: one prompt drawn on the first
     image of a plain sample, and ``{region}`` replaced by its phrase; the same seed draws the same image."""
 
-    from vlmkit.samples import Sample
-    from vlmkit.templates import Turn
+    from vlmkit.data.samples import Sample
+    from vlmkit.data.templates import Turn
 
     img = Image.new("RGB", (120, 80), (255, 255, 255))
     sample = Sample(id="prompt", turns=[Turn("user", "<image>\nWhat is {region}?")], images=[img])
@@ -121,9 +121,9 @@ def test_transform_with_a_bbox_prompts_any_sample_at_inference():
 
 def test_mix_file_through_dataset_transform_and_processor(tmp_path):
     """A ViP mix: an ordinary LLaVA record, a refcocog record without conversations, a v7w record."""
-    from vlmkit.assembly import build_model
-    from vlmkit.config import ModelConfig
-    from vlmkit.processing import MultimodalProcessor
+    from vlmkit.data.processing import MultimodalProcessor
+    from vlmkit.model.assembly import build_model
+    from vlmkit.model.config import ModelConfig
 
     Image.new("RGB", (320, 240), (90, 140, 200)).save(tmp_path / "a.png")
     records = [

@@ -22,8 +22,8 @@ import random
 import pytest
 import torch
 
-from vlmkit.contracts import IGNORE_INDEX, IMAGE_PLACEHOLDER
-from vlmkit.splice import splice
+from vlmkit.model.contracts import IGNORE_INDEX, IMAGE_PLACEHOLDER
+from vlmkit.model.splice import splice
 
 pytest.importorskip("pytest_benchmark")
 
@@ -86,7 +86,7 @@ def packing_samples():
 
 @pytest.mark.benchmark(group="packing")
 def test_collate_packed(benchmark):
-    from vlmkit.packing import collate_packed
+    from vlmkit.data.packing import collate_packed
 
     samples, lengths, max_len = packing_samples()
     batch = benchmark(collate_packed, samples, lengths, max_len, 0, ["base"])
@@ -96,7 +96,7 @@ def test_collate_packed(benchmark):
 
 @pytest.mark.benchmark(group="packing")
 def test_collate_padded_reference(benchmark):
-    from vlmkit.processing import collate
+    from vlmkit.data.processing import collate
 
     samples, _, _ = packing_samples()
     benchmark(collate, samples, 0, "right", ["base"])
@@ -160,8 +160,8 @@ def test_vip_transform(benchmark, photo_336):
 def test_image_load_reference(benchmark, photo_336):
     from PIL import Image
 
-    from vlmkit.contracts import ImageView
-    from vlmkit.image_processing import preprocess
+    from vlmkit.data.image_processing import preprocess
+    from vlmkit.model.contracts import ImageView
 
     _, jpeg = photo_336
     view = ImageView(size=336, resize="pad")

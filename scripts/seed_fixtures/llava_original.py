@@ -154,7 +154,35 @@ def spliced_logits(model, ids, mask, pixels):
     return out.logits.float()
 
 
-def greedy(model, rows, pixels, steps: int, eos: int):
+def fresh_folder(out: Path) -> Path:
+    """``out``, emptied and resolved (fixtures are always written whole)."""
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    return out.resolve()
+
+
+def tokenizer_ids(tokenizer: Path) -> tuple[dict[str, int], int, int, int]:
+    """The tokenizer folder's vocabulary and its pad, bos and eos ids."""
+    vocab = json.loads((tokenizer / "tokenizer.json").read_text())["model"]["vocab"]
+    tok_cfg = json.loads((tokenizer / "tokenizer_config.json").read_text())
+    pad_id, bos_id, eos_id = (vocab[tok_cfg[k]] for k in ("pad_token", "bos_token", "eos_token"))
+    return vocab, pad_id, bos_id, eos_id
+
+
+def generated_and_lengths(tokens: list[list[int]], rows: list[list[int]], tokens_per_image: int):
+    """The greedy tokens padded with -1, and each row's length after splicing its images in."""
+    width = max(len(t) for t in tokens)
+    gen = torch.tensor([t + [-1] * (width - len(t)) for t in tokens])
+    lengths = torch.tensor([len(r) - r.count(IMAGE) + r.count(IMAGE) * tokens_per_image for r in rows])
+    return gen, lengths
+
+
+def greedy(model, rows, pixels, steps: int, eos: int, start_token: bool = True):
+    """The original's greedy tokens per row (each row alone, its images in order; a text-only row skips the
+    dummy image the batch holds for it). ``start_token``: LLaVA-1.5's generate starts from inputs_embeds and
+    returns a start token + the new tokens (Ross's returns the new tokens alone); DenseFusion's (LLaVA v1's)
+    returns the prompt + the new tokens. Only the new tokens are kept."""
     tokens, image = [], 0
     for r in rows:
         n = r.count(IMAGE)
@@ -164,9 +192,7 @@ def greedy(model, rows, pixels, steps: int, eos: int):
             out = model.generate(torch.tensor([r]), images=ims, max_new_tokens=steps, do_sample=False,
                                  eos_token_id=eos, pad_token_id=eos, use_cache=True)
         seq = out[0].tolist()
-        # LLaVA-1.5's generate starts from inputs_embeds and returns a start token + the new tokens;
-        # DenseFusion's (LLaVA v1's) returns the prompt + the new tokens: keep only the new ones
-        tokens.append(seq[len(r):] if seq[:len(r)] == r else seq[1:])
+        tokens.append(seq[len(r):] if seq[:len(r)] == r else seq[1:] if start_token else seq)
     return tokens
 
 
@@ -252,17 +278,11 @@ def _make_llava(args, variant: dict, out: Path, tower_dir: Path, model_dir: Path
 def cmd_make(args) -> None:
     from safetensors.torch import save_file
 
-    out: Path = args.out
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    out = out.resolve()
+    out = fresh_folder(args.out)
     tower_dir, model_dir = out / "clip-tower", out / "model"
     variant = VARIANTS[args.variant]
     tok_files = sorted(p for p in args.tokenizer.iterdir() if p.is_file())
-    vocab = json.loads((args.tokenizer / "tokenizer.json").read_text())["model"]["vocab"]
-    tok_cfg = json.loads((args.tokenizer / "tokenizer_config.json").read_text())
-    pad_id, bos_id, eos_id = (vocab[tok_cfg[k]] for k in ("pad_token", "bos_token", "eos_token"))
+    vocab, pad_id, bos_id, eos_id = tokenizer_ids(args.tokenizer)
     llm = dict(
         vocab_size=max(vocab.values()) + 1, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5,
@@ -280,10 +300,8 @@ def cmd_make(args) -> None:
     same = spliced_logits(model, ids, mask, pixels)
     assert torch.equal(logits, same), "reloading changed the original model"
     tokens = greedy(loaded, rows, pixels, steps=6, eos=eos_id)
-    width = max(len(t) for t in tokens)
-    gen = torch.tensor([t + [-1] * (width - len(t)) for t in tokens])
     tokens_per_image = variant.get("tokens", (28 // 7) ** 2)  # CLIP: the smallest scale's grid, also for S2
-    lengths = torch.tensor([len(r) - r.count(IMAGE) + r.count(IMAGE) * tokens_per_image for r in rows])
+    gen, lengths = generated_and_lengths(tokens, rows, tokens_per_image)
     save_file({"input_ids": ids, "attention_mask": mask, "pixel_values": pixels, "logits": logits,
                "spliced_lengths": lengths, "generated": gen}, str(out / "reference.safetensors"))
     repo_commit = _commit(args.repo)

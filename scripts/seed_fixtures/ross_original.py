@@ -37,11 +37,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from llava_original import (  # noqa: E402 - the shared batch helpers of the LLaVA fixtures
-    IMAGE,
     TOL,
     _commit,
     batch,
+    fresh_folder,
+    generated_and_lengths,
+    greedy,
     spliced_logits,
+    tokenizer_ids,
 )
 
 HUB_TOWER = "google/siglip-so400m-patch14-384"  # Ross-7B's tower
@@ -151,20 +154,6 @@ def denoiser_output(denoiser, inputs) -> torch.Tensor:
         return denoiser.net(inputs["x_t"], inputs["timesteps"], z).float().contiguous()
 
 
-def greedy(model, rows, pixels, steps: int, eos: int):
-    tokens, image = [], 0
-    for r in rows:
-        n = r.count(IMAGE)
-        ims = pixels[image:image + n] if n else None
-        image += max(n, 1)
-        with torch.no_grad():
-            out = model.generate(torch.tensor([r]), images=ims, max_new_tokens=steps, do_sample=False,
-                                 eos_token_id=eos, pad_token_id=eos, use_cache=True)
-        seq = out[0].tolist()
-        tokens.append(seq[len(r):] if seq[:len(r)] == r else seq)
-    return tokens
-
-
 def load_original(model_cls, denoiser_cls, folder: Path):
     """Ross's builder: from_pretrained (the tower is built at init and then overwritten by the checkpoint);
     the denoiser is not built for inference, so it is rebuilt here and loaded from the same file."""
@@ -185,18 +174,12 @@ def load_original(model_cls, denoiser_cls, folder: Path):
 def cmd_make(args) -> None:
     from safetensors.torch import save_file
 
-    out: Path = args.out
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    out = out.resolve()
+    out = fresh_folder(args.out)
     tower_dir, model_dir = out / "siglip-tower", out / "model"
     make_tower(tower_dir, seed=args.seed)
     config_cls, model_cls, denoiser_cls = import_original(args.repo, tower_dir)
     os.chdir(out)
-    vocab = json.loads((args.tokenizer / "tokenizer.json").read_text())["model"]["vocab"]
-    tok_cfg = json.loads((args.tokenizer / "tokenizer_config.json").read_text())
-    pad_id, bos_id, eos_id = (vocab[tok_cfg[k]] for k in ("pad_token", "bos_token", "eos_token"))
+    vocab, pad_id, bos_id, eos_id = tokenizer_ids(args.tokenizer)
     n_tokens = 16
     cfg = config_cls(
         vocab_size=max(vocab.values()) + 1, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -230,10 +213,8 @@ def cmd_make(args) -> None:
     rows, ids, mask, pixels = batch(vocab, pad_id, 28)
     logits = spliced_logits(loaded, ids, mask, pixels)
     assert torch.equal(logits, spliced_logits(model, ids, mask, pixels)), "reloading changed the model"
-    tokens = greedy(loaded, rows, pixels, steps=6, eos=eos_id)
-    width = max(len(t) for t in tokens)
-    gen = torch.tensor([t + [-1] * (width - len(t)) for t in tokens])
-    lengths = torch.tensor([len(r) - r.count(IMAGE) + r.count(IMAGE) * n_tokens for r in rows])
+    tokens = greedy(loaded, rows, pixels, steps=6, eos=eos_id, start_token=False)
+    gen, lengths = generated_and_lengths(tokens, rows, n_tokens)
     inputs = denoiser_inputs(32, 64, n_tokens)
     eps = denoiser_output(den, inputs)
     assert torch.equal(eps, denoiser_output(model.get_model().mm_inv_projector, inputs))

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from vlmkit.contracts import Connector, ImageView, StreamSpec, VisionEncoder, VisualFeatures, single_stream
+from vlmkit.model.contracts import Connector, ImageView, StreamSpec, VisionEncoder, VisualFeatures, single_stream
 from vlmkit.testing import ConnectorConformance, EncoderConformance
 
 SIBLINGS = {"vlmkit-encoders": "vlmkit_encoders", "vlmkit-fusion": "vlmkit_fusion",
@@ -23,7 +23,7 @@ def test_only_the_expected_siblings_are_installed():
 
 
 def test_registry_lists_only_installed_components():
-    from vlmkit.registry import registry
+    from vlmkit.plugins.registry import registry
 
     dists = {e.distribution for e in registry.entries()}
     assert dists <= {"vlmkit-core", PRESENT} if PRESENT else dists == {"vlmkit-core"}
@@ -64,15 +64,15 @@ class Proj(Connector):
 
 
 def _user_parts():
-    from vlmkit.registry import register
+    from vlmkit.plugins.registry import register
 
     register("encoder", "user-patch", PatchEncoder)
     register("connector", "user-proj", Proj)
 
 
 def _train_step(cfg_dict):
-    from vlmkit.assembly import build_model
-    from vlmkit.config import ModelConfig
+    from vlmkit.model.assembly import build_model
+    from vlmkit.model.config import ModelConfig
 
     model = build_model(ModelConfig.from_dict(cfg_dict))
     ids = torch.tensor([[2, -200, 30, 31], [2, 40, 41, 42]])
@@ -140,7 +140,7 @@ def test_cli_without_siblings_names_what_to_install(tmp_path, args, needs):
 
 
 def test_every_installed_component_imports():
-    from vlmkit.registry import registry
+    from vlmkit.plugins.registry import registry
 
     results = registry.check_all()
     assert results and all(status == "ok" for _, status in results), [(e.name, s) for e, s in results if s != "ok"]
@@ -157,9 +157,9 @@ class TestUserConnectorConformance(ConnectorConformance):
 
 # -- core names no plugin: no default connector, and import-hf says what to install ----------------------
 def test_a_model_without_connector_is_refused_with_the_installed_ones():
-    from vlmkit.assembly import build_model
-    from vlmkit.config import ModelConfig
     from vlmkit.errors import ConfigError
+    from vlmkit.model.assembly import build_model
+    from vlmkit.model.config import ModelConfig
 
     _user_parts()
     cfg = ModelConfig.from_dict({"encoders": ["user-patch"], "llm": {"name": "tiny-llama", "args": {"hidden_size": 32}}})
@@ -171,8 +171,8 @@ def test_import_hf_names_the_missing_converter_and_its_package(tmp_path):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
     from vlmkit.errors import ConfigError
-    from vlmkit.hf_llava import import_hf
-    from vlmkit.tiny_tokenizer import build_tiny_tokenizer
+    from vlmkit.interop.hf_llava import import_hf
+    from vlmkit.model.tiny_tokenizer import build_tiny_tokenizer
 
     tok = build_tiny_tokenizer()
     LlavaConfig(vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,

@@ -13,9 +13,9 @@ pytest.importorskip("vlmkit_plugin_template", reason="install the plugin first (
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from vlmkit.assembly import build_component  # noqa: E402
-from vlmkit.contracts import VisualContext  # noqa: E402
 from vlmkit.errors import IncompatibleComponentsError  # noqa: E402
+from vlmkit.model.assembly import build_component  # noqa: E402
+from vlmkit.model.contracts import VisualContext  # noqa: E402
 from vlmkit.testing import ConnectorConformance, EncoderConformance, ObjectiveConformance  # noqa: E402
 
 TINY_PATCH = {"name": "template-patch", "args": {"image_size": 32, "patch": 8, "width": 32}}
@@ -75,8 +75,8 @@ def test_pooling_matches_a_reference():
 
 
 def test_odd_grid_is_refused_at_build_time():
-    from vlmkit.assembly import build_model
-    from vlmkit.config import ModelConfig
+    from vlmkit.model.assembly import build_model
+    from vlmkit.model.config import ModelConfig
 
     cfg = ModelConfig.from_dict({"encoders": [{"name": "template-patch", "args": {"image_size": 24, "patch": 8}}],
                                  "connector": "template-pool", "llm": "tiny-llama"})

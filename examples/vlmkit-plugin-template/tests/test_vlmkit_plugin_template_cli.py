@@ -15,7 +15,7 @@ pytest.importorskip("vlmkit_cli", reason="the `vlmkit` command comes with vlmkit
 
 import torch  # noqa: E402
 
-from vlmkit.checkpoint import load_checkpoint  # noqa: E402
+from vlmkit.model.checkpoint import load_checkpoint  # noqa: E402
 from vlmkit.testing import conversation_batch  # noqa: E402
 
 

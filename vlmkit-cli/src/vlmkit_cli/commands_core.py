@@ -22,7 +22,8 @@ def plugins(
     check: bool = typer.Option(False, "--check", help="Import every plugin to verify it loads (imports torch)."),
 ) -> None:
     """List every discovered component: kind, name, distribution, version and status."""
-    from vlmkit.registry import GROUPS, registry, strict_mode
+    from vlmkit.plugins.registry import GROUPS, registry
+    from vlmkit.plugins.strict import strict_mode
 
     if kind is not None and kind != "hooks" and kind not in GROUPS:
         fail(f"unknown kind '{kind}'; kinds: {', '.join(GROUPS)}, hooks")
@@ -33,7 +34,7 @@ def plugins(
     else:
         rows = [e.as_dict() for e in registry.entries(kind)]
     if kind in (None, "hooks"):  # hook modules: loading them imports only the plugin's hooks module
-        from vlmkit.hooks import get_plugin_manager, hook_modules
+        from vlmkit.plugins.hooks import get_plugin_manager, hook_modules
 
         get_plugin_manager()
         rows += [h.as_dict() for h in hook_modules]
@@ -108,7 +109,7 @@ def build(
 
     cfg = resolve_model_config(preset=preset, config=config, encoders=encoder, fusion=fusion, connector=connector,
                                llm=llm, objectives=objective, sets=set_)
-    from vlmkit.assembly import build_model
+    from vlmkit.model.assembly import build_model
 
     model = build_model(cfg, meta=meta)
     summary = model.summary()
@@ -116,7 +117,7 @@ def build(
     if out is not None:
         if meta:
             fail("--out needs real weights; drop --meta to write a checkpoint")
-        from vlmkit.checkpoint import save_checkpoint
+        from vlmkit.model.checkpoint import save_checkpoint
 
         save_checkpoint(model, out)
         summary["checkpoint"] = str(out)
@@ -134,7 +135,8 @@ def _import(src: Path, out: Path, fmt: Optional[str], vision_tower: Optional[Pat
             llm: Optional[Path] = None) -> None:
     import sys
 
-    from vlmkit.interop.formats import ImportOptions, import_checkpoint
+    from vlmkit.interop.catalogue import import_checkpoint
+    from vlmkit.interop.formats import ImportOptions
     from vlmkit.progress import ProgressReporter
 
     with ProgressReporter("copying tensors", 0, show=sys.stderr.isatty(), unit="tensors") as bar:
@@ -142,7 +144,7 @@ def _import(src: Path, out: Path, fmt: Optional[str], vision_tower: Optional[Pat
             vision_tower=str(vision_tower) if vision_tower else None, tokenizer=tokenizer, dtype=dtype,
             sets=list(sets or []), progress=bar.update, aux_vision_tower=str(aux_vision_tower) if aux_vision_tower else None,
             llm=str(llm) if llm else None))
-    from vlmkit.checkpoint import read_checkpoint_config
+    from vlmkit.model.checkpoint import read_checkpoint_config
 
     origin = read_checkpoint_config(path).get("imported_from", {})
     typer.echo(f"wrote vlmkit checkpoint {path} (from {origin.get('format', fmt)})")
@@ -176,7 +178,7 @@ def export(model: Path = typer.Argument(..., help="vlmkit checkpoint folder."),
            fmt: str = typer.Option(..., "--format", help="Target format (see `vlmkit formats`)."),
            ) -> None:
     """Write a vlmkit checkpoint in another system's format, where that format can express it."""
-    from vlmkit.interop.formats import export_checkpoint
+    from vlmkit.interop.catalogue import export_checkpoint
 
     path = export_checkpoint(model, out, format=fmt)
     typer.echo(f"wrote {fmt} checkpoint {path}")
@@ -186,7 +188,7 @@ def export(model: Path = typer.Argument(..., help="vlmkit checkpoint folder."),
 @friendly
 def formats(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """The checkpoint formats installed plugins convert: import/export, detection rule, releases, parts."""
-    from vlmkit.interop.formats import checkpoint_formats
+    from vlmkit.interop.catalogue import checkpoint_formats
     from vlmkit.interop.llava_repo import repo_converters
 
     rows = [f.summary() for f in checkpoint_formats().values()]
@@ -219,7 +221,7 @@ def import_hf(src: Path = typer.Argument(..., help="HF Llava checkpoint folder."
 def export_hf(model: Path = typer.Argument(..., help="vlmkit checkpoint folder."),
               out: Path = typer.Argument(..., help="HF Llava folder to write.")) -> None:
     """Alias of `vlmkit export CKPT OUT --format hf-llava`."""
-    from vlmkit.interop.formats import export_checkpoint
+    from vlmkit.interop.catalogue import export_checkpoint
 
     path = export_checkpoint(model, out, format="hf-llava")
     typer.echo(f"wrote HF Llava checkpoint {path}")

@@ -151,16 +151,16 @@ def convert_cmd(
 
 def _processor(model: Optional[Path], preset: Optional[str], template: Optional[str], max_length: Optional[int]):
     """The processor training would use: a checkpoint's or a preset's (built on the meta device: no weights)."""
-    from vlmkit.processing import MultimodalProcessor
+    from vlmkit.data.processing import MultimodalProcessor
 
     if model is not None and preset is not None:
         fail("give --model or --preset, not both")
     if model is not None:
-        from vlmkit.checkpoint import load_checkpoint
+        from vlmkit.model.checkpoint import load_checkpoint
 
         built = load_checkpoint(model, meta=True)
     else:
-        from vlmkit.assembly import build_model
+        from vlmkit.model.assembly import build_model
 
         from .model_config import resolve_model_config
 

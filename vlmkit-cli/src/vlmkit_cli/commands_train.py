@@ -70,7 +70,7 @@ def generate(model: Path = typer.Option(..., "--model", help="vlmkit checkpoint 
     `vip` transform): --transform '{name: vip, args: {bbox: [20, 10, 60, 50], shapes: [ellipse], color: red}}'
     draws the ellipse and turns '{region}' in the prompt into its phrase ("within the red ellipse").
     """
-    from vlmkit.inference import generate_batch, prompt_sample
+    from vlmkit.inference.generation import generate_batch, prompt_sample
 
     from .commands_data import transform_spec
 
@@ -80,7 +80,7 @@ def generate(model: Path = typer.Option(..., "--model", help="vlmkit checkpoint 
         if not prompted.images:
             fail("--save-transformed: there is no image")
         prompted.images[0].save(save_transformed)
-    from vlmkit.checkpoint import load_checkpoint
+    from vlmkit.model.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(model, trust_remote_code=trust_remote_code).eval()
     text = generate_batch(loaded, [prompted.turns], [prompted.images], template=template, max_new_tokens=max_new_tokens,
@@ -101,7 +101,7 @@ def evaluate(model: Path = typer.Option(..., "--model", help="vlmkit checkpoint 
                                                     help="Let the LLM's own Python code in the checkpoint run "
                                                          "(never on by a checkpoint's say-so).")) -> None:
     """Exact-match accuracy on short-answer questions, overall and per category."""
-    from vlmkit.evaluation import evaluate_file
+    from vlmkit.inference.evaluation import evaluate_file
 
     report = evaluate_file(str(model), str(data), dataset=dataset, image_root=str(images) if images else None,
                            batch_size=batch_size, limit=limit, trust_remote_code=trust_remote_code)

@@ -52,9 +52,9 @@ def run_demo(output: Path, steps: int | None = None, seed: int = 0, n_train: int
 
     from rich.console import Console
 
-    from vlmkit.checkpoint import load_checkpoint
-    from vlmkit.evaluation import evaluate
-    from vlmkit.registry import registry
+    from vlmkit.inference.evaluation import evaluate
+    from vlmkit.model.checkpoint import load_checkpoint
+    from vlmkit.plugins.registry import registry
     from vlmkit.training.recipe import parse_recipe
     from vlmkit.training.runner import run_recipe
 

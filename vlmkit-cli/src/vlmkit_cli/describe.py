@@ -7,9 +7,9 @@ from typing import Any
 
 
 def describe_component(name: str, kind: str | None = None) -> dict[str, Any]:
-    from vlmkit.arguments import describe_arguments
     from vlmkit.errors import UnknownComponentError
-    from vlmkit.registry import GROUPS, registry
+    from vlmkit.plugins.arguments import describe_arguments
+    from vlmkit.plugins.registry import GROUPS, registry
 
     kinds = [kind] if kind else list(GROUPS)
     found = []

@@ -16,7 +16,7 @@ DEFAULT_CONNECTOR_NEED = ("connector", DEFAULT_CONNECTOR, "vlmkit-fusion")
 
 def with_default_connector(cfg):
     """``cfg`` with the CLI's default connector when it has none (a config file or --encoder flags)."""
-    from vlmkit.config import ComponentConfig
+    from vlmkit.model.config import ComponentConfig
 
     from .siblings import require_components
 
@@ -30,9 +30,9 @@ def resolve_model_config(*, preset: str | None = None, config: Path | None = Non
                          encoders: Sequence[str] | None = None, fusion: Sequence[str] | None = None,
                          connector: str | None = None, llm: str | None = None,
                          objectives: Sequence[str] | None = None, sets: Sequence[str] | None = None):
-    from vlmkit.config import ComponentConfig, ModelConfig, load_yaml
     from vlmkit.errors import ConfigError
-    from vlmkit.presets import load_preset
+    from vlmkit.model.config import ComponentConfig, ModelConfig, load_yaml
+    from vlmkit.plugins.presets import load_preset
 
     if preset and config:
         raise ConfigError("give --preset or --config, not both")

@@ -66,8 +66,8 @@ def add_plugin_commands(app: typer.Typer, argv: list[str] | None = None) -> dict
     builtin = builtin_commands(app)
     if not wants_plugin_commands(sys.argv[1:] if argv is None else argv, builtin):
         return {}
-    from vlmkit.hooks import get_plugin_manager
-    from vlmkit.registry import strict_mode
+    from vlmkit.plugins.hooks import get_plugin_manager
+    from vlmkit.plugins.strict import strict_mode
 
     cli = PluginCommands(app, builtin)
     try:

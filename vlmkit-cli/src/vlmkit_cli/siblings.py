@@ -31,7 +31,7 @@ def require_components(purpose: str, *needs: tuple[str, str, str]) -> None:
 
     ``needs`` holds ``(kind, name, distribution that ships it)``; all missing ones are named together.
     """
-    from vlmkit.registry import registry
+    from vlmkit.plugins.registry import registry
 
     def installed(kind: str, name: str) -> bool:
         qualified = {e.qualified_name for e in registry.entries(kind, include_hooks=True)}

@@ -9,28 +9,31 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .errors import VlmkitError
-from .registry import list_components, register, registry
+from vlmkit import moved_modules
+from vlmkit.errors import VlmkitError
+from vlmkit.plugins.registry import list_components, register, registry
 
 __all__ = [
     "VlmkitError", "registry", "register", "list_components", "create_model", "load_model", "build_model",
     "save_checkpoint", "load_checkpoint", "ModelConfig", "ComponentConfig",
 ]
 
+moved_modules.install()  # the flat layout's import paths (vlmkit.contracts, ...) keep working
+
 _LAZY = {
-    "build_model": "vlmkit.assembly",
-    "save_checkpoint": "vlmkit.checkpoint",
-    "load_checkpoint": "vlmkit.checkpoint",
-    "ModelConfig": "vlmkit.config",
-    "ComponentConfig": "vlmkit.config",
-    "VisionLanguageModel": "vlmkit.model",
-    "VisionEncoder": "vlmkit.contracts",
-    "Connector": "vlmkit.contracts",
-    "Objective": "vlmkit.contracts",
-    "VisualFeatures": "vlmkit.contracts",
-    "StreamSpec": "vlmkit.contracts",
-    "ImageView": "vlmkit.contracts",
-    "hookimpl": "vlmkit.hooks",
+    "build_model": "vlmkit.model.assembly",
+    "save_checkpoint": "vlmkit.model.checkpoint",
+    "load_checkpoint": "vlmkit.model.checkpoint",
+    "ModelConfig": "vlmkit.model.config",
+    "ComponentConfig": "vlmkit.model.config",
+    "VisionLanguageModel": "vlmkit.model.vlm",
+    "VisionEncoder": "vlmkit.model.contracts",
+    "Connector": "vlmkit.model.contracts",
+    "Objective": "vlmkit.model.contracts",
+    "VisualFeatures": "vlmkit.model.contracts",
+    "StreamSpec": "vlmkit.model.contracts",
+    "ImageView": "vlmkit.model.contracts",
+    "hookimpl": "vlmkit.plugins.hooks",
 }
 
 
@@ -54,9 +57,9 @@ def create_model(encoder: str | list[str] | None = None, connector: str | None =
     ``objective_args`` (by objective name); they are validated like a config's. Unknown keywords are a
     TypeError, as for any Python function.
     """
-    from .assembly import build_model
-    from .config import ComponentConfig, ModelConfig
-    from .errors import ConfigError
+    from vlmkit.errors import ConfigError
+    from vlmkit.model.assembly import build_model
+    from vlmkit.model.config import ComponentConfig, ModelConfig
 
     def per_item(args: Any, n: int, what: str) -> list[dict[str, Any]]:
         if args is None:
@@ -80,7 +83,7 @@ def create_model(encoder: str | list[str] | None = None, connector: str | None =
         llm=ComponentConfig(llm, dict(llm_args or {})),
         objectives=[ComponentConfig(o, dict((objective_args or {}).get(o, {}))) for o in objs])
     if max_length is not None:
-        from .config import check_max_length
+        from vlmkit.model.config import check_max_length
 
         cfg.max_length = check_max_length(max_length, "create_model: max_length")
     return build_model(cfg, meta=meta)
@@ -89,6 +92,6 @@ def create_model(encoder: str | list[str] | None = None, connector: str | None =
 def load_model(directory: str, device: str = "cpu", trust_remote_code: bool = False):
     """A saved checkpoint. Its LLM's own Python code runs only with ``trust_remote_code=True`` (a checkpoint
     cannot turn it on)."""
-    from .checkpoint import load_checkpoint
+    from vlmkit.model.checkpoint import load_checkpoint
 
     return load_checkpoint(directory, device=device, trust_remote_code=trust_remote_code)

@@ -2,9 +2,9 @@
 
 A box file is a JSON list, or JSON lines, of records ``{"id", "boxes", "scores", "labels"}``:
 xyxy boxes in ORIGINAL image pixels (from RAM++ tags + OWLv2), one score and one tag per box.
-``BoxJoin`` wraps any dataset of ``vlmkit.samples.Sample`` and sets ``Sample.boxes`` (one array per
+``BoxJoin`` wraps any dataset of ``vlmkit.data.samples.Sample`` and sets ``Sample.boxes`` (one array per
 image; single-image records) after ``filter_boxes``. The data pipeline then remaps them through
-pad + resize into each view's pixels (``vlmkit.image_processing.Affine``).
+pad + resize into each view's pixels (``vlmkit.data.image_processing.Affine``).
 
 Filtering follows MG-LLaVA: per-label NMS (IoU 0.2), then, when more than ``limit`` boxes remain,
 the top ``per_label_when_over_limit`` per label. There is no global cap unless ``max_total`` is set.
@@ -27,8 +27,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from vlmkit.data.samples import BOXES, Sample, provides, source_location
 from vlmkit.errors import ConfigError, DataError
-from vlmkit.samples import BOXES, Sample, provides
 
 from .box_checks import box_problem
 
@@ -193,7 +193,8 @@ class BoxJoin:
             return sample.replace(boxes=[])
         if len(sample.images) > 1:
             raise DataError(f"{len(sample.images)} images, but box files hold one image per id",
-                            file=sample.source or None, record_id=sample.id, field="images")
+                            file=source_location(sample.source)[0], line=source_location(sample.source)[1],
+                            record_id=sample.id, field="images")
         record = self.records.get(str(sample.id))
         if record is None:
             if self.missing == "error":

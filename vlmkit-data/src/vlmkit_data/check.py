@@ -18,9 +18,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from vlmkit.data.samples import Sample, source_location
 from vlmkit.errors import DataError
 from vlmkit.progress import ProgressCallback, ProgressReporter
-from vlmkit.samples import Sample
 
 from .box_checks import box_problem
 
@@ -81,8 +81,7 @@ class CheckReport:
 
 
 def _source(sample: Sample) -> tuple[str | None, int | None]:
-    file, _, line = (sample.source or "").rpartition(":")
-    return (file, int(line)) if file and line.isdigit() else (sample.source or None, None)
+    return source_location(sample.source)
 
 
 def box_problems(sample: Sample, meta_root: str | None = None, strict_regions: bool = False) -> Iterable[Problem]:
@@ -118,7 +117,7 @@ def _region_boxes(sample: Sample, meta_root: str | None, strict: bool) -> list[t
 
 def open_dataset(path: str, image_root: str | None = None, dataset: str = "llava-json") -> Any:
     """The dataset plugin ``dataset`` on ``path``; LLaVA files are opened without requiring boxes."""
-    from vlmkit.registry import registry
+    from vlmkit.plugins.registry import registry
 
     factory = registry.load("dataset", dataset)
     kwargs: dict[str, Any] = {"path": path}
@@ -135,7 +134,7 @@ def check_file(path: str, image_root: str | None = None, dataset: str = "llava-j
                processor: Any = None) -> CheckReport:
     """Check every record (or the first ``limit``) and return the counts and first problems.
 
-    ``processor`` (a ``vlmkit.processing.MultimodalProcessor``) adds the tokenised checks."""
+    ``processor`` (a ``vlmkit.data.processing.MultimodalProcessor``) adds the tokenised checks."""
     report = CheckReport(file=path, dataset=dataset)
     try:
         ds = open_dataset(path, image_root, dataset)
@@ -173,7 +172,7 @@ def _check_one(ds: Any, i: int, meta_root: str | None, strict_regions: bool, pro
     except DataError as exc:
         return [Problem.from_error(exc)]
     if processor is not None and not found:
-        from vlmkit.processing import LabelPolicyError
+        from vlmkit.data.processing import LabelPolicyError
 
         try:
             feats = processor(sample.turns, sample.images, sample.boxes)

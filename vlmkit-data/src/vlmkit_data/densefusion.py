@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from vlmkit.data.image_files import UndecodableImage, decode_image
+from vlmkit.data.samples import IMAGES, Sample, SampleSource
+from vlmkit.data.templates import IMAGE_TOKEN, Turn
 from vlmkit.errors import ConfigError, DataError
 from vlmkit.progress import ProgressCallback, ProgressReporter
-from vlmkit.samples import IMAGES, Sample
-from vlmkit.templates import IMAGE_TOKEN, Turn
 
 from .json_index import CHUNK_SIZE, RecordIndex, load_or_build_index
 from .paths import OUTSIDE_ROOT, outside_message, resolve_under
@@ -167,14 +167,12 @@ class DenseFusionDataset:
                             file=self.path, line=rec.line, record_id=rec.image_id, field="image_id",
                             kind="missing_image")
         try:
-            with Image.open(image_path) as im:
-                im.load()
-                image = im.convert("RGB")
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise DataError(f"cannot decode image {image_path}: {exc}", file=self.path, line=rec.line,
-                            record_id=rec.image_id, field="image_id", kind="corrupt_image") from None
+            image = decode_image(image_path)
+        except (FileNotFoundError, UndecodableImage) as exc:
+            raise DataError(str(exc), file=self.path, line=rec.line, record_id=rec.image_id, field="image_id",
+                            kind="corrupt_image" if isinstance(exc, UndecodableImage) else "missing_image") from None
         return Sample(id=rec.image_id, turns=caption_turns(rec.caption), images=[image],
-                      source=f"{self.path}:{rec.line}", meta={"url": rec.url, "image_path": image_path})
+                      source=SampleSource(self.path, rec.line), meta={"url": rec.url, "image_path": image_path})
 
     def modality_lengths(self) -> list[int]:
         """LLaVA's grouping length: the caption's words (every record has an image), in one sequential pass."""

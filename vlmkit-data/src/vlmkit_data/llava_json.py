@@ -31,12 +31,13 @@ import os
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from vlmkit.data.image_files import UndecodableImage, decode_image
+from vlmkit.data.samples import BOXES, IMAGES, REGIONS, Sample, SampleSource
+from vlmkit.data.templates import IMAGE_TOKEN, Turn
 from vlmkit.errors import DataError
 from vlmkit.progress import ProgressCallback, ProgressReporter
-from vlmkit.samples import BOXES, IMAGES, REGIONS, Sample
-from vlmkit.templates import IMAGE_TOKEN, Turn
 
 from .box_checks import box_problem
 from .json_index import CHUNK_SIZE, RecordIndex, cache_path, load_or_build_index, write_cache
@@ -117,8 +118,8 @@ class LlavaJsonDataset:
     def line(self, i: int) -> int:
         return int(self.index.lines[self._check_index(i)])
 
-    def source(self, i: int) -> str:
-        return f"{self.path}:{self.line(i)}"
+    def source(self, i: int) -> SampleSource:
+        return SampleSource(self.path, self.line(i))
 
     def _raw(self, i: int) -> bytes:
         with open(self.path, "rb") as f:
@@ -170,7 +171,7 @@ class LlavaJsonDataset:
         meta["index"] = i
         rid = rec.get("id")
         return Sample(id=str(rid) if rid is not None else str(i), turns=turns, images=images, boxes=boxes,
-                      regions=regions, source=f"{self.path}:{int(self.index.lines[i])}", meta=meta)
+                      regions=regions, source=self.source(i), meta=meta)
 
     def _image_paths_checked(self, i: int, rec: dict[str, Any]) -> list[str]:
         img = rec.get("image")
@@ -245,14 +246,12 @@ class LlavaJsonDataset:
         path, inside = resolve_under(self.image_root, rel)
         if not inside and not self.allow_outside_root:
             raise self._error(i, rec, outside_message(rel, self.image_root), OUTSIDE_ROOT, field)
-        if not os.path.isfile(path):
-            raise self._error(i, rec, f"image file not found: {path}", "missing_image", field)
         try:
-            with Image.open(path) as im:
-                im.load()
-                return im.convert("RGB")
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise self._error(i, rec, f"cannot decode image {path}: {exc}", "corrupt_image", field) from None
+            return decode_image(path)
+        except FileNotFoundError as exc:
+            raise self._error(i, rec, str(exc), "missing_image", field) from None
+        except UndecodableImage as exc:
+            raise self._error(i, rec, str(exc), "corrupt_image", field) from None
 
     def _boxes(self, i: int, rec: dict[str, Any], n_images: int) -> list[np.ndarray] | None:
         raw = rec.get("boxes")

@@ -17,8 +17,8 @@ from typing import Any, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
+from vlmkit.data.samples import Sample
 from vlmkit.errors import DataError
-from vlmkit.samples import Sample
 
 BACKGROUND = (255, 255, 255)
 CELL_BACKGROUND = (236, 236, 236)
@@ -155,7 +155,7 @@ def preview(path: str, out: str, image_root: str | None = None, dataset: str = "
     """Write the grid PNG; returns what was shown (indices, errors). ``transforms``: registry specs.
     ``box_file``: an MG-LLaVA box file joined by record id (``vlmkit data boxes`` writes one); its boxes are
     drawn after MG-LLaVA's filter, records without one get none."""
-    from vlmkit.assembly import build_component
+    from vlmkit.model.assembly import build_component
 
     from .check import open_dataset
 

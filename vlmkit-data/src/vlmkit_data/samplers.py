@@ -25,6 +25,12 @@ def modality_length_sampler(dataset: Any, batch_size: int, world_size: int = 1, 
     return LengthGroupedSampler(_lengths(dataset), batch_size, world_size, group_by_modality=True, seed=seed)
 
 
-def length_sampler(dataset: Any, batch_size: int, world_size: int = 1, seed: int = 0) -> LengthGroupedSampler:
-    """Length-grouped megabatches (modality ignored)."""
-    return LengthGroupedSampler(_lengths(dataset), batch_size, world_size, group_by_modality=False, seed=seed)
+def length_sampler(dataset: Any, batch_size: int, world_size: int = 1, seed: int = 0) -> Any:
+    """Length-grouped batches, modality ignored: transformers' own ``LengthGroupedSampler`` (the Trainer's
+    ``group_by_length``: megabatches of 50 steps sorted by length, the longest batch first), seeded."""
+    import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler as TrainerLengthGroupedSampler
+
+    lengths = [abs(n) for n in _lengths(dataset)]  # the sign only tells the modality, which is ignored here
+    return TrainerLengthGroupedSampler(batch_size * world_size, lengths=lengths,
+                                       generator=torch.Generator().manual_seed(seed))

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlmkit.build_context import load_pretrained
-from vlmkit.contracts import CLIP_MEAN, CLIP_STD, ImageView
 from vlmkit.errors import ConfigError
+from vlmkit.model.contracts import CLIP_MEAN, CLIP_STD, BuildOptions, ImageView
 
 from .vit_tower import ViTEncoder
 
@@ -31,12 +30,13 @@ _ARCH_KEYS = tuple(CLIP_CONFIGS["tiny"]) + ("layer_norm_eps", "num_channels")
 VIP_LAYERS = (-2, -5, -8, -11, 6)
 
 
-def build_clip_vision(path: str | None, config: str | dict | None):
-    """A CLIPVisionModel from weights (path) or from a named/explicit config (no download)."""
+def build_clip_vision(path: str | None, config: str | dict | None, pretrained: bool = True):
+    """A CLIPVisionModel from weights (path) or from a named/explicit config (no download); with
+    ``pretrained`` False only the path's config is read."""
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     if path is not None:
-        if load_pretrained():
+        if pretrained:
             try:
                 return CLIPVisionModel.from_pretrained(path)
             except OSError as exc:
@@ -57,13 +57,13 @@ class CLIPEncoder(ViTEncoder):
     """
 
     has_cls = True
-    registry_name = "clip"
+    component_name = "clip"
 
     def __init__(self, path: str | None = None, config: str | dict | None = None,
                  feature_layer: int | list[int] = -2, select: str = "patch", resize: str = "pad",
-                 view: str = "base", image_size: int | None = None):
+                 view: str = "base", image_size: int | None = None, build: BuildOptions = BuildOptions()):
         super().__init__()
-        self.vision = build_clip_vision(path, config if path is None else None)
+        self.vision = build_clip_vision(path, config if path is None else None, build.pretrained)
         layers = [feature_layer] if isinstance(feature_layer, int) else list(feature_layer)
         self._setup(layers, select)
         self.view = self._make_view(image_size, resize, view)
@@ -72,7 +72,7 @@ class CLIPEncoder(ViTEncoder):
     def _make_view(self, image_size: int | None, resize: str, view: str) -> ImageView:
         size = self.vision.config.image_size
         if image_size is not None and image_size != size:
-            raise ConfigError(f"encoder '{self.registry_name}': image_size {image_size} differs from the model's "
+            raise ConfigError(f"encoder '{self.component_name}': image_size {image_size} differs from the model's "
                               f"{size}; CLIP position embeddings are fixed")
         return ImageView(view, size, CLIP_MEAN, CLIP_STD, resize)
 
@@ -93,15 +93,15 @@ class CLIPMultiLayerEncoder(CLIPEncoder):
     ``ln-mlp2x_gelu`` connector (LayerNorm over the 5120 channels, then the MLP).
     """
 
-    registry_name = "clip-multilayer"
+    component_name = "clip-multilayer"
     #: 12 layers, so that the default ViP layers exist on a tiny tower
     tiny_args = {"config": {**CLIP_CONFIGS["tiny"], "num_hidden_layers": 12, "hidden_size": 32,
                             "intermediate_size": 64, "image_size": 28}}
 
     def __init__(self, path: str | None = None, config: str | dict | None = None,
                  layers: list[int] | None = None, resize: str = "pad", view: str = "base",
-                 image_size: int | None = None):
+                 image_size: int | None = None, build: BuildOptions = BuildOptions()):
         chosen = list(layers) if layers is not None else list(VIP_LAYERS)
         super().__init__(path, config, feature_layer=chosen, select="patch", resize=resize, view=view,
-                         image_size=image_size)
+                         image_size=image_size, build=build)
         self._args = dict(layers=chosen, resize=resize, view=view)

@@ -27,10 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlmkit.build_context import load_pretrained
-from vlmkit.contracts import CLIP_MEAN, CLIP_STD, ImageView, VisionEncoder, VisualFeatures
+from vlmkit.data.image_processing import RESIZE_POLICIES
 from vlmkit.errors import ConfigError
-from vlmkit.image_processing import RESIZE_POLICIES
+from vlmkit.model.contracts import CLIP_MEAN, CLIP_STD, BuildOptions, ImageView, VisionEncoder, VisualFeatures
 
 from . import convnext_convert
 from .frozen_prefix import FrozenPrefixMixin, Stage, run_stages
@@ -63,7 +62,8 @@ def _hf_config(spec: dict[str, Any], source: str):
         raise ConfigError(f"{source}: bad ConvNeXt config: {exc}") from exc
 
 
-def load_trunk(path: str | None, config: str | dict | None, source: str) -> tuple[Any, nn.Module, nn.ModuleList]:
+def load_trunk(path: str | None, config: str | dict | None, source: str,
+               pretrained: bool = True) -> tuple[Any, nn.Module, nn.ModuleList]:
     """(HF config, embeddings, stages) from a folder, a timm/open_clip .safetensors file or a config."""
     from transformers import ConvNextConfig, ConvNextModel
 
@@ -78,14 +78,14 @@ def load_trunk(path: str | None, config: str | dict | None, source: str) -> tupl
         file = form[1]
         model = ConvNextModel(_hf_config(convnext_convert.trunk_architecture(convnext_convert.read_shapes(file),
                                                                              str(file)), source))
-        if load_pretrained():
+        if pretrained:
             holder = nn.Module()
             holder.embeddings, holder.stages = model.embeddings, model.encoder.stages
             result = holder.load_state_dict(convnext_convert.read_trunk(file), strict=False)
             if result.missing_keys or result.unexpected_keys:
                 raise ConfigError(f"{source}: {file} does not fit a ConvNeXt trunk: missing "
                                   f"{result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}")
-    elif load_pretrained():
+    elif pretrained:
         try:
             model = ConvNextModel.from_pretrained(path)
         except OSError as exc:
@@ -98,22 +98,22 @@ def load_trunk(path: str | None, config: str | dict | None, source: str) -> tupl
 class ConvNeXtTower(FrozenPrefixMixin, VisionEncoder):
     """Shared by both towers: ``embeddings`` (stem) + ``stages`` (transformers ConvNeXt modules)."""
 
-    registry_name = "convnext"
+    component_name = "convnext"
     embeddings: nn.Module
     stages: nn.ModuleList
 
     def _finish(self, hf_config: Any, config: str | dict | None, image_size: int | None, resize: str, view: str,
                 keep_maps: bool, extra_widths: tuple[int, ...] = ()) -> None:
         if resize not in RESIZE_POLICIES:
-            raise ConfigError(f"encoder '{self.registry_name}': resize must be one of {', '.join(RESIZE_POLICIES)}, "
+            raise ConfigError(f"encoder '{self.component_name}': resize must be one of {', '.join(RESIZE_POLICIES)}, "
                               f"got '{resize}'")
         if image_size is None:
-            image_size = TINY_IMAGE_SIZE[self.registry_name] if config == "tiny" else PAPER_IMAGE_SIZE
+            image_size = TINY_IMAGE_SIZE[self.component_name] if config == "tiny" else PAPER_IMAGE_SIZE
         self.hf_config = hf_config
         self.widths = list(hf_config.hidden_sizes) + list(extra_widths)
         self.stride = hf_config.patch_size * 2 ** (len(self.stages) - 1)
         if image_size < self.stride:
-            raise ConfigError(f"encoder '{self.registry_name}': image_size {image_size} is smaller than the total "
+            raise ConfigError(f"encoder '{self.component_name}': image_size {image_size} is smaller than the total "
                               f"stride {self.stride}")
         self.output_dim = self.widths[-1]
         self.keep_maps = keep_maps
@@ -169,13 +169,14 @@ class ConvNeXtEncoder(ConvNeXtTower):
     timm's ``model.safetensors`` / ``pytorch_model.bin``; or a folder holding one of those files.
     """
 
-    registry_name = "convnext"
+    component_name = "convnext"
 
     def __init__(self, path: str | None = None, config: str | dict | None = None, image_size: int | None = None,
-                 resize: str = "pad", view: str = "hires", keep_maps: bool = True):
+                 resize: str = "pad", view: str = "hires", keep_maps: bool = True, build: BuildOptions = BuildOptions()):
         super().__init__()
         config = config if path is None else None  # a path wins over a named architecture
-        hf_config, self.embeddings, self.stages = load_trunk(path, config, f"encoder '{self.registry_name}'")
+        hf_config, self.embeddings, self.stages = load_trunk(path, config, f"encoder '{self.component_name}'",
+                                                             build.pretrained)
         self._finish(hf_config, config, image_size, resize, view, keep_maps)
         self._args: dict[str, Any] = dict(image_size=self.view.size, resize=resize, view=view, keep_maps=keep_maps)
 
@@ -190,15 +191,15 @@ class ConvNeXtStage5Encoder(ConvNeXtTower):
     for ConvNeXt-L: 472,934,400 parameters, as in ConvLLaVA's released recipe).
     """
 
-    registry_name = "convnext5"
+    component_name = "convnext5"
 
     def __init__(self, path: str | None = None, config: str | dict | None = None,
                  stage5_width: int | None = None, stage5_depth: int | None = None, image_size: int | None = None,
-                 resize: str = "pad", view: str = "base", keep_maps: bool = True):
+                 resize: str = "pad", view: str = "base", keep_maps: bool = True, build: BuildOptions = BuildOptions()):
         super().__init__()
-        source = f"encoder '{self.registry_name}'"
+        source = f"encoder '{self.component_name}'"
         config = config if path is None else None  # a path wins over a named architecture
-        hf_config, self.embeddings, self.stages = load_trunk(path, config, source)
+        hf_config, self.embeddings, self.stages = load_trunk(path, config, source, build.pretrained)
         trunk_stages = len(hf_config.depths)
         if trunk_stages == 5:  # ConvLLaVA's tower saved after stage 1: the fifth stage is already there
             saved = (hf_config.hidden_sizes[4], hf_config.depths[4])

@@ -1,4 +1,4 @@
-"""HF Llava's CLIP vision tower <-> vlmkit's ``clip`` encoder (the ``vlmkit.llava_conversion`` contract).
+"""HF Llava's CLIP vision tower <-> vlmkit's ``clip`` encoder (the ``vlmkit.interop.llava_conversion`` contract).
 
 Returned by this package's ``vlmkit_llava_converters`` hook (``vlmkit_encoders.hooks``), so that
 ``vlmkit import-hf`` / ``export-hf`` convert LLaVA-1.5 checkpoints without core knowing about CLIP.
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlmkit.config import ComponentConfig
 from vlmkit.errors import ConfigError
-from vlmkit.llava_conversion import LlavaVisionConversion
+from vlmkit.interop.llava_conversion import LlavaVisionConversion
+from vlmkit.model.config import ComponentConfig
 
 #: HF Llava's vision_feature_select_strategy <-> the clip encoder's ``select``
 _SELECT = {"default": "patch", "full": "cls_patch"}

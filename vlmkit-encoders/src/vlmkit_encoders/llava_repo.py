@@ -24,9 +24,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vlmkit.config import ComponentConfig
 from vlmkit.errors import ConfigError
-from vlmkit.interop.llava_repo import RepoTowerConversion
+from vlmkit.interop.llava_conversion import RepoTowerConversion
+from vlmkit.model.config import ComponentConfig
 
 from .clip import _ARCH_KEYS, CLIP_CONFIGS, VIP_LAYERS
 

@@ -9,12 +9,9 @@ checkpoint (``--llm lmsys/vicuna-7b-v1.5``) and encoders at real towers (``path`
 """
 
 def vicuna_7b() -> dict:
-    """Vicuna-7B v1.5 shape (LLaMA-2 7B: 4096 wide, 32 layers); a fresh copy per preset, none shared."""
-    return {"name": "hf", "args": {"config": {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008,
-                                              "num_hidden_layers": 32, "num_attention_heads": 32,
-                                              "num_key_value_heads": 32, "vocab_size": 32000,
-                                              "max_position_embeddings": 4096, "rms_norm_eps": 1e-5},
-                                   "tokenizer": "builtin:tiny"}}
+    """Vicuna-7B v1.5's shape (core's named LLM config); a fresh copy per preset, none shared."""
+    return {"name": "hf", "args": {"config": "vicuna-7b", "tokenizer": "builtin:tiny"}}
+
 
 TINY = {
     "encoders": [{"name": "tiny-conv"}],

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vlmkit.assembly import build_component
-from vlmkit.config import ComponentConfig
-from vlmkit.contracts import VisionEncoder, VisualFeatures
 from vlmkit.errors import ConfigError, Incompatible
+from vlmkit.model.assembly import build_component
+from vlmkit.model.config import ComponentConfig
+from vlmkit.model.contracts import BuildOptions, VisionEncoder, VisualFeatures
 
 #: default scales as multiples of the inner encoder's size: [336, 672, 1008] for CLIP-336
 DEFAULT_SCALE_FACTORS = (1, 2, 3)
@@ -52,12 +52,13 @@ class S2Encoder(VisionEncoder):
 
     tiny_args = {"encoder": {"name": "clip", "args": {"config": "tiny"}}}
 
-    def __init__(self, encoder: str | dict = "clip", scales: list[int] | None = None):
+    def __init__(self, encoder: str | dict = "clip", scales: list[int] | None = None,
+                 build: BuildOptions = BuildOptions()):
         super().__init__()
         spec = ComponentConfig.parse(encoder, "encoder 's2'.encoder")
         if spec.name.split(":")[-1] == "s2":
             raise ConfigError("encoder 's2': the inner encoder cannot be another s2 wrapper")
-        self.inner = build_component("encoder", spec)
+        self.inner = build_component("encoder", spec, build=build)
         if not isinstance(self.inner, VisionEncoder):
             raise ConfigError(f"encoder 's2': inner '{spec.name}' is not a vlmkit VisionEncoder")
         self._inner_spec = spec

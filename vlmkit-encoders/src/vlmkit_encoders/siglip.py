@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlmkit.build_context import load_pretrained
-from vlmkit.contracts import ImageView
 from vlmkit.errors import ConfigError
+from vlmkit.model.contracts import BuildOptions, ImageView
 
 from .vit_tower import ViTEncoder
 
@@ -40,7 +39,7 @@ def _without_head(model):
     return model
 
 
-def build_siglip_vision(path: str | None, config: str | dict | None):
+def build_siglip_vision(path: str | None, config: str | dict | None, pretrained: bool = True):
     """A SiglipVisionModel without its pooling head, from weights (path) or a named/explicit config."""
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
@@ -48,7 +47,7 @@ def build_siglip_vision(path: str | None, config: str | dict | None):
         try:
             # the head switch goes through the config: every transformers 5 release reads it there
             hf_config = SiglipVisionConfig.from_pretrained(path, vision_use_head=False)
-            if load_pretrained():
+            if pretrained:
                 return _without_head(SiglipVisionModel.from_pretrained(path, config=hf_config))
         except OSError as exc:
             raise ConfigError(f"encoder 'siglip': cannot load '{path}': {str(exc).splitlines()[0]}") from exc
@@ -62,13 +61,13 @@ def build_siglip_vision(path: str | None, config: str | dict | None):
 
 
 class SigLIPEncoder(ViTEncoder):
-    registry_name = "siglip"
+    component_name = "siglip"
 
     def __init__(self, path: str | None = None, config: str | dict | None = None,
                  feature_layer: int | list[int] = -2, resize: str = "pad", view: str = "base",
-                 image_size: int | None = None):
+                 image_size: int | None = None, build: BuildOptions = BuildOptions()):
         super().__init__()
-        self.vision = build_siglip_vision(path, config if path is None else None)
+        self.vision = build_siglip_vision(path, config if path is None else None, build.pretrained)
         layers = [feature_layer] if isinstance(feature_layer, int) else list(feature_layer)
         self._setup(layers, "patch")
         size = self.vision.config.image_size

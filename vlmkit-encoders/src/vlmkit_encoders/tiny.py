@@ -10,8 +10,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from vlmkit.arguments import PositiveInt
-from vlmkit.contracts import ImageView, VisionEncoder, VisualFeatures
+from vlmkit.model.contracts import ImageView, VisionEncoder, VisualFeatures
+from vlmkit.plugins.arguments import PositiveInt
 
 
 class TinyConvEncoder(VisionEncoder):

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from vlmkit.contracts import VisionEncoder, VisualFeatures
 from vlmkit.errors import ConfigError
+from vlmkit.model.contracts import VisionEncoder, VisualFeatures
 
 from .frozen_prefix import FrozenPrefixMixin, Stage, run_stages
 
@@ -26,7 +26,7 @@ class ViTEncoder(FrozenPrefixMixin, VisionEncoder):
 
     #: the HF model prepends a CLS token (CLIP) that ``select='patch'`` drops
     has_cls: bool = False
-    registry_name: str = "vit"
+    component_name: str = "vit"
 
     vision: nn.Module
 
@@ -34,14 +34,14 @@ class ViTEncoder(FrozenPrefixMixin, VisionEncoder):
         cfg = self.vision.config
         n = cfg.num_hidden_layers
         if not feature_layers:
-            raise ConfigError(f"encoder '{self.registry_name}': give at least one feature layer")
+            raise ConfigError(f"encoder '{self.component_name}': give at least one feature layer")
         for layer in feature_layers:
             if not -(n + 1) <= layer <= n:
-                raise ConfigError(f"encoder '{self.registry_name}': feature layer {layer} out of range for a "
+                raise ConfigError(f"encoder '{self.component_name}': feature layer {layer} out of range for a "
                                   f"{n}-layer tower (valid: {-(n + 1)}..{n})")
         valid_select = ("patch", "cls_patch") if self.has_cls else ("patch",)
         if select not in valid_select:
-            raise ConfigError(f"encoder '{self.registry_name}': select must be one of {', '.join(valid_select)}, "
+            raise ConfigError(f"encoder '{self.component_name}': select must be one of {', '.join(valid_select)}, "
                               f"got '{select}'")
         self.feature_layers = list(feature_layers)
         self.select = select

@@ -6,8 +6,8 @@ from typing import Sequence
 
 import torch
 
-from vlmkit.contracts import Connector, StreamSpec, VisualContext, VisualFeatures
 from vlmkit.errors import Incompatible
+from vlmkit.model.contracts import Connector, StreamSpec, VisualContext, VisualFeatures
 
 
 class ChannelConcat(Connector):

@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlmkit.contracts import Connector, StreamSpec, VisualContext, VisualFeatures
 from vlmkit.errors import Incompatible
+from vlmkit.model.contracts import Connector, StreamSpec, VisualContext, VisualFeatures
 
 
 def align_grid(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

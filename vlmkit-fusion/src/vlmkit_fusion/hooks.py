@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlmkit.hooks import hookimpl
+from vlmkit.plugins.hooks import hookimpl
 
 
 @hookimpl

@@ -1,4 +1,4 @@
-"""HF Llava's ``LlavaMultiModalProjector`` <-> vlmkit's ``mlp2x_gelu`` connector (``vlmkit.llava_conversion``).
+"""HF Llava's ``LlavaMultiModalProjector`` <-> vlmkit's ``mlp2x_gelu`` connector (``vlmkit.interop.llava_conversion``).
 
 Returned by this package's ``vlmkit_llava_converters`` hook (``vlmkit_fusion.hooks``), so that
 ``vlmkit import-hf`` / ``export-hf`` convert LLaVA-1.5 checkpoints without core knowing about projectors.
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlmkit.config import ComponentConfig
 from vlmkit.errors import ConfigError
-from vlmkit.llava_conversion import LlavaProjectorConversion
+from vlmkit.interop.llava_conversion import LlavaProjectorConversion
+from vlmkit.model.config import ComponentConfig
 
 #: vlmkit ``proj`` index <-> HF projector layer
 _LAYERS = {"0": "linear_1", "2": "linear_2"}

@@ -17,8 +17,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from vlmkit.config import ComponentConfig
-from vlmkit.interop.llava_repo import RepoProjectorConversion
+from vlmkit.interop.llava_conversion import RepoProjectorConversion
+from vlmkit.model.config import ComponentConfig
 
 _MLP = re.compile(r"^mlp(\d+)x_gelu$")
 VIP_TOWER = "clip_4layers_336"

@@ -25,16 +25,16 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from vlmkit.config import ModelConfig
 from vlmkit.errors import CheckpointError, ConfigError
 from vlmkit.interop.fill import Source, fill_model
 from vlmkit.interop.formats import CheckpointFormat, ImportOptions
+from vlmkit.interop.tokenizer_files import copy_tokenizer
 from vlmkit.interop.weights import MemoryWeights, WeightFiles
+from vlmkit.model.config import ModelConfig
 
 from .presets import MG_LLAVA
 
@@ -120,8 +120,6 @@ def _required(value: str | None, flag: str, what: str) -> Path:
 
 def _model_config(clip: Path, convnext: Path, llm: Path, scratch: Path, options: ImportOptions,
                   shapes: dict[str, tuple[int, ...]] | None = None) -> ModelConfig:
-    from vlmkit.interop.llava_repo import TOKENIZER_FILE_PATTERNS
-
     doc = copy.deepcopy(MG_LLAVA)
     doc["encoders"][0]["args"] = {**doc["encoders"][0]["args"], "path": str(clip)}
     doc["encoders"][0]["args"].pop("config", None)
@@ -130,8 +128,7 @@ def _model_config(clip: Path, convnext: Path, llm: Path, scratch: Path, options:
     llm_config = json.loads((llm / "config.json").read_text()) if (llm / "config.json").is_file() else None
     if llm_config is None:
         raise ConfigError(f"--llm {llm}: no config.json (the LLM's folder, e.g. lmsys/vicuna-7b-v1.5)")
-    for f in [f for pattern in TOKENIZER_FILE_PATTERNS for f in llm.glob(pattern) if f.is_file()]:
-        shutil.copy(f, scratch / f.name)
+    copy_tokenizer(llm, scratch, "--llm must be the LLM's folder with its tokenizer (e.g. lmsys/vicuna-7b-v1.5)")
     keep = {k: v for k, v in llm_config.items() if k not in ("architectures", "transformers_version", "auto_map",
                                                              "_name_or_path")}
     doc["llm"] = {"name": "hf", "args": {"config": keep, "tokenizer": str(options.tokenizer or scratch),
@@ -147,8 +144,8 @@ def _model_config(clip: Path, convnext: Path, llm: Path, scratch: Path, options:
 
 
 def _import(src: Path, out: Path, options: ImportOptions, scratch: Path) -> Path:
-    from vlmkit.assembly import build_model
-    from vlmkit.checkpoint import save_checkpoint
+    from vlmkit.model.assembly import build_model
+    from vlmkit.model.checkpoint import save_checkpoint
 
     file = checkpoint_file(src)
     clip = _required(options.vision_tower, "--vision-tower", "the CLIP tower (openai/clip-vit-large-patch14-336)")

@@ -1,11 +1,7 @@
 """Model presets that need the fusion modules (configs as data), registered under ``vlmkit.presets``."""
 
 #: Vicuna-7B-shaped Llama (random init unless a path is given); same LLM block as the llava-1.5 preset
-VICUNA_7B_LLM = {"name": "hf", "args": {"config": {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008,
-                                                   "num_hidden_layers": 32, "num_attention_heads": 32,
-                                                   "num_key_value_heads": 32, "vocab_size": 32000,
-                                                   "max_position_embeddings": 4096, "rms_norm_eps": 1e-5},
-                                        "tokenizer": "builtin:tiny"}}
+VICUNA_7B_LLM = {"name": "hf", "args": {"config": "vicuna-7b", "tokenizer": "builtin:tiny"}}
 
 #: MG-LLaVA: CLIP-L/336 (view "base") + ConvNeXt-L at 768 px (view "hires"); Conv-Gate fuses the raw
 #: ConvNeXt stage 3 into the CLIP grid, RoI object tokens come from all four ConvNeXt stages. roi is

@@ -10,8 +10,8 @@ from typing import Sequence
 
 from torch import nn
 
-from vlmkit.contracts import Connector, StreamSpec, VisualContext, VisualFeatures, single_stream
 from vlmkit.errors import ConfigError
+from vlmkit.model.contracts import Connector, StreamSpec, VisualContext, VisualFeatures, single_stream
 
 
 class MLPProjector(Connector):

@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlmkit.contracts import Connector, StreamSpec, VisualContext, VisualFeatures
 from vlmkit.errors import ConfigError, Incompatible
+from vlmkit.model.contracts import Connector, StreamSpec, VisualContext, VisualFeatures
 
 #: elements of one roi_align output chunk (boxes x C x S x S); bounds peak memory (256 MB in fp32)
 _CHUNK_ELEMENTS = 64 * 1024 * 1024

@@ -142,7 +142,7 @@ def build_latent_cache(model: Any, dataset: Iterable[Any], path: str | Path, *, 
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
-    from vlmkit.processing import MultimodalProcessor
+    from vlmkit.data.processing import MultimodalProcessor
 
     if key not in ("content", "sample_id"):
         raise ConfigError(f"build_latent_cache: key must be 'content' or 'sample_id', got '{key}'")

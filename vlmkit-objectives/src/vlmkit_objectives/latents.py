@@ -17,8 +17,8 @@ from typing import ContextManager
 import torch
 import torch.nn.functional as F
 
-from vlmkit.contracts import ImageView
-from vlmkit.image_processing import denormalize
+from vlmkit.data.image_processing import denormalize
+from vlmkit.model.contracts import ImageView
 
 #: latent cells per visual token along each side, and pixels per latent cell
 GROUP = 2

@@ -21,9 +21,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from vlmkit.config import ComponentConfig
 from vlmkit.errors import ConfigError
-from vlmkit.interop.llava_repo import RepoModuleConversion
+from vlmkit.interop.llava_conversion import RepoModuleConversion
+from vlmkit.model.config import ComponentConfig
 
 log = logging.getLogger(__name__)
 

@@ -7,14 +7,10 @@
 the image; a random VAE would not), trainable on a laptop CPU: recipe ``ross-tiny``.
 """
 
-VICUNA_7B = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
-             "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000,
-             "max_position_embeddings": 4096, "rms_norm_eps": 1e-5}
-
 ROSS = {
     "encoders": [{"name": "vlmkit-encoders:clip", "args": {"config": "large-336", "feature_layer": -2}}],
     "connector": {"name": "vlmkit-fusion:mlp2x_gelu"},
-    "llm": {"name": "hf", "args": {"config": VICUNA_7B, "tokenizer": "builtin:tiny"}},
+    "llm": {"name": "hf", "args": {"config": "vicuna-7b", "tokenizer": "builtin:tiny"}},
     "objectives": [{"name": "lm"}, {"name": "ross", "weight": 1.0, "args": {"vae_config": "flux"}}],
     "template": "vicuna_v1",
     "max_length": 2048,

@@ -45,8 +45,8 @@ def image_hidden_states(model: Any, images: Sequence[Image.Image], *, prompt: st
     main visual tokens, the token grid, and the normalised pixels the encoder saw (for the teacher).
     All images must give the same grid (true for fixed-size views).
     """
-    from vlmkit.processing import MultimodalProcessor, collate
-    from vlmkit.templates import Turn
+    from vlmkit.data.processing import MultimodalProcessor, collate
+    from vlmkit.data.templates import Turn
 
     from .ross import gather_image_hidden
 

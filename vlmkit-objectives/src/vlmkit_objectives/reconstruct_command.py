@@ -36,9 +36,9 @@ def write_reconstructions(checkpoint: Path, images: List[Path], out: Path, *, li
     """Write the picture input | VAE teacher | Ross for each image; return what was written and the MSEs."""
     import numpy as np
 
-    from vlmkit.checkpoint import load_checkpoint
     from vlmkit.errors import ConfigError
-    from vlmkit.inference import open_image
+    from vlmkit.inference.generation import open_image
+    from vlmkit.model.checkpoint import load_checkpoint
 
     from .latents import vae_pixels
     from .reconstruct import (

@@ -21,13 +21,13 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from vlmkit.contracts import ImageSpan, ModelOutput, Objective, ObjectiveContext
 from vlmkit.errors import ConfigError, Incompatible
+from vlmkit.model.contracts import BuildOptions, ImageSpan, ModelOutput, Objective, ObjectiveContext
 
 from .denoiser import RossDenoiser
 from .latents import GROUP, group_latents, no_autocast, posterior_moments, sample_latents, ungroup_latents, vae_pixels
 from .schedule import SAMPLE_CLIP, ross_scheduler
-from .vae import build_vae, latent_scale_shift, on_meta_device, teacher_fingerprint, vae_config_dict
+from .vae import build_vae, latent_scale_shift, teacher_fingerprint, vae_config_dict
 
 DENOISER_DTYPES = ("float32", "model")
 
@@ -47,7 +47,7 @@ class RossObjective(Objective):
     def __init__(self, context: ObjectiveContext, vae_path: str | None = None, vae_config: str | dict = "flux",
                  vae_seed: int = 0, width: int = 1024, depth: int = 3, heads: int = 16, mlp_ratio: float = 4.0,
                  noise_draws: int = 4, num_timesteps: int = 1000, denoiser_dtype: str = "float32",
-                 latent_cache: str | None = None):
+                 latent_cache: str | None = None, build: BuildOptions = BuildOptions()):
         super().__init__()
         visual = context.visual
         if visual is None:
@@ -72,7 +72,7 @@ class RossObjective(Objective):
         self.denoiser_dtype = denoiser_dtype
 
         self.vae_path = vae_path
-        self.vae, self.teacher_ready = build_vae(vae_path, vae_config, vae_seed)
+        self.vae, self.teacher_ready = build_vae(vae_path, vae_config, vae_seed, build)
         self.latent_scale, self.latent_shift = latent_scale_shift(self.vae)
         self.latent_channels = int(self.vae.config.latent_channels) * GROUP * GROUP
         self.ln_pre = nn.LayerNorm(self.d_llm, elementwise_affine=False, eps=1e-5)
@@ -80,7 +80,7 @@ class RossObjective(Objective):
         self.scheduler = ross_scheduler(num_timesteps)
 
         self.cache = None
-        if latent_cache is not None and not on_meta_device():
+        if latent_cache is not None and not build.meta:
             from .latent_cache import LatentCache
 
             self.cache = LatentCache(latent_cache, fingerprint=teacher_fingerprint(self.vae))

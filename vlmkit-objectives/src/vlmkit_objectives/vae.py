@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from vlmkit.errors import ConfigError
+from vlmkit.model.contracts import BuildOptions
 
 #: FLUX.1-dev ``vae/config.json`` (public): 16 latent channels, 8x downsampling, no quant convs
 FLUX_VAE: dict[str, Any] = dict(
@@ -49,11 +50,6 @@ def resolve_vae_path(path: str) -> str:
     return str(ASSETS / BUILTIN_VAES[name])
 
 
-def on_meta_device() -> bool:
-    """True inside ``with torch.device("meta")`` (``build_model(meta=True)``): build shapes, read nothing."""
-    return torch.empty(0).device.type == "meta"
-
-
 def resolve_config(config: str | dict[str, Any]) -> dict[str, Any]:
     if isinstance(config, str):
         if config not in VAE_CONFIGS:
@@ -62,11 +58,11 @@ def resolve_config(config: str | dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
-def _from_config(config: dict[str, Any], seed: int):
+def _from_config(config: dict[str, Any], seed: int, meta: bool = False):
     from diffusers import AutoencoderKL
 
     try:
-        if on_meta_device():
+        if meta:  # no values to seed: shapes only
             return AutoencoderKL(**config)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -75,7 +71,7 @@ def _from_config(config: dict[str, Any], seed: int):
         raise ConfigError(f"objective 'ross': bad vae_config: {exc}") from exc
 
 
-def build_vae(path: str | None, config: str | dict[str, Any], seed: int = 0):
+def build_vae(path: str | None, config: str | dict[str, Any], seed: int = 0, build: BuildOptions = BuildOptions()):
     """The teacher, frozen, in eval mode and fp32.
 
     With a path the weights are always read from it (except on the meta device), also when a model is
@@ -89,7 +85,7 @@ def build_vae(path: str | None, config: str | dict[str, Any], seed: int = 0):
     has_weights = path is None  # a random teacher from a named config is the intended one
     if path is not None:
         path = resolve_vae_path(path)
-    if path is not None and not on_meta_device():
+    if path is not None and not build.meta:
         p = Path(path)
         if (p / "config.json").is_file():
             try:
@@ -99,9 +95,7 @@ def build_vae(path: str | None, config: str | dict[str, Any], seed: int = 0):
                                   f"{str(exc).splitlines()[0]}") from exc
             has_weights = True
         else:
-            from vlmkit.build_context import load_pretrained
-
-            if load_pretrained():
+            if build.pretrained:
                 raise ConfigError(f"objective 'ross': vae_path '{path}' has no config.json "
                                   "(point it at the VAE folder, e.g. FLUX.1-dev/vae)")
             warnings.warn(f"objective 'ross': VAE folder '{path}' not found; the teacher is random, so the model "
@@ -110,9 +104,9 @@ def build_vae(path: str | None, config: str | dict[str, Any], seed: int = 0):
     elif path is not None:  # meta: the shapes from the folder's config, or from the recorded config
         cfg_file = Path(path) / "config.json"
         cfg = json.loads(cfg_file.read_text()) if cfg_file.is_file() else config
-        vae = _from_config(resolve_config(cfg), seed)
+        vae = _from_config(resolve_config(cfg), seed, meta=True)
     else:
-        vae = _from_config(resolve_config(config), seed)
+        vae = _from_config(resolve_config(config), seed, meta=build.meta)
     vae.requires_grad_(False)
     vae.eval()
     return vae.float(), has_weights

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vlmkit.contracts import ImageView, VisionEncoder, VisualFeatures
 from vlmkit.errors import ConfigError
+from vlmkit.model.contracts import ImageView, VisionEncoder, VisualFeatures
 
 
 class PatchEncoder(VisionEncoder):

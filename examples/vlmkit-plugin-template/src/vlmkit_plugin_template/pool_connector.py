@@ -13,8 +13,8 @@ from typing import Sequence
 import torch.nn.functional as F
 from torch import nn
 
-from vlmkit.contracts import Connector, StreamSpec, VisualContext, VisualFeatures, single_stream
 from vlmkit.errors import ConfigError, Incompatible
+from vlmkit.model.contracts import Connector, StreamSpec, VisualContext, VisualFeatures, single_stream
 
 
 class PoolProjector(Connector):

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from vlmkit.contracts import ModelOutput, Objective, ObjectiveContext
+from vlmkit.model.contracts import ModelOutput, Objective, ObjectiveContext
 
 
 class TokenColourProbe(Objective):

@@ -2,7 +2,7 @@
 
 lmms-eval finds it through the ``lmms_eval.models`` entry point of vlmkit-core (``manifest`` below).
 Prompts go through the checkpoint's own chat template and image preprocessing, exactly as in
-training and in ``vlmkit generate`` (``vlmkit.inference.generate_batch``); a task's ``<image>`` tags
+training and in ``vlmkit generate`` (``vlmkit.inference.generation.generate_batch``); a task's ``<image>`` tags
 are kept where the task puts them, otherwise the images go first.
 
 Model arguments (``--model_args key=value,...``): ``pretrained`` (a vlmkit checkpoint folder),
@@ -20,11 +20,11 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from PIL import Image
 
-from ..checkpoint import load_checkpoint
-from ..contracts import IGNORE_INDEX
-from ..errors import DataError
-from ..inference import build_prompt_turns, generate_batch
-from ..processing import Features, MultimodalProcessor, collate
+from vlmkit.data.processing import Features, MultimodalProcessor, collate
+from vlmkit.errors import DataError
+from vlmkit.inference.generation import build_prompt_turns, generate_batch
+from vlmkit.model.checkpoint import load_checkpoint
+from vlmkit.model.contracts import IGNORE_INDEX
 
 #: lmms-eval generation settings -> transformers ``generate`` arguments (the rest are ignored)
 _SAMPLING = ("temperature", "top_p", "top_k", "num_beams")

@@ -2,7 +2,7 @@
 LLaVA codebase's (``llava``).
 
 Both convert their vision tower and projector through the plugins' part converters; these classes only
-adapt ``vlmkit.hf_llava`` and ``vlmkit.interop.llava_repo`` to the ``CheckpointFormat`` contract.
+adapt ``vlmkit.interop.hf_llava`` and ``vlmkit.interop.llava_repo`` to the ``CheckpointFormat`` contract.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from .formats import CheckpointFormat, ImportOptions
-from .llava_repo import LlavaRepoFormat
+from vlmkit.errors import ConfigError
+from vlmkit.interop.formats import CheckpointFormat, ImportOptions
+from vlmkit.interop.llava_repo import LlavaRepoFormat
 
 
 class HFLlavaFormat(CheckpointFormat):
@@ -29,7 +29,7 @@ class HFLlavaFormat(CheckpointFormat):
         return config.get("model_type") == self.family and "mm_vision_tower" not in config
 
     def import_checkpoint(self, src: Path, out: Path, options: ImportOptions) -> Path:
-        from ..hf_llava import import_hf
+        from vlmkit.interop.hf_llava import import_hf
 
         if options.vision_tower:
             raise ConfigError(f"--vision-tower: the {self.name} format carries its vision tower; nothing to point to")
@@ -37,13 +37,13 @@ class HFLlavaFormat(CheckpointFormat):
                          sets=options.sets, family=self.family)
 
     def export_problems(self, model: Any) -> list[str]:
-        from ..hf_llava import _export_layout
-        from ..llava_conversion import llava_converters
+        from vlmkit.interop.hf_llava import _export_layout
+        from vlmkit.interop.llava_conversion import llava_converters
 
         return _export_layout(model, llava_converters(), self.family)[1]
 
     def export_checkpoint(self, model_dir: Path, out: Path) -> Path:
-        from ..hf_llava import export_hf
+        from vlmkit.interop.hf_llava import export_hf
 
         return export_hf(model_dir, out, family=self.family)
 

@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
-from ..progress import ProgressCallback
-from .weights import WeightFiles
+from vlmkit.errors import CheckpointError
+from vlmkit.interop.weights import WeightFiles
+from vlmkit.model.checkpoint import mismatch, storage_key
+from vlmkit.progress import ProgressCallback
 
 #: buffers some older checkpoints stored although they are recomputed from the config
 RECOMPUTED_BUFFERS = (".position_ids", "rotary_emb.inv_freq")
@@ -28,11 +29,7 @@ Rename = Callable[[str], "str | None"]
 def storage_groups(state: dict[str, torch.Tensor]) -> dict[str, int]:
     """Key -> group id; tied weights (one storage, several names) share a group."""
     ids: dict[tuple[int, int, tuple[int, ...]], int] = {}
-    out = {}
-    for k, v in state.items():
-        sig = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape))
-        out[k] = ids.setdefault(sig, len(ids))
-    return out
+    return {k: ids.setdefault(storage_key(v), len(ids)) for k, v in state.items()}
 
 
 @dataclass
@@ -91,12 +88,9 @@ def fill_model(model: nn.Module, sources: Sequence[Source], *, origin: str | Pat
         plans.append(plan)
     missing = sorted(k for k in state if groups[k] not in filled)
     if missing or unexpected:
-        msg = []
-        if missing:
-            msg.append(f"missing {len(missing)} weight(s) for vlmkit's {', '.join(missing[:3])}")
-        if unexpected:
-            msg.append(f"{len(unexpected)} tensor(s) with no place in the model, e.g. {', '.join(sorted(unexpected)[:3])}")
-        raise CheckpointError(f"{origin}: weights do not match config.json: " + "; ".join(msg))
+        raise CheckpointError(f"{origin}: weights do not match config.json: " + mismatch(
+            missing, sorted(unexpected), "missing {n} weight(s) for vlmkit's {names}",
+            "{n} tensor(s) with no place in the model, e.g. {names}"))
     total, done = sum(len(p) for p in plans), 0
     with torch.no_grad():
         for source, plan in zip(sources, plans):

@@ -4,7 +4,8 @@ A ``CheckpointFormat`` recognises a folder by its ``config.json`` and converts i
 vlmkit checkpoint; some formats can also write a vlmkit checkpoint back out. Core ships the formats of
 the systems it is built on (transformers' Llava and VipLlava, and the LLaVA codebase, whose tower and
 projector are converted by the plugins that own those components); plugins add formats through the
-``vlmkit_checkpoint_formats`` hook, as ``vlmkit formats`` lists them.
+``vlmkit_checkpoint_formats`` hook, as ``vlmkit formats`` lists them. Which are installed, detection and the
+two operations are in ``vlmkit.interop.catalogue``.
 
 Safety rules every format follows: pickled weights are read only with ``torch.load(weights_only=True)``
 (``vlmkit.interop.weights``); nothing from the folder is executed (``auto_map`` and remote code are
@@ -18,16 +19,12 @@ import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from ..errors import CheckpointError, ConfigError
-from ..progress import ProgressCallback
+from vlmkit.errors import CheckpointError, ConfigError
+from vlmkit.progress import ProgressCallback
 
-if TYPE_CHECKING:
-    import pluggy
-
-__all__ = ["CheckpointFormat", "ImportOptions", "checkpoint_formats", "detect_format", "import_checkpoint",
-           "export_checkpoint", "read_config"]
+__all__ = ["CheckpointFormat", "ImportOptions", "read_config"]
 
 
 @dataclass
@@ -95,57 +92,7 @@ class CheckpointFormat(ABC):
                 "owner": self.owner, **({"no_export_reason": self.no_export_reason} if not self.can_export else {})}
 
 
-# -- the formats installed ------------------------------------------------------------------------
-def checkpoint_formats(plugin_manager: pluggy.PluginManager | None = None) -> dict[str, CheckpointFormat]:
-    """Core's formats and every ``vlmkit_checkpoint_formats`` hook's, by name. Two formats of one name
-    are an error naming both providers (no silent winner)."""
-    from ..hooks import get_plugin_manager
-    from .builtin_formats import core_formats
-
-    pm = plugin_manager if plugin_manager is not None else get_plugin_manager()
-    out: dict[str, CheckpointFormat] = {}
-    for fmt in core_formats():
-        out[fmt.name] = fmt
-    for plugin_name, result in _hook_results(pm):
-        for fmt in result or []:
-            if not isinstance(fmt, CheckpointFormat):
-                raise TypeError(f"vlmkit_checkpoint_formats of {plugin_name} returned {type(fmt).__qualname__}, "
-                                "not a vlmkit.interop.formats.CheckpointFormat")
-            fmt.owner = _distribution(plugin_name)
-            if fmt.name in out:
-                raise ConfigError(f"checkpoint format '{fmt.name}' is provided twice: by {out[fmt.name].owner} and "
-                                  f"by {fmt.owner}; uninstall one of them")
-            out[fmt.name] = fmt
-    return out
-
-
-def _hook_results(pm: Any) -> list[tuple[str, Any]]:
-    """(plugin, formats) of each hook implementation; a broken one warns (an error under strict mode)."""
-    from ..registry import strict_mode
-
-    results = []
-    for impl in pm.hook.vlmkit_checkpoint_formats.get_hookimpls():
-        try:
-            results.append((impl.plugin_name, impl.function()))
-        except Exception as exc:  # noqa: BLE001 - one broken plugin must not hide the other formats
-            if strict_mode():
-                raise
-            warnings.warn(f"vlmkit_checkpoint_formats of {impl.plugin_name} failed and is skipped: "
-                          f"{type(exc).__name__}: {exc}", UserWarning, stacklevel=2)
-    return results
-
-
-def _distribution(plugin_name: str) -> str:
-    """The distribution of a hook module registered under ``module:attr`` (see ``vlmkit.hooks``)."""
-    from ..hooks import hook_modules
-
-    for hm in hook_modules:
-        if hm.target == plugin_name:
-            return hm.distribution
-    return plugin_name
-
-
-# -- detection ------------------------------------------------------------------------------------
+# -- reading a folder ------------------------------------------------------------------------------------
 def read_config(folder: Path, required: bool = True) -> dict[str, Any]:
     """The parsed ``config.json`` of a model folder; ``{}`` when not ``required`` and there is none (a bare
     weights file, a release that ships only weights)."""
@@ -166,66 +113,3 @@ def read_config(folder: Path, required: bool = True) -> dict[str, Any]:
         warnings.warn(f"{f}: 'auto_map' names Python code in the folder; vlmkit never runs it", UserWarning,
                       stacklevel=2)
     return data
-
-
-def _found(config: dict[str, Any], formats: dict[str, CheckpointFormat]) -> str:
-    keys = list(dict.fromkeys(k for f in formats.values() for k in f.identifying_fields()))
-    seen = [f"{k}={config[k]!r}" for k in keys if k in config]
-    return ", ".join(seen) or "none of " + ", ".join(keys)
-
-
-def detect_format(folder: Path, formats: dict[str, CheckpointFormat] | None = None) -> CheckpointFormat:
-    """The one format that recognises ``folder``; an error listing the known formats when none or two do."""
-    formats = checkpoint_formats() if formats is None else formats
-    config = read_config(folder, required=False)
-    hits = [f for f in formats.values() if f.detect(folder, config)]
-    narrowed = {f.refines for f in hits if f.refines}
-    hits = [f for f in hits if f.name not in narrowed]
-    if len(hits) == 1:
-        return hits[0]
-    rules = "; ".join(f"{f.name}: {f.detection}" for f in formats.values())
-    if not hits:
-        what = folder / "config.json" if config else folder
-        raise ConfigError(f"{what}: not a format vlmkit can import (found {_found(config, formats)}); "
-                          f"known formats: {rules}; pass --format NAME to choose one")
-    raise ConfigError(f"{folder / 'config.json'}: matches several formats ({', '.join(f.name for f in hits)}); "
-                      "pass --format NAME to choose one")
-
-
-def _format(name: str, formats: dict[str, CheckpointFormat]) -> CheckpointFormat:
-    if name not in formats:
-        raise ConfigError(f"unknown checkpoint format '{name}'; installed: {', '.join(sorted(formats))} "
-                          "(see `vlmkit formats`)")
-    return formats[name]
-
-
-# -- the two operations ---------------------------------------------------------------------------
-def import_checkpoint(src: str | Path, out: str | Path, *, format: str | None = None,
-                      options: ImportOptions | None = None,
-                      plugin_manager: pluggy.PluginManager | None = None) -> Path:
-    """Convert the foreign model folder ``src`` into a vlmkit checkpoint at ``out`` (format detected unless
-    named). The result is an ordinary checkpoint: ``vlmkit.load_model(out)``, generate, eval, train."""
-    src, out = Path(src), Path(out)
-    if not src.exists():
-        raise CheckpointError(f"{src}: no such file or folder")
-    if out.resolve() == src.resolve():
-        raise ConfigError(f"import: output folder {out} is the source folder; choose another")
-    formats = checkpoint_formats(plugin_manager)
-    fmt = _format(format, formats) if format else detect_format(src, formats)
-    if format and src.is_dir():
-        read_config(src, required=False)  # a broken config.json is named before the format's own checks
-    return fmt.import_checkpoint(src, out, options or ImportOptions())
-
-
-def export_checkpoint(model_dir: str | Path, out: str | Path, *, format: str,
-                      plugin_manager: pluggy.PluginManager | None = None) -> Path:
-    """Write the vlmkit checkpoint ``model_dir`` in ``format`` at ``out``, or say why it cannot be."""
-    from ..checkpoint import load_checkpoint
-
-    fmt = _format(format, checkpoint_formats(plugin_manager))
-    if not fmt.can_export:
-        raise ConfigError(f"format '{fmt.name}' is import-only: {fmt.no_export_reason}")
-    problems = fmt.export_problems(load_checkpoint(model_dir, meta=True))  # before any weight is read
-    if problems:
-        raise ConfigError(f"{model_dir}: cannot be written as {fmt.name}: " + "; ".join(problems))
-    return fmt.export_checkpoint(Path(model_dir), Path(out))

@@ -24,25 +24,25 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
 import warnings
-from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..config import ComponentConfig, ModelConfig
-from ..errors import ConfigError
-from .fill import Source, fill_model
-from .formats import CheckpointFormat, ImportOptions, read_config
-from .weights import WeightFiles
+from vlmkit.errors import ConfigError
+from vlmkit.interop.fill import Source, fill_model
+from vlmkit.interop.formats import CheckpointFormat, ImportOptions, read_config
+from vlmkit.interop.llava_conversion import RepoModuleConversion, RepoProjectorConversion, RepoTowerConversion
+from vlmkit.interop.tokenizer_files import copy_tokenizer
+from vlmkit.interop.weights import WeightFiles
+from vlmkit.model.config import ComponentConfig, ModelConfig
 
 if TYPE_CHECKING:
     import pluggy
 
-    from ..model import VisionLanguageModel
+    from vlmkit.model.vlm import VisionLanguageModel
 
 log = logging.getLogger(__name__)
 
@@ -63,128 +63,6 @@ MODEL_TYPE = "llava_llama"
 #: ChatML) with their tokenizer's own chat template
 TEMPLATE, CHAT_TEMPLATE = "vicuna_v1", "chat_template"
 TOWER_FOLDER = "vision_tower"
-
-
-# -- the part contracts ---------------------------------------------------------------------------
-class _RepoPart(ABC):
-    #: bare registry names of the vlmkit components this converter writes on export
-    components: ClassVar[tuple[str, ...]] = ()
-    #: the config.json fields this converter reads (shown when a folder's format cannot be told)
-    config_fields: ClassVar[tuple[str, ...]] = ()
-    #: the seed system(s) whose checkpoints use this part, e.g. "LLaVA-1.5"
-    variant: ClassVar[str] = ""
-    #: one line: which configs ``claims`` accepts (shown by ``vlmkit formats``)
-    detection: ClassVar[str] = ""
-    #: converters are asked in decreasing priority, so a narrow rule (``s2: true``) beats a broad one
-    priority: ClassVar[int] = 0
-
-    @abstractmethod
-    def claims(self, config: dict[str, Any]) -> bool:
-        """Whether this converter reads the part of a checkpoint with this ``config.json``."""
-
-    @abstractmethod
-    def checkpoint_name(self, name: str) -> str | None:
-        """The vlmkit name (relative to the component) of a checkpoint tensor, given relative to the
-        part's prefix (``model.vision_tower.`` or ``model.mm_projector.``); None when it is not one."""
-
-    @abstractmethod
-    def to_checkpoint_name(self, name: str, component: Any) -> str | None:
-        """The inverse of ``checkpoint_name`` for export (``name`` relative to ``component``); None when the
-        tensor has no place."""
-
-    def problems(self, component: Any) -> list[str]:
-        """Why this built component cannot be written in the LLaVA codebase's format (empty: it can)."""
-        return []
-
-
-class RepoTowerConversion(_RepoPart):
-    """``mm_vision_tower`` (+ its select layer, S2 scales ...) and its weights <-> one vlmkit encoder."""
-
-    @abstractmethod
-    def claims(self, config: dict[str, Any], tower_config: dict[str, Any] | None = None) -> bool:
-        """Whether this converter reads the tower of a checkpoint with this ``config.json``; ``tower_config``
-        is the tower folder's ``config.json`` when the folder was found (ConvLLaVA names its tower by a
-        bare path, so only the folder tells a ConvNeXt from a CLIP)."""
-
-    #: file names in a tower folder to read first (e.g. an open_clip file beside an HF one)
-    tower_files: ClassVar[tuple[str, ...]] = ()
-    #: the folder export writes the tower to, inside OUT; named so that the forks' builders, which choose
-    #: the tower class by substrings of ``mm_vision_tower`` ('clip', 'clip-vit', 'convnext'), pick this one
-    tower_folder: ClassVar[str] = "vision_tower"
-
-    def tower_reference(self, config: dict[str, Any]) -> str:
-        """The hub id or path the original code loads the tower from."""
-        return str(config.get("mm_vision_tower"))
-
-    @abstractmethod
-    def component_config(self, config: dict[str, Any], tower: Path | None, resize: str) -> ComponentConfig:
-        """The vlmkit encoder for this config. ``tower`` is the tower's local folder (None when none was
-        found: raise ConfigError if the architecture cannot be known without it)."""
-
-    def tower_name(self, name: str) -> str | None:
-        """The vlmkit name of a tensor in the tower folder's own weights; None when it is not one."""
-        return None
-
-    def unused(self, name: str) -> bool:
-        """Whether a stored tower tensor (relative to ``model.vision_tower.``) is one the encoder never uses
-        and does not hold (SigLIP's pooling head): skipped, neither copied nor an error."""
-        return False
-
-    @abstractmethod
-    def repo_config(self, component: Any) -> dict[str, Any]:
-        """The config fields this tower decides on export (``mm_hidden_size``, select layer ...)."""
-
-    @abstractmethod
-    def save_tower(self, component: Any, folder: Path) -> str:
-        """Write the tower as the original loads it (config, weights, image processor) into ``folder``;
-        return the ``mm_vision_tower`` value that makes the original load it."""
-
-
-class RepoProjectorConversion(_RepoPart):
-    """``mm_projector_type`` and ``model.mm_projector.*`` <-> the vlmkit model's connector."""
-
-    @abstractmethod
-    def component_config(self, config: dict[str, Any]) -> ComponentConfig:
-        """The vlmkit connector for this config."""
-
-    @abstractmethod
-    def repo_config(self, component: Any) -> dict[str, Any]:
-        """The config fields this projector decides on export (``mm_projector_type``)."""
-
-
-class RepoModuleConversion(_RepoPart):
-    """A module a fork adds under ``model.<prefix>.*`` (Ross's ``mm_inv_projector`` denoiser) <-> a vlmkit
-    objective, whose trainable part it becomes. ``components`` names the objectives it writes back."""
-
-    #: the attribute under ``model.`` that holds the module, e.g. ``mm_inv_projector``
-    prefix: ClassVar[str]
-    #: LLM model_type -> (``architectures`` entry, ``model_type``) that the fork saves a model with it as
-    llm_classes: ClassVar[dict[str, tuple[str, str]]] = {}
-
-    @abstractmethod
-    def objective_config(self, config: dict[str, Any], src: Path, shapes: dict[str, tuple[int, ...]]) -> ComponentConfig:
-        """The vlmkit objective for this config; ``shapes`` are the module's tensors (names relative to the
-        prefix), for sizes the config does not record."""
-
-    def recomputed(self, name: str) -> bool:
-        """Whether a stored tensor of the module is recomputed by the vlmkit objective (a fixed table)."""
-        return False
-
-    def reshaped(self, name: str) -> bool:
-        """Whether a stored tensor may be reshaped to the vlmkit weight of equal size (a 1x1 conv as a Linear)."""
-        return False
-
-    @abstractmethod
-    def repo_config(self, component: Any) -> dict[str, Any]:
-        """The config fields this module decides on export."""
-
-    def export_tensor(self, name: str, tensor: Any, component: Any) -> Any:
-        """The stored form of a vlmkit weight (``name`` relative to the objective); the inverse of reshaping."""
-        return tensor
-
-    def recomputed_tensors(self, component: Any) -> dict[str, Any]:
-        """Tensors the fork stores but vlmkit recomputes (names relative to the prefix), written on export."""
-        return {}
 
 
 class RepoConverters:
@@ -251,7 +129,7 @@ def _first_claiming(convs: list[Any], name: str, component: Any, kind: str) -> t
 def repo_converters(plugin_manager: pluggy.PluginManager | None = None) -> RepoConverters:
     """Collect the LLaVA-codebase part converters from every ``vlmkit_llava_converters`` implementation
     (the hook also returns transformers-Llava converters, which this ignores)."""
-    from ..hooks import get_plugin_manager
+    from vlmkit.plugins.hooks import get_plugin_manager
 
     pm = plugin_manager if plugin_manager is not None else get_plugin_manager()
     towers: list[RepoTowerConversion] = []
@@ -321,25 +199,11 @@ def _folder_config(folder: Path | None) -> dict[str, Any] | None:
 
 
 #: the files of a tokenizer folder (what AutoTokenizer reads besides config.json)
-TOKENIZER_FILE_PATTERNS = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt",
-                           "*.model", "chat_template.*")
-
-
 def _tokenizer(src: Path, options: ImportOptions, scratch: Path) -> str:
-    """The tokenizer to build with: ``--tokenizer``, or a copy of ``src``'s tokenizer files alone, so that
-    transformers never reads the foreign config.json (its model type, its ``auto_map``) to load it."""
-    from ..hf_llava import TOKENIZER_FILES, _has_tokenizer
-
+    """The tokenizer to build with: ``--tokenizer``, or a copy of ``src``'s tokenizer files alone."""
     if options.tokenizer:
         return str(options.tokenizer)
-    if not _has_tokenizer(src):
-        raise ConfigError(f"{src}: no tokenizer files ({', '.join(TOKENIZER_FILES)}); a vlmkit checkpoint carries "
-                          "its tokenizer: pass --tokenizer <folder or hub id>")
-    for pattern in TOKENIZER_FILE_PATTERNS:
-        for f in src.glob(pattern):
-            if f.is_file():
-                shutil.copy(f, scratch / f.name)
-    return str(scratch)
+    return str(copy_tokenizer(src, scratch))
 
 
 def import_llava_repo(src: str | Path, out: str | Path, options: ImportOptions | None = None, *,
@@ -350,9 +214,9 @@ def import_llava_repo(src: str | Path, out: str | Path, options: ImportOptions |
 
 
 def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_manager: Any, scratch: Path) -> Path:
-    from ..assembly import build_model
-    from ..checkpoint import save_checkpoint
-    from ..hf_llava import _SAFETENSORS_DTYPES, _lm_layout
+    from vlmkit.interop.hf_llava import SAFETENSORS_DTYPES, lm_layout
+    from vlmkit.model.assembly import build_model
+    from vlmkit.model.checkpoint import save_checkpoint
 
     where = src / "config.json"
     config = read_config(src)
@@ -390,8 +254,8 @@ def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_mana
         llm_args["dtype"] = options.dtype
     else:
         stored = [h[2] for k, h in headers.items() if k.startswith("model.layers.")]
-        if stored and _SAFETENSORS_DTYPES.get(stored[0]):
-            llm_args["dtype"] = _SAFETENSORS_DTYPES[stored[0]]
+        if stored and SAFETENSORS_DTYPES.get(stored[0]):
+            llm_args["dtype"] = SAFETENSORS_DTYPES[stored[0]]
     max_len = int(config.get("tokenizer_model_max_length") or config.get("max_position_embeddings") or 2048)
     objectives = [ComponentConfig("lm")]
     for p, conv in modules.items():
@@ -405,7 +269,7 @@ def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_mana
         cfg.set(assignment)
     model = build_model(cfg, pretrained=False)
     model.eval()
-    lm_base, lm_head = _lm_layout(model.llm.model)
+    lm_base, lm_head = lm_layout(model.llm.model)
     names = list(model.objectives)
     objectives_index = {p: names[i + 1] for i, p in enumerate(modules)}  # after lm, in order
 
@@ -519,8 +383,8 @@ def export_llava_repo(model_dir: str | Path, out: str | Path, *,
     and the tower in ``vision_tower/`` named by ``mm_vision_tower``."""
     from safetensors.torch import save_file
 
-    from ..checkpoint import load_checkpoint
-    from ..hf_llava import _lm_layout
+    from vlmkit.interop.hf_llava import lm_layout
+    from vlmkit.model.checkpoint import load_checkpoint, storage_key
 
     convs = repo_converters(plugin_manager)
     problems = export_problems(load_checkpoint(model_dir, meta=True), convs)
@@ -536,11 +400,11 @@ def export_llava_repo(model_dir: str | Path, out: str | Path, *,
     tower_conv, _ = convs.for_encoder(_base(enc), enc)
     proj_conv, _ = convs.for_connector(_base(con), con)
     assert tower_conv is not None and proj_conv is not None
-    lm_base, lm_head = _lm_layout(lm)
+    lm_base, lm_head = lm_layout(lm)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state: dict[str, torch.Tensor] = {}
-    seen: dict[int, str] = {}
+    seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
     for k, v in model.persistent_state_dict().items():
         obj_name = k.split(".")[1] if k.startswith("objectives.") else None
         if obj_name in modules:
@@ -563,10 +427,10 @@ def export_llava_repo(model_dir: str | Path, out: str | Path, *,
             target = None
         if target is None:
             raise ConfigError(f"export: vlmkit weight '{k}' has no place in the LLaVA codebase format")
-        ptr = v.data_ptr()
-        if ptr in seen and getattr(lm.config, "tie_word_embeddings", False):
+        key = storage_key(v)
+        if key in seen and getattr(lm.config, "tie_word_embeddings", False):
             continue  # tied lm_head: saved once, as transformers does
-        seen[ptr] = target
+        seen[key] = target
         state[target] = v.detach().contiguous().clone()
     tower_ref = tower_conv.save_tower(enc, out / tower_conv.tower_folder)
     view = getattr(enc, "view", None)

@@ -21,15 +21,15 @@ pytest (it only needs it while tests run).
 
 from __future__ import annotations
 
-from .base import ComponentConformance, tiny_args_for
-from .connector import ConnectorConformance
-from .dataset import DatasetConformance
-from .doubles import GRID_ENCODER, LINEAR_CONNECTOR, GridEncoder, LinearConnector
-from .encoder import EncoderConformance
-from .inputs import conversation_batch, random_boxes, random_images
-from .model_checks import ModuleConformance
-from .objective import ObjectiveConformance
-from .suites import generate_suites, registered_names
+from vlmkit.testing.base import ComponentConformance, tiny_args_for
+from vlmkit.testing.connector import ConnectorConformance
+from vlmkit.testing.dataset import DatasetConformance
+from vlmkit.testing.doubles import GRID_ENCODER, LINEAR_CONNECTOR, GridEncoder, LinearConnector
+from vlmkit.testing.encoder import EncoderConformance
+from vlmkit.testing.inputs import conversation_batch, random_boxes, random_images
+from vlmkit.testing.model_checks import ModuleConformance
+from vlmkit.testing.objective import ObjectiveConformance
+from vlmkit.testing.suites import generate_suites, registered_names
 
 __all__ = [
     "ComponentConformance", "ModuleConformance", "EncoderConformance", "ConnectorConformance",

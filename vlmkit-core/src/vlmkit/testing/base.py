@@ -14,19 +14,21 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..arguments import _hints, _matches, describe_arguments, user_parameters, validate_args
-from ..assembly import build_model
-from ..config import ComponentConfig, ModelConfig
-from ..errors import ConfigError
-from ..model import VisionLanguageModel
-from ..registry import registry
-from .doubles import DOUBLES
+from vlmkit.errors import ConfigError
+from vlmkit.model.assembly import build_model
+from vlmkit.model.config import ComponentConfig, ModelConfig
+from vlmkit.model.contracts import Connector, Objective, VisionEncoder
+from vlmkit.model.vlm import VisionLanguageModel
+from vlmkit.plugins.arguments import argument_hints, describe_arguments, fits, user_parameters, validate_args
+from vlmkit.plugins.registry import registry
+from vlmkit.testing.doubles import DOUBLES
 
-#: context parameters every component of a kind must accept (the assembler passes them by keyword)
+#: context parameters every component of a kind must accept (the assembler passes them by keyword): the
+#: contracts' own declarations, for factories that are functions and so carry none
 CONTEXT_PARAMETERS: dict[str, tuple[str, ...]] = {
-    "encoder": (),
-    "connector": ("inputs", "d_llm"),
-    "objective": ("context",),
+    "encoder": VisionEncoder.context_parameters,
+    "connector": Connector.context_parameters,
+    "objective": Objective.context_parameters,
     "dataset": (),
 }
 #: the baseline LLM every suite assembles around the component under test (about 0.1M parameters)
@@ -72,7 +74,7 @@ def meta_build(cfg: ModelConfig) -> VisionLanguageModel:
     except Exception as exc:  # noqa: BLE001 - turn any build failure into a pointed message
         raise AssertionError(
             f"build_model(meta=True) failed: {type(exc).__name__}: {exc}. On the meta device a component must "
-            "build from configs without reading tensor values or files (see vlmkit.build_context.load_pretrained)"
+            "build from configs without reading tensor values or files (its build parameter: BuildOptions(meta=True))"
         ) from exc
 
 
@@ -212,9 +214,9 @@ class ComponentConformance:
             assert "no_such_argument_xyz" in str(exc)
         else:
             raise AssertionError("an unknown argument was accepted")
-        hints = _hints(factory)
+        hints = argument_hints(factory)
         wrong = object()
-        typed = [n for n in user_parameters(factory, context) if n in hints and not _matches(wrong, hints[n])]
+        typed = [n for n in user_parameters(factory, context) if n in hints and not fits(wrong, hints[n])]
         if not typed:
             skip("no argument has a type that refuses arbitrary objects")
         try:

@@ -22,14 +22,14 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..assembly import build_component
-from ..config import ComponentConfig, ModelConfig
-from ..contracts import Connector, StreamSpec, VisualContext, VisualFeatures
-from ..errors import VlmkitError
-from ..model import VisionLanguageModel
-from .doubles import GRID_ENCODER, LINEAR_CONNECTOR
-from .inputs import devices, move_batch
-from .model_checks import ModuleConformance
+from vlmkit.errors import VlmkitError
+from vlmkit.model.assembly import build_component
+from vlmkit.model.config import ComponentConfig, ModelConfig
+from vlmkit.model.contracts import Connector, StreamSpec, VisualContext, VisualFeatures
+from vlmkit.model.vlm import VisionLanguageModel
+from vlmkit.testing.doubles import GRID_ENCODER, LINEAR_CONNECTOR
+from vlmkit.testing.inputs import devices, move_batch
+from vlmkit.testing.model_checks import ModuleConformance
 
 #: the default upstream encoder of the suites: the kit's grid double, 32 px -> a 2x2 grid of width 32
 TINY_ENCODER: dict[str, Any] = {"name": GRID_ENCODER, "args": {"image_size": 32, "width": 32}}
@@ -114,7 +114,7 @@ class ConnectorConformance(ModuleConformance):
     # -- declarations --------------------------------------------------------------------------------
     def test_is_a_connector(self) -> None:
         con = self.build_connector()
-        assert isinstance(con, Connector), f"'{self.component_name}' must subclass vlmkit.contracts.Connector"
+        assert isinstance(con, Connector), f"'{self.component_name}' must subclass vlmkit.model.contracts.Connector"
         specs = con.output_specs()
         assert isinstance(specs, list) and specs and all(isinstance(s, StreamSpec) for s in specs), \
             "output_specs() must return a non-empty list of StreamSpec"

@@ -24,13 +24,13 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from ..assembly import build_component
-from ..config import ComponentConfig, ModelConfig
-from ..samples import BOXES, IMAGES, REGIONS, Sample, VisionLanguageDataset, provides
-from ..templates import IMAGE_TOKEN, Turn
-from .base import ComponentConformance, tiny_args_for
-from .connector import TINY_ENCODER
-from .doubles import LINEAR_CONNECTOR
+from vlmkit.data.samples import BOXES, IMAGES, REGIONS, Sample, VisionLanguageDataset, provides
+from vlmkit.data.templates import IMAGE_TOKEN, Turn
+from vlmkit.model.assembly import build_component
+from vlmkit.model.config import ComponentConfig, ModelConfig
+from vlmkit.testing.base import ComponentConformance, tiny_args_for
+from vlmkit.testing.connector import TINY_ENCODER
+from vlmkit.testing.doubles import LINEAR_CONNECTOR
 
 ROLES = ("system", "user", "assistant")
 
@@ -105,7 +105,7 @@ class DatasetConformance(ComponentConformance):
         for i in self.indices(len(ds)):
             s = ds[i]
             where = f"item {i}"
-            assert isinstance(s, Sample), f"{where} is {type(s).__name__}, not vlmkit.samples.Sample"
+            assert isinstance(s, Sample), f"{where} is {type(s).__name__}, not vlmkit.data.samples.Sample"
             assert isinstance(s.id, str) and s.id, f"{where}: id must be a non-empty string"
             assert s.turns and all(isinstance(t, Turn) for t in s.turns), f"{where}: turns must be Turn objects"
             bad = [t.role for t in s.turns if t.role not in ROLES]
@@ -161,8 +161,8 @@ class DatasetConformance(ComponentConformance):
     def test_items_train_a_tiny_model(self) -> None:
         """Items, after the ``transforms``, go through the real data path (template, views, collate) into a
         finite loss: each has an answer to learn."""
-        from ..assembly import build_model
-        from ..processing import MultimodalProcessor, collate
+        from vlmkit.data.processing import MultimodalProcessor, collate
+        from vlmkit.model.assembly import build_model
 
         ds = self.build_dataset()
         model = build_model(ModelConfig(encoders=[ComponentConfig.parse(TINY_ENCODER, "encoder")],

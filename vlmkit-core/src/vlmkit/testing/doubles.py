@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..contracts import Connector, ImageView, StreamSpec, VisionEncoder, VisualContext, VisualFeatures, single_stream
+from vlmkit.model.contracts import Connector, ImageView, StreamSpec, VisionEncoder, VisualContext, VisualFeatures, single_stream
 
 GRID_ENCODER = "kit-grid"
 LINEAR_CONNECTOR = "kit-linear"
@@ -35,7 +35,7 @@ class GridEncoder(VisionEncoder):
                  view: str = "base"):
         super().__init__()
         if stride < 2 or stride % 2:
-            from ..errors import ConfigError
+            from vlmkit.errors import ConfigError
 
             raise ConfigError(f"encoder '{GRID_ENCODER}': stride must be an even number >= 2, got {stride}")
         self.stride = stride

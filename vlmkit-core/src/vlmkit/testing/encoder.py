@@ -16,14 +16,14 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..assembly import build_component
-from ..config import ComponentConfig, ModelConfig
-from ..contracts import ImageView, StreamSpec, VisionEncoder, VisualFeatures
-from ..image_processing import RESIZE_POLICIES
-from ..model import VisionLanguageModel
-from .doubles import LINEAR_CONNECTOR
-from .inputs import devices
-from .model_checks import ModuleConformance
+from vlmkit.data.image_processing import RESIZE_POLICIES
+from vlmkit.model.assembly import build_component
+from vlmkit.model.config import ComponentConfig, ModelConfig
+from vlmkit.model.contracts import ImageView, StreamSpec, VisionEncoder, VisualFeatures
+from vlmkit.model.vlm import VisionLanguageModel
+from vlmkit.testing.doubles import LINEAR_CONNECTOR
+from vlmkit.testing.inputs import devices
+from vlmkit.testing.model_checks import ModuleConformance
 
 
 class EncoderConformance(ModuleConformance):
@@ -61,7 +61,7 @@ class EncoderConformance(ModuleConformance):
     # -- declarations --------------------------------------------------------------------------------
     def test_declares_view_and_width(self) -> None:
         enc = self.build_encoder()
-        assert isinstance(enc, VisionEncoder), f"'{self.component_name}' must subclass vlmkit.contracts.VisionEncoder"
+        assert isinstance(enc, VisionEncoder), f"'{self.component_name}' must subclass vlmkit.model.contracts.VisionEncoder"
         assert isinstance(enc.view, ImageView), "set `view` to an ImageView (size, mean, std, resize policy)"
         assert enc.view.size > 0 and enc.view.resize in RESIZE_POLICIES, f"bad view {enc.view}"
         assert isinstance(enc.output_dim, int) and enc.output_dim > 0, \

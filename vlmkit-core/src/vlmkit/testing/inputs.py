@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..model import VisionLanguageModel
-from ..processing import MultimodalProcessor, collate
-from ..templates import Turn
+from vlmkit.data.processing import MultimodalProcessor, collate
+from vlmkit.data.templates import Turn
+from vlmkit.model.vlm import VisionLanguageModel
 
 #: (width, height) of the test images: not square, so padding/resizing policies are exercised
 IMAGE_SIZE = (48, 40)

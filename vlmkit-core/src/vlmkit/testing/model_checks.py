@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import WEIGHTS_FILE, load_checkpoint, load_weights, save_checkpoint
-from ..model import VisionLanguageModel
-from ..parts import select_parameters
-from .base import ComponentConformance, meta_build, parameter_count, prefix_matches, skip
-from .inputs import conversation_batch, devices, move_batch
+from vlmkit.model.checkpoint import WEIGHTS_FILE, load_checkpoint, load_weights, save_checkpoint
+from vlmkit.model.selectors import select_parameters
+from vlmkit.model.vlm import VisionLanguageModel
+from vlmkit.testing.base import ComponentConformance, meta_build, parameter_count, prefix_matches, skip
+from vlmkit.testing.inputs import conversation_batch, devices, move_batch
 
 
 def _finite(t: torch.Tensor) -> bool:
@@ -106,7 +106,7 @@ class ModuleConformance(ComponentConformance):
             except Exception as exc:  # noqa: BLE001 - turn any load failure into a pointed message
                 raise AssertionError(
                     f"load_checkpoint failed: {type(exc).__name__}: {exc}. Rebuilding uses the arguments from "
-                    "checkpoint_args() with load_pretrained() False: they must rebuild the same architecture") from exc
+                    "checkpoint_args() with build.pretrained False: they must rebuild the same architecture") from exc
         with torch.no_grad():
             torch.manual_seed(self.seed)
             a = model(**batch)

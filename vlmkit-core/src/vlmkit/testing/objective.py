@@ -15,13 +15,13 @@ from typing import Any, ClassVar, Mapping
 
 import torch
 
-from ..config import ComponentConfig, ModelConfig
-from ..contracts import ModelOutput, Objective
-from ..model import VisionLanguageModel
-from .connector import TINY_ENCODER
-from .doubles import LINEAR_CONNECTOR
-from .inputs import move_batch
-from .model_checks import ModuleConformance
+from vlmkit.model.config import ComponentConfig, ModelConfig
+from vlmkit.model.contracts import ModelOutput, Objective
+from vlmkit.model.vlm import VisionLanguageModel
+from vlmkit.testing.connector import TINY_ENCODER
+from vlmkit.testing.doubles import LINEAR_CONNECTOR
+from vlmkit.testing.inputs import move_batch
+from vlmkit.testing.model_checks import ModuleConformance
 
 
 class ObjectiveConformance(ModuleConformance):
@@ -62,7 +62,8 @@ class ObjectiveConformance(ModuleConformance):
     # -- the contract ------------------------------------------------------------------------------------
     def test_is_an_objective(self) -> None:
         model = self.build_model()
-        assert isinstance(self.part_of(model), Objective), f"'{self.component_name}' must subclass vlmkit.contracts.Objective"
+        assert isinstance(self.part_of(model), Objective), (
+            f"'{self.component_name}' must subclass vlmkit.model.contracts.Objective")
 
     def test_returns_named_finite_scalars(self) -> None:
         model = self.build_model().train()

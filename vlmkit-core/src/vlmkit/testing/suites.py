@@ -17,11 +17,11 @@ import re
 import types
 from typing import Any, Iterable, Mapping
 
-from ..registry import registry
-from .connector import ConnectorConformance
-from .dataset import DatasetConformance
-from .encoder import EncoderConformance
-from .objective import ObjectiveConformance
+from vlmkit.plugins.registry import registry
+from vlmkit.testing.connector import ConnectorConformance
+from vlmkit.testing.dataset import DatasetConformance
+from vlmkit.testing.encoder import EncoderConformance
+from vlmkit.testing.objective import ObjectiveConformance
 
 SUITES: dict[str, type] = {
     "encoder": EncoderConformance,

@@ -17,24 +17,15 @@ from typing import Any, Sequence
 
 import torch
 
-from ..errors import DataError
-from ..packing import collate_packed, spliced_length
-from ..processing import Features, LabelPolicyError, MultimodalProcessor, collate
-from ..samples import Sample, Transform
+from vlmkit.data.packing import collate_packed, spliced_length
+from vlmkit.data.processing import Features, LabelPolicyError, MultimodalProcessor, collate
+from vlmkit.data.samples import Sample, Transform, source_location
+from vlmkit.errors import DataError
 
 #: how many samples after a bad one are tried in its place before the data is declared unusable
 MAX_REPLACEMENTS = 64
 #: the batch key that carries the data report (the trainer removes it before the forward pass)
 REPORT_KEY = "data_report"
-
-
-def _split_source(source: str) -> tuple[str | None, int | None]:
-    if not source:
-        return None, None
-    file, _, line = source.rpartition(":")
-    if file and line.isdigit():
-        return file, int(line)
-    return source, None
 
 
 def skip_record(err: DataError) -> dict[str, Any]:
@@ -74,7 +65,7 @@ class SupervisedDataset(torch.utils.data.Dataset):
                 sample = t(sample, rng)
             feats = self.processor(sample.turns, sample.images, sample.boxes)
         except LabelPolicyError as exc:
-            file, line = _split_source(sample.source if sample else "")
+            file, line = source_location(sample.source if sample else None)
             raise DataError(str(exc), file=file, line=line, record_id=sample.id if sample else None,
                             field="conversations", kind="all_masked") from exc
         feats.meta["id"] = sample.id
@@ -129,7 +120,7 @@ def batch_report(features: Sequence[Features]) -> dict[str, list[dict[str, Any]]
     truncated = []
     for f in features:
         if "truncated_from" in f.meta:
-            file, line = _split_source(f.meta.get("source") or "")
+            file, line = source_location(f.meta.get("source"))
             truncated.append({"file": file, "line": line, "id": f.meta.get("id"), "length": f.meta["truncated_from"],
                               "kept": len(f.input_ids)})
     return {"skipped": [r for f in features for r in f.meta.get("skipped", [])], "truncated": truncated}

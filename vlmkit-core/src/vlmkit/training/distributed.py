@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..checkpoint import save_checkpoint
+from vlmkit.model.checkpoint import save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -57,27 +57,12 @@ def full_state_dict(trainer: Any) -> dict[str, torch.Tensor] | None:
     return state if trainer.args.should_save else None
 
 
-class _WeightsFrom:
-    """A model whose weights are read from a given state dict (gathered, possibly merged); everything
-    else (config, components, tokenizer) comes from the model. What ``save_checkpoint`` needs."""
-
-    def __init__(self, model: Any, state: dict[str, torch.Tensor], key_map: Callable[[str], str | None]):
-        self._model = model
-        self._state = state
-        self._key_map = key_map
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
-
-    def persistent_state_dict(self) -> dict[str, torch.Tensor]:
-        keys = [k2 for k in self._model.persistent_state_dict() if (k2 := self._key_map(k)) is not None]
-        missing = [k for k in keys if k not in self._state]
-        if missing:
-            raise RuntimeError(f"gathered state dict lacks {len(missing)} tensor(s), e.g. {missing[:3]}")
-        return {k: self._state[k] for k in keys}
-
-
 def save_weights(model: Any, state: dict[str, torch.Tensor], directory: str | Path, extra: dict[str, Any] | None = None,
                  key_map: Callable[[str], str | None] = lambda k: k) -> Path:
-    """``save_checkpoint`` with weights from ``state`` instead of the (possibly sharded) model."""
-    return save_checkpoint(_WeightsFrom(model, state, key_map), directory, extra=extra)  # type: ignore[arg-type]
+    """``save_checkpoint`` with weights from ``state`` (gathered, possibly merged) instead of the (possibly
+    sharded) model: the model's persistent names, each looked up in ``state`` through ``key_map``."""
+    names = [(k, k2) for k in model.persistent_state_dict() if (k2 := key_map(k)) is not None]
+    missing = [k2 for _, k2 in names if k2 not in state]
+    if missing:
+        raise RuntimeError(f"gathered state dict lacks {len(missing)} tensor(s), e.g. {missing[:3]}")
+    return save_checkpoint(model, directory, extra=extra, state={k2: state[k2] for _, k2 in names})

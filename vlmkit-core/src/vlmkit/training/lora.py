@@ -20,8 +20,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..config import check_keys
-from ..errors import ConfigError
+from vlmkit.errors import ConfigError
+from vlmkit.model.config import check_keys
 
 ADAPTER = "default"
 QUANTIZE_CHOICES = (None, "4bit")
@@ -73,17 +73,10 @@ def parse_lora(value: Any, where: str) -> LoraSpec | None:
 # -- applying adapters ---------------------------------------------------------------------------
 def target_modules(model: Any, spec: LoraSpec) -> dict[str, nn.Module]:
     """Selector -> the module that receives adapters (for the LLM: the transformers model itself)."""
-    from ..parts import component_aliases
+    from vlmkit.model.selectors import select_components
 
-    if spec.target == "llm":
-        return {"llm": model.llm.model}
-    if spec.target == "encoders":
-        return {f"encoder.{i}": enc for i, enc in enumerate(model.encoders)}
-    aliases = component_aliases(model)
-    if spec.target.startswith("encoder.") and spec.target in aliases:
-        return {spec.target: model.get_submodule(aliases[spec.target])}
-    valid = ["llm", "encoders"] + sorted(k for k in aliases if k.startswith("encoder."))
-    raise ConfigError(f"lora.target: unknown part '{spec.target}'; valid: {', '.join(valid)}")
+    chosen = select_components(model, [spec.target], ("llm", "encoders"), "lora.target")
+    return {key: (module.model if key == "llm" else module) for key, module in chosen.items()}
 
 
 def check_qlora_available() -> None:

@@ -11,28 +11,40 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, Literal, Optional, Union
 
-import yaml
 from pydantic import AfterValidator, Field, StrictBool, TypeAdapter, ValidationError
 
-from ..arguments import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
-from ..config import ComponentConfig, ModelConfig, check_keys, load_yaml
-from ..errors import ConfigError
-from .lora import LoraSpec, parse_lora
+from vlmkit.errors import ConfigError
+from vlmkit.model.config import ComponentConfig, ModelConfig, check_keys, load_yaml, parse_assignment
+from vlmkit.plugins.arguments import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from vlmkit.training.lora import LoraSpec, parse_lora
 
 DEEPSPEED_PRESETS = ("zero2", "zero3")
+
+
+def _one_of(valid: list[str], value: str) -> str:
+    if value not in valid:
+        raise ValueError(f"input should be one of {', '.join(repr(v) for v in valid)}")
+    return value
 
 
 def schedule_name(value: str) -> str:
     """One of transformers' learning-rate schedules (``SchedulerType``), listed when the value is not."""
     from transformers import SchedulerType
 
-    valid = [s.value for s in SchedulerType]
-    if value not in valid:
-        raise ValueError(f"input should be one of {', '.join(repr(v) for v in valid)}")
-    return value
+    return _one_of([s.value for s in SchedulerType], value)
 
 
 Schedule = Annotated[str, AfterValidator(schedule_name)]
+
+
+def optimizer_name(value: str) -> str:
+    """One of transformers' optimizers (``OptimizerNames``, the Trainer's ``optim``), listed when it is not."""
+    from transformers.training_args import OptimizerNames
+
+    return _one_of([o.value for o in OptimizerNames], value)
+
+
+Optimizer = Annotated[str, AfterValidator(optimizer_name)]
 
 
 
@@ -67,6 +79,9 @@ class Stage:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     schedule: Schedule = "cosine"
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.03
+    #: transformers' optimizer name (TrainingArguments.optim); adamw_torch is LLaVA's (non-fused AdamW)
+    optimizer: Optimizer = "adamw_torch"
+    #: applied to weights only: biases and norm weights never decay (the Trainer's decay-parameter rule)
     weight_decay: NonNegativeFloat = 0.0
     max_grad_norm: NonNegativeFloat = 1.0
     seed: Optional[NonNegativeInt] = None
@@ -81,7 +96,7 @@ class Stage:
     dataloader_workers: NonNegativeInt = 0
     #: LoRA/QLoRA adapters on one part, merged into the final checkpoint (see training/lora.py)
     lora: Optional[LoraSpec] = None
-    #: several samples per row, no attention across them (see vlmkit/packing.py)
+    #: several samples per row, no attention across them (see vlmkit/data/packing.py)
     packing: StrictBool = False
     #: the row length for packing, in tokens after splicing (default: the model's max_length)
     pack_max_tokens: Optional[PositiveInt] = None
@@ -121,15 +136,7 @@ DATA_KEYS = {f for f in DataConfig.__dataclass_fields__}
 
 
 def _apply_override(doc: dict[str, Any], assignment: str) -> None:
-    if "=" not in assignment:
-        raise ConfigError(f"--set '{assignment}': expected KEY=VALUE, e.g. stages.0.lr=1e-3")
-    key, _, raw = assignment.partition("=")
-    key = key.strip()
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        reason = str(exc).splitlines()[0]
-        raise ConfigError(f"--set {key}: the value {raw!r} is not valid YAML ({reason})") from None
+    key, value = parse_assignment(assignment, "KEY=VALUE, e.g. stages.0.lr=1e-3")
     node: Any = doc
     parts = key.split(".")
     if not all(parts):
@@ -165,7 +172,7 @@ def parse_recipe(doc: dict[str, Any], where: str = "recipe") -> Recipe:
     model_doc = doc.get("model") or {}
     if isinstance(model_doc, str) or (isinstance(model_doc, dict) and "preset" in model_doc):
         name = model_doc if isinstance(model_doc, str) else model_doc["preset"]
-        from ..presets import load_preset
+        from vlmkit.plugins.presets import load_preset
 
         base = load_preset("preset", name)
         if isinstance(model_doc, dict):
@@ -189,7 +196,7 @@ def parse_recipe(doc: dict[str, Any], where: str = "recipe") -> Recipe:
             raise ConfigError(f"{w}: missing 'data' mapping")
         check_keys(dd, DATA_KEYS, f"{w}.data")
         if not dd.get("dataset"):
-            from ..registry import registry
+            from vlmkit.plugins.registry import registry
 
             raise ConfigError(f"{w}.data.dataset: not set; name the dataset component that reads this stage's data "
                               f"({registry.installed_summary('dataset')})")
@@ -232,7 +239,7 @@ def load_recipe(ref: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe
         doc = load_yaml(ref)
         where = ref
     else:
-        from ..presets import load_preset
+        from vlmkit.plugins.presets import load_preset
 
         doc = load_preset("recipe", ref)
         where = f"recipe preset '{ref}'"

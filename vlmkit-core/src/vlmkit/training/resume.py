@@ -16,8 +16,8 @@ import re
 import shutil
 from pathlib import Path
 
-from ..checkpoint import CONFIG_FILE, WEIGHTS_FILE, write_atomic
-from ..errors import CheckpointError
+from vlmkit.errors import CheckpointError
+from vlmkit.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, write_atomic
 
 log = logging.getLogger(__name__)
 

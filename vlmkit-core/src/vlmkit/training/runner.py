@@ -21,23 +21,23 @@ from typing import Any
 import torch
 import yaml
 
-from ..assembly import build_component, build_model
-from ..checkpoint import load_checkpoint
-from ..errors import ConfigError, IncompatibleComponentsError
-from ..hooks import get_plugin_manager
-from ..lm_objective import LanguageModelingObjective
-from ..model import VisionLanguageModel
-from ..parts import set_trainable
-from ..processing import MultimodalProcessor
-from ..registry import registry
-from ..samples import BOXES, provides
-from .data import SupervisedDataset, TrainingCollator
-from .distributed import full_state_dict, is_main_process, prepare_deepspeed_on_cpu, save_weights
-from .lora import apply_lora, lora_key_map, merge_lora_state_dict, target_modules
-from .plots import plot_loss_curve
-from .recipe import Recipe, Stage
-from .recompute import enable_gradient_checkpointing
-from .resume import find_resume_checkpoint
+from vlmkit.data.processing import MultimodalProcessor
+from vlmkit.data.samples import BOXES, provides
+from vlmkit.errors import ConfigError, IncompatibleComponentsError
+from vlmkit.model.assembly import build_component, build_model
+from vlmkit.model.checkpoint import load_checkpoint
+from vlmkit.model.lm_objective import LanguageModelingObjective
+from vlmkit.model.selectors import set_trainable
+from vlmkit.model.vlm import VisionLanguageModel
+from vlmkit.plugins.hooks import get_plugin_manager
+from vlmkit.plugins.registry import registry
+from vlmkit.training.activation_checkpointing import enable_gradient_checkpointing
+from vlmkit.training.data import SupervisedDataset, TrainingCollator
+from vlmkit.training.distributed import full_state_dict, is_main_process, prepare_deepspeed_on_cpu, save_weights
+from vlmkit.training.lora import apply_lora, lora_key_map, merge_lora_state_dict, target_modules
+from vlmkit.training.plots import plot_loss_curve
+from vlmkit.training.recipe import Recipe, Stage
+from vlmkit.training.resume import find_resume_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def deepspeed_config(ref: str | None, stage: Stage) -> dict[str, Any] | str | No
 
 def build_dataset(stage: Stage) -> Any:
     factory = registry.load("dataset", stage.data.dataset)
-    from ..arguments import validate_args
+    from vlmkit.plugins.arguments import validate_args
 
     validate_args(f"dataset '{stage.data.dataset}'", factory, stage.data.args)
     return factory(**stage.data.args)
@@ -107,7 +107,8 @@ def training_arguments(stage: Stage, output_dir: Path, seed: int) -> Any:
         output_dir=str(output_dir), per_device_train_batch_size=stage.batch_size,
         gradient_accumulation_steps=stage.grad_accum, learning_rate=stage.lr, num_train_epochs=stage.epochs,
         max_steps=stage.max_steps if stage.max_steps else -1, lr_scheduler_type=stage.schedule,
-        warmup_steps=stage.warmup_ratio, weight_decay=stage.weight_decay, max_grad_norm=stage.max_grad_norm,
+        warmup_steps=stage.warmup_ratio, optim=stage.optimizer, weight_decay=stage.weight_decay,
+        max_grad_norm=stage.max_grad_norm,
         logging_steps=stage.logging_steps, logging_first_step=True, save_strategy="steps", save_steps=stage.save_steps,
         # rotation is the trainer's own (it counts complete checkpoints only): see resume.py
         save_total_limit=None, seed=seed, data_seed=seed, report_to="none",
@@ -116,13 +117,13 @@ def training_arguments(stage: Stage, output_dir: Path, seed: int) -> Any:
         use_cpu=not torch.cuda.is_available(),
         deepspeed=deepspeed_config(stage.deepspeed, stage),
     )
-    # gradient checkpointing is switched on per part by the runner (recompute.py), not by the Trainer
+    # gradient checkpointing is switched on per part by the runner (activation_checkpointing.py), not by the Trainer
     return TrainingArguments(**kwargs)
 
 
 def run_stage(model: VisionLanguageModel, stage: Stage, stage_dir: Path, recipe: Recipe, resume: bool,
               weights_only: bool = False) -> Path:
-    from .trainer import VlmkitTrainer
+    from vlmkit.training.trainer import VlmkitTrainer
 
     seed = stage.seed if stage.seed is not None else recipe.seed
     torch.manual_seed(seed)

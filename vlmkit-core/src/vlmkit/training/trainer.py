@@ -14,11 +14,11 @@ from typing import Any, Callable
 import torch
 from transformers import Trainer
 
-from ..checkpoint import load_checkpoint_weights, save_checkpoint
-from ..parts import select_parameters
-from .data import REPORT_KEY, DataReport
-from .distributed import save_weights
-from .resume import rotate, write_manifest
+from vlmkit.model.checkpoint import load_checkpoint_weights, save_checkpoint
+from vlmkit.model.selectors import select_parameters
+from vlmkit.training.data import REPORT_KEY, DataReport
+from vlmkit.training.distributed import save_weights
+from vlmkit.training.resume import rotate, write_manifest
 
 #: the data report inside a periodic checkpoint (skips and truncations so far: resume goes on counting)
 DATA_REPORT_FILE = "data_report.json"
@@ -40,23 +40,26 @@ class VlmkitTrainer(Trainer):
 
     # -- optimisation ------------------------------------------------------------------------
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer (``args.optim``, its decay rule) over vlmkit's learning-rate groups: a
+        parameter takes the lr of the first ``lr_groups`` selector that picks it, else the stage's lr."""
         if self.optimizer is not None:
             return self.optimizer
         model = model or self.model
+        decay = set(self.get_decay_parameter_names(model))
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        lr_of = {n: self.args.learning_rate for n, _ in named}
         assigned: set[str] = set()
-        groups = []
         for selector, lr in self.lr_groups.items():
-            chosen = select_parameters(model, [selector])
-            params = [p for n, p in named if n in chosen and n not in assigned]
-            assigned |= {n for n, _ in named if n in chosen}
-            if params:
-                groups.append({"params": params, "lr": float(lr), "weight_decay": self.args.weight_decay})
-        rest = [p for n, p in named if n not in assigned]
-        if rest:
-            groups.insert(0, {"params": rest, "lr": self.args.learning_rate, "weight_decay": self.args.weight_decay})
-        self.optimizer = torch.optim.AdamW(groups, lr=self.args.learning_rate, betas=(self.args.adam_beta1, self.args.adam_beta2),
-                                           eps=self.args.adam_epsilon)
+            chosen = select_parameters(model, [selector]) - assigned
+            lr_of.update({n: float(lr) for n in chosen if n in lr_of})
+            assigned |= chosen
+        groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
+        for n, p in named:  # insertion order: the stage's own lr first, as the parameters come
+            groups.setdefault((lr_of[n], n in decay), []).append(p)
+        param_groups = [{"params": ps, "lr": lr, "weight_decay": self.args.weight_decay if decays else 0.0}
+                        for (lr, decays), ps in groups.items()]
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+        self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
         return self.optimizer
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:

@@ -12,7 +12,7 @@ import random
 import re
 from typing import Any, Sequence
 
-from vlmkit.templates import IMAGE_TOKEN, Turn
+from vlmkit.data.templates import IMAGE_TOKEN, Turn
 
 from .drawing import VisualPrompt
 from .phrases import noun_phrase, phrase

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from vlmkit.data.samples import IMAGES, Sample
 from vlmkit.progress import ProgressCallback
-from vlmkit.samples import IMAGES, Sample
 
 from ..llava_json import LlavaJsonDataset
 from .records import VIP_CONFIG, region_type

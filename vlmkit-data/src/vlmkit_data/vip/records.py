@@ -36,8 +36,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from vlmkit.data.samples import Sample, source_location
 from vlmkit.errors import DataError
-from vlmkit.samples import Sample
 
 from .drawing import Region
 
@@ -73,15 +73,8 @@ class RegionRecord:
 
 
 def sample_error(sample: Sample, message: str, fld: str | None = None, kind: str = "bad_region") -> DataError:
-    file, line = _split_source(sample.source)
+    file, line = source_location(sample.source)
     return DataError(message, file=file, line=line, record_id=sample.id, field=fld, kind=kind)
-
-
-def _split_source(source: str) -> tuple[str | None, int | None]:
-    file, _, line = (source or "").rpartition(":")
-    if file and line.isdigit():
-        return file, int(line)
-    return (source or None), None
 
 
 def region_fields(sample: Sample) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from vlmkit.data.samples import Sample
 from vlmkit.errors import ConfigError
-from vlmkit.samples import Sample
 
 from .assignment import assign_prompts
 from .conversations import build_conversation
@@ -96,7 +96,7 @@ class VisualPromptTransform:
 
     def _prompt_first_image(self, sample: Sample, rng: random.Random) -> Sample:
         """Inference: draw the one configured prompt; name it where the conversation says ``{region}``."""
-        from vlmkit.templates import Turn
+        from vlmkit.data.templates import Turn
 
         from .inference import prompt_inference_image
 

@@ -1,0 +1,41 @@
+"""A released model's tokenizer, taken as its files alone.
+
+Imports copy the tokenizer files out of a foreign folder before loading them, so transformers never
+reads that folder's ``config.json`` (its model type, its ``auto_map`` code) just to load a tokenizer.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from vlmkit.errors import ConfigError
+
+#: any one of these means a folder holds a tokenizer
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")
+#: every file a tokenizer may consist of (SentencePiece, BPE, added tokens, chat template)
+TOKENIZER_FILE_PATTERNS = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt",
+                           "*.model", "chat_template.*")
+
+DEFAULT_HINT = "a vlmkit checkpoint carries its tokenizer: pass --tokenizer <folder or hub id>"
+
+
+def has_tokenizer(folder: Path) -> bool:
+    return any((Path(folder) / name).is_file() for name in TOKENIZER_FILES)
+
+
+def require_tokenizer(folder: Path, hint: str = DEFAULT_HINT) -> None:
+    """An error naming the folder and the files looked for, when it holds no tokenizer."""
+    if not has_tokenizer(folder):
+        raise ConfigError(f"{folder}: no tokenizer files ({', '.join(TOKENIZER_FILES)}); {hint}")
+
+
+def copy_tokenizer(src: Path, dest: Path, hint: str = DEFAULT_HINT) -> Path:
+    """Copy ``src``'s tokenizer files (and nothing else) into ``dest``; return ``dest``."""
+    src, dest = Path(src), Path(dest)
+    require_tokenizer(src, hint)
+    for pattern in TOKENIZER_FILE_PATTERNS:
+        for f in src.glob(pattern):
+            if f.is_file():
+                shutil.copy(f, dest / f.name)
+    return dest

@@ -1,0 +1,302 @@
+"""Checkpoints: a folder with ``vlmkit.yaml`` (config + the plugin distributions and versions that
+built it, and the SHA-256 of the weights), ``model.safetensors`` and the LLM's config/tokenizer files
+under ``llm/``.
+
+Loading rebuilds the model through the registry, with no downloads (architectures from configs),
+then loads the weights strictly (every tensor, nothing extra, all finite, checksum verified). Nothing
+here unpickles anything, and nothing in a checkpoint can turn on remote code: ``trust_remote_code``
+comes only from the caller, and the LLM loads from the checkpoint's own ``llm/`` folder.
+
+Files are written to a temporary name and renamed, and ``vlmkit.yaml`` is written last, so a folder
+with a ``vlmkit.yaml`` holds a whole checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from vlmkit.errors import CheckpointError, ConfigError
+from vlmkit.model.assembly import build_model
+from vlmkit.model.config import ComponentConfig, ModelConfig
+from vlmkit.model.vlm import VisionLanguageModel
+from vlmkit.plugins.registry import registry
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "vlmkit.yaml"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_VERSION = 1
+#: where a checkpoint's LLM lives (config + tokenizer; its weights are in WEIGHTS_FILE)
+LLM_PATH = "{checkpoint}/llm"
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write a small file so that a reader sees the old content or the new, never a torn one."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, p)
+
+
+def _vlmkit_version() -> str:
+    try:
+        return metadata.version("vlmkit-core")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _plugin_record(kind: str, name: str) -> dict[str, str]:
+    try:
+        entry = registry.resolve(kind, name)
+        return {"kind": kind, "name": name, "distribution": entry.distribution, "version": entry.version}
+    except Exception:  # noqa: BLE001 - a record is best effort
+        return {"kind": kind, "name": name, "distribution": "unknown", "version": "unknown"}
+
+
+def checkpoint_config(model: VisionLanguageModel) -> ModelConfig:
+    """The model's config with arguments that rebuild each architecture without downloads."""
+    cfg = model.config.copy()
+    for c, enc in zip(cfg.encoders, model.encoders):
+        c.args = enc.checkpoint_args(c.args)
+    chain = cfg.fusion + [cfg.connector]
+    for c, con in zip(chain, model.connectors):
+        c.args = con.checkpoint_args(c.args)
+    for c in cfg.objectives:
+        obj = model.objectives[c.name.split(":")[-1]]
+        c.args = obj.checkpoint_args(c.args)
+    cfg.llm = ComponentConfig("hf", model.llm.checkpoint_args(cfg.llm.args))
+    return cfg
+
+
+def mismatch(missing: list[str], unexpected: list[str], missing_as: str = "missing {n} tensor(s), e.g. {names}",
+             unexpected_as: str = "unexpected {n} tensor(s), e.g. {names}") -> str:
+    """What is missing and what is left over between a model and some weights, three names of each."""
+    said = [form.format(n=len(names), names=", ".join(names[:3])) for form, names in
+            ((missing_as, missing), (unexpected_as, unexpected)) if names]
+    return "; ".join(said)
+
+
+def storage_key(tensor: torch.Tensor) -> tuple[int, int, tuple[int, ...]]:
+    """Equal for names of one tensor (tied weights: one storage, one offset, one shape)."""
+    return tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape)
+
+
+def save_checkpoint(model: VisionLanguageModel, directory: str | Path, extra: dict[str, Any] | None = None,
+                    state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``model`` as a vlmkit checkpoint. ``state``: the weights to write instead of the model's own
+    (whole tensors gathered from ZeRO-3 shards, or LoRA merged into its base), under the model's names."""
+    from safetensors.torch import save_file
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    cfg = checkpoint_config(model)
+    plugins = [_plugin_record("encoder", c.name) for c in model.config.encoders]
+    plugins += [_plugin_record("connector", c.name) for c in model.config.fusion + [model.config.connector]]
+    plugins += [_plugin_record("objective", c.name) for c in model.config.objectives]
+    plugins += [_plugin_record("llm", model.config.llm.name)]
+    doc = {"format": FORMAT_VERSION, "vlmkit": _vlmkit_version(), "model": cfg.to_dict(), "plugins": plugins,
+           "source_llm": model.config.llm.to_dict()}
+    if extra:
+        doc.update(extra)
+    model.llm.save_files(d / "llm")
+
+    state = model.persistent_state_dict() if state is None else state
+    # safetensors refuses shared storage (tied embeddings): keep the first name, record aliases
+    seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    for k, v in state.items():
+        if v.device.type == "meta":
+            raise CheckpointError("cannot save a model built on the meta device (it has no weights)")
+        key = storage_key(v)
+        if key in seen:
+            aliases[k] = seen[key]
+            continue
+        seen[key] = k
+        tensors[k] = v.detach().contiguous().cpu()
+    tmp = d / f".{WEIGHTS_FILE}.tmp-{os.getpid()}"
+    save_file(tensors, str(tmp), metadata={"format": "pt", "aliases": json.dumps(aliases)})
+    doc["weights"] = {"file": WEIGHTS_FILE, "sha256": file_sha256(tmp)}
+    os.replace(tmp, d / WEIGHTS_FILE)
+    write_atomic(d / CONFIG_FILE, yaml.safe_dump(doc, sort_keys=False))  # last: the folder is now whole
+    return d
+
+
+def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
+    d = Path(directory)
+    if not d.exists():
+        raise CheckpointError(f"{d}: no such checkpoint folder")
+    f = d / CONFIG_FILE
+    if not f.is_file():
+        raise CheckpointError(f"{f}: missing (is {d} a vlmkit checkpoint? `vlmkit import-hf` converts HF Llava folders)")
+    try:
+        doc = yaml.safe_load(f.read_text())
+    except yaml.YAMLError as exc:
+        raise CheckpointError(f"{f}: not valid YAML: {exc}") from exc
+    if not isinstance(doc, dict) or "model" not in doc:
+        raise CheckpointError(f"{f}: no 'model' section")
+    return doc
+
+
+def _substitute(value: Any, directory: Path) -> Any:
+    if isinstance(value, str):
+        return value.replace("{checkpoint}", str(directory))
+    if isinstance(value, dict):
+        return {k: _substitute(v, directory) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, directory) for v in value]
+    return value
+
+
+def verify_weights_checksum(directory: str | Path, doc: dict[str, Any] | None = None) -> None:
+    """Compare ``model.safetensors`` with the SHA-256 its ``vlmkit.yaml`` records (checkpoints written
+    before checksums were recorded have none and pass). ``VLMKIT_VERIFY_WEIGHTS=0`` skips the check."""
+    if os.environ.get("VLMKIT_VERIFY_WEIGHTS", "1") == "0":
+        return
+    d = Path(directory)
+    doc = read_checkpoint_config(d) if doc is None else doc
+    expected = (doc.get("weights") or {}).get("sha256")
+    f = d / WEIGHTS_FILE
+    if expected and f.is_file() and file_sha256(f) != expected:
+        raise CheckpointError(f"{f}: checksum mismatch (the file changed after it was saved: corrupt or edited); "
+                              f"{CONFIG_FILE} records sha256 {expected[:12]}... (VLMKIT_VERIFY_WEIGHTS=0 skips the check)")
+
+
+def load_state_strict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], aliases: dict[str, str], where: Path,
+                      expected: set[str] | None = None) -> None:
+    """Load ``tensors`` into ``model``: every expected tensor present, nothing unknown, every value finite."""
+    for alias, target in aliases.items():
+        if target in tensors:
+            tensors[alias] = tensors[target]
+    known = set(model.state_dict())
+    expected = known if expected is None else expected
+    missing = sorted(expected - set(tensors))
+    unexpected = sorted(set(tensors) - known)
+    if missing or unexpected:
+        raise CheckpointError(f"{where}: does not match the model: " + mismatch(missing, unexpected))
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{where}: non-finite values (NaN or inf) in {len(bad)} tensor(s), e.g. {', '.join(bad[:3])}")
+    try:
+        # strict=False only because non-persistent buffers are not saved; the key check above is strict
+        model.load_state_dict(tensors, strict=False)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{where}: {str(exc).splitlines()[0]}") from exc
+
+
+def load_checkpoint_weights(model: Any, directory: str | Path, doc: dict[str, Any] | None = None) -> None:
+    """A checkpoint folder's weights into ``model`` (a VisionLanguageModel): parsed (a cut file is named as
+    such), checked against the recorded SHA-256, then loaded strictly. Used by loading and by resume."""
+    d = Path(directory)
+    tensors, aliases = load_weights(d / WEIGHTS_FILE)
+    verify_weights_checksum(d, doc)
+    load_state_strict(model, tensors, aliases, d / WEIGHTS_FILE, expected=set(model.persistent_state_dict()))
+
+
+def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: missing weights file")
+    try:
+        tensors = {}
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+            for k in f.keys():
+                tensors[k] = f.get_tensor(k)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
+        raise CheckpointError(f"{p}: corrupt or truncated safetensors file ({type(exc).__name__}: {exc})") from exc
+    aliases = json.loads(meta.get("aliases", "{}") or "{}")
+    return tensors, aliases
+
+
+def _minor(version: str) -> tuple[str, ...]:
+    return tuple(str(version).split(".")[:2])
+
+
+def warn_version_changes(plugins: list[dict[str, Any]], where: Path) -> list[str]:
+    """Warn (once per component) when the distribution a checkpoint recorded is installed at another major
+    or minor version than the one that saved it; returns the warnings."""
+    out = []
+    for rec in plugins:
+        dist, saved = rec.get("distribution"), rec.get("version")
+        if not dist or dist == "unknown" or not saved or saved == "unknown":
+            continue
+        try:
+            entry = registry.resolve(rec.get("kind", ""), rec.get("name", ""), prefer=(dist,))
+        except Exception:  # noqa: BLE001 - a missing plugin is reported when the model is built
+            continue
+        if entry.distribution == dist and _minor(entry.version) != _minor(saved):
+            out.append(f"{where}: {rec['kind']} '{rec['name']}' was saved with {dist} {saved}; {dist} "
+                       f"{entry.version} is installed (another minor version: check its changelog if results differ)")
+    for msg in out:
+        log.warning(msg)
+    return out
+
+
+def _own_llm(model_doc: dict[str, Any], where: Path, trust_remote_code: bool, llm_path: str | None) -> dict[str, Any]:
+    """The checkpoint's LLM section with what a checkpoint may not decide taken out of its hands: the LLM
+    loads from the checkpoint's ``llm/`` folder (or the caller's ``llm_path``), and remote code runs only
+    when the caller says so."""
+    llm = model_doc.get("llm")
+    if not isinstance(llm, dict) or llm.get("name") != "hf":
+        return model_doc  # a registered LLM component: built from its arguments, reads no folder
+    args = dict(llm.get("args") or {})
+    path = args.get("path")
+    if llm_path is not None:
+        args["path"] = llm_path
+    elif path is not None and path != LLM_PATH:
+        raise CheckpointError(f"{where}: model.llm.args.path is '{path}'; a checkpoint's LLM loads from its own "
+                              f"llm/ folder ('{LLM_PATH}'), so this file was not written by vlmkit or was edited "
+                              "(pass llm_path= to load_checkpoint to use another LLM folder on purpose)")
+    if args.get("trust_remote_code") and not trust_remote_code:
+        log.warning("%s asks for trust_remote_code; ignored: remote code runs only when you pass it yourself "
+                    "(--trust-remote-code, or trust_remote_code=True)", where)
+    args["trust_remote_code"] = bool(trust_remote_code)
+    return {**model_doc, "llm": {**llm, "args": args}}
+
+
+def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu", meta: bool = False,
+                    trust_remote_code: bool = False, llm_path: str | None = None) -> VisionLanguageModel:
+    """Rebuild a saved model. ``trust_remote_code`` (default off, whatever the checkpoint says) lets the
+    LLM's own Python code run; ``llm_path`` loads the LLM's config and tokenizer from another folder."""
+    d = Path(directory).resolve() if Path(directory).exists() else Path(directory)
+    doc = read_checkpoint_config(d)
+    if not isinstance(doc["model"], dict):
+        raise CheckpointError(f"{d / CONFIG_FILE}: 'model' is not a mapping")
+    llm_doc = doc["model"].get("llm")
+    if isinstance(llm_doc, dict) and llm_doc.get("name") == "hf" and llm_path is None and not (d / "llm").is_dir():
+        raise CheckpointError(f"{d}: no llm/ folder (the LLM's config and tokenizer); the checkpoint is incomplete")
+    model_doc = _own_llm(doc["model"], d / CONFIG_FILE, trust_remote_code, llm_path)
+    try:
+        cfg = ModelConfig.from_dict(_substitute(model_doc, d), where=f"{d / CONFIG_FILE}: model")
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from exc
+    installed_from = {p["name"]: p["distribution"] for p in doc.get("plugins", []) if p.get("distribution")}
+    warn_version_changes(doc.get("plugins", []), d / CONFIG_FILE)
+    model = build_model(cfg, meta=meta, pretrained=False, installed_from=installed_from)
+    if meta:
+        return model
+    load_checkpoint_weights(model, d, doc)
+    return model.to(device)
