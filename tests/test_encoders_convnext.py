@@ -221,14 +221,8 @@ def test_load_convllava_five_stage_folder(tmp_path):
 
 def test_convert_open_clip_trunk_from_safetensors(tmp_path):
     from safetensors.torch import save_file
-    from timm.models.convnext import ConvNeXt
 
-    torch.manual_seed(0)
-    timm_trunk = ConvNeXt(depths=(1, 1, 2, 1), dims=(16, 32, 48, 64), num_classes=0).eval()
-    for p in timm_trunk.parameters():  # non-trivial layer scales so every block matters
-        p.data.add_(torch.randn_like(p) * 0.1)
-    state = {f"visual.trunk.{k}": v for k, v in timm_trunk.state_dict().items()}
-    state["text.token_embedding.weight"] = torch.zeros(4, 4)  # an open_clip file also holds the text tower
+    timm_trunk, state = _open_clip_state()
     save_file(state, str(tmp_path / "open_clip_model.safetensors"))
     enc = encoder("convnext", path=str(tmp_path / "open_clip_model.safetensors"), image_size=64).eval()
     x = torch.randn(2, 3, 64, 96)
@@ -280,14 +274,15 @@ def test_mixed_aspect_batch_through_a_full_model(tmp_path):
 
 # -- the forms LAION ConvNeXt towers come in -------------------------------------------------------
 def _open_clip_state(seed: int = 0):
+    """A tiny timm ConvNeXt trunk and its weights as an open_clip file names them."""
     from timm.models.convnext import ConvNeXt
 
     torch.manual_seed(seed)
     trunk = ConvNeXt(depths=(1, 1, 2, 1), dims=(16, 32, 48, 64), num_classes=0).eval()
-    for p in trunk.parameters():
+    for p in trunk.parameters():  # non-trivial layer scales so every block matters
         p.data.add_(torch.randn_like(p) * 0.1)
     state = {f"visual.trunk.{k}": v for k, v in trunk.state_dict().items()}
-    state["text.token_embedding.weight"] = torch.zeros(4, 4)
+    state["text.token_embedding.weight"] = torch.zeros(4, 4)  # an open_clip file also holds the text tower
     return trunk, state
 
 

@@ -38,17 +38,20 @@ ATTN = "sdpa"  # the implementation vlmkit's LLM uses by default; HF is loaded w
 
 
 # -- reference model and batches -----------------------------------------------------------------
-def tiny_hf_llava(tok, seed: int = 0, **llava_kwargs) -> LlavaForConditionalGeneration:
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                              image_size=56, patch_size=14, projection_dim=32)
+def tiny_hf_llava(tok, seed: int = 0, config_cls=LlavaConfig, model_cls=LlavaForConditionalGeneration,
+                  vision_layers: int = 3, **llava_kwargs):
+    """A tiny random transformers Llava (or, with ``config_cls``/``model_cls``, VipLlava) with the tiny
+    tokenizer's image token; every weight perturbed so that a swapped tensor shows in the logits."""
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=vision_layers,
+                              num_attention_heads=4, image_size=56, patch_size=14, projection_dim=32)
     text = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                        num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=256,
                        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<image>"),
-                      image_seq_length=16, **llava_kwargs)
+    cfg = config_cls(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<image>"),
+                     image_seq_length=16, **llava_kwargs)
     cfg._attn_implementation = ATTN
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(cfg)
+    model = model_cls(cfg)
     with torch.no_grad():  # no two norms alike (init sets them all to 1/0), so a swapped tensor shows in logits
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_hf_parity import ATTN, TOL, compare, expand, pad, sample_rows
-from transformers import CLIPVisionConfig, LlamaConfig, VipLlavaConfig, VipLlavaForConditionalGeneration
+from test_hf_parity import ATTN, TOL, compare, expand, pad, sample_rows, tiny_hf_llava
+from transformers import VipLlavaConfig, VipLlavaForConditionalGeneration
 
 from vlmkit.errors import ConfigError
 from vlmkit.interop.catalogue import detect_format, export_checkpoint, import_checkpoint
@@ -38,20 +38,8 @@ def tok():
 
 
 def tiny_vip_llava(tok, seed: int = 0) -> VipLlavaForConditionalGeneration:
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=12, num_attention_heads=4,
-                              image_size=56, patch_size=14, projection_dim=32)
-    text = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=256,
-                       pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    cfg = VipLlavaConfig(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<image>"),
-                         image_seq_length=16)
-    cfg._attn_implementation = ATTN
-    torch.manual_seed(seed)
-    model = VipLlavaForConditionalGeneration(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
+    """12 CLIP layers, so that ViP's [-2, -5, -8, -11, 6] exist."""
+    return tiny_hf_llava(tok, seed, VipLlavaConfig, VipLlavaForConditionalGeneration, vision_layers=12)
 
 
 @pytest.fixture(scope="module")

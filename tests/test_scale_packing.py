@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-import vlmkit.data.packing as packing
+import vlmkit.model.packed_rows as packed_rows
 from vlmkit.data.packing import collate_packed, plan_rows, spliced_length
 from vlmkit.data.processing import MultimodalProcessor, collate
 from vlmkit.data.templates import Turn
@@ -70,7 +70,7 @@ def test_position_ids_restart_at_every_sample():
 @pytest.mark.parametrize("attn,flat", [("sdpa", False), ("eager", False), ("sdpa", True)])
 def test_packed_logits_equal_unpacked_logits_per_sample(attn, flat, monkeypatch):
     if flat:  # the single-row layout used for flash-attention, checked here with sdpa
-        monkeypatch.setattr(packing, "FLAT_ONLY", (attn,))
+        monkeypatch.setattr(packed_rows, "FLAT_ONLY", (attn,))
     model = build(attn)
     feats = samples(model)
     views = list(model.views)
