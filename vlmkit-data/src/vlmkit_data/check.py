@@ -80,17 +80,13 @@ class CheckReport:
                 "truncated": self.truncated, "ok": self.ok}
 
 
-def _source(sample: Sample) -> tuple[str | None, int | None]:
-    return source_location(sample.source)
-
-
 def box_problems(sample: Sample, meta_root: str | None = None, strict_regions: bool = False) -> Iterable[Problem]:
     """Boxes outside their image or with x2 < x1 / y2 < y1 (``Sample.boxes`` and ViP region boxes).
 
     Region records are those with a known type (id prefix or ``region_type``); ``strict_regions`` also
     refuses records with region fields (``bboxes``...) but no known type, as the ``vip`` transform does.
     """
-    file, line = _source(sample)
+    file, line = source_location(sample.source)
     sizes = [im.size for im in sample.images]
     # (image index, field, box)
     boxes: list[tuple[int, str, Any]] = [(k, f"boxes[{k}][{j}]", b) for k, per in enumerate(sample.boxes or [])
@@ -163,7 +159,7 @@ def _check_one(ds: Any, i: int, meta_root: str | None, strict_regions: bool, pro
         sample = ds[i]
     except DataError as exc:
         return [Problem.from_error(exc)]
-    file, line = _source(sample)
+    file, line = source_location(sample.source)
     if not any(t.role == "assistant" for t in sample.turns):
         return [Problem("no_assistant_turn", "the conversation has no assistant (gpt) turn: nothing to learn from",
                         file, line, sample.id, "conversations")]

@@ -136,6 +136,10 @@ def quantize_linear_4bit(module: nn.Module) -> None:
 
     The original weights are kept on the CPU (``module._vlmkit_fp_weights``) so that the merged
     checkpoint is the full-precision base plus the adapters, not a dequantized approximation.
+
+    Not transformers' ``replace_with_bnb_linear``: it puts empty 4-bit layers on the meta device for
+    ``from_pretrained`` to fill from files, while here the model is already built and its weights are
+    what must be quantized, so each layer is made from its own weight.
     """
     import bitsandbytes as bnb
 
