@@ -168,32 +168,32 @@ def _first_that_maps(candidates: list[Any], hf_config: Any) -> tuple[Any, "Compo
     raise ConfigError("; ".join(dict.fromkeys(errors)))
 
 
-def llava_converters(plugin_manager: "pluggy.PluginManager | None" = None) -> LlavaConverters:
-    """Collect the converters from every ``vlmkit_llava_converters`` hook implementation.
+def hook_converters(plugin_manager: "pluggy.PluginManager | None" = None) -> list[Any]:
+    """Every part converter that the ``vlmkit_llava_converters`` hook implementations return, of both
+    formats; anything else is a TypeError naming its class.
 
     ``plugin_manager`` defaults to vlmkit's (entry-point hooks plus run-time registrations).
     """
     from vlmkit.plugins.hooks import get_plugin_manager
 
     pm = plugin_manager if plugin_manager is not None else get_plugin_manager()
-    vision: list[LlavaVisionConversion] = []
-    projector: list[LlavaProjectorConversion] = []
+    kinds = (LlavaVisionConversion, LlavaProjectorConversion, RepoTowerConversion, RepoProjectorConversion,
+             RepoModuleConversion)
+    out = []
     for result in pm.hook.vlmkit_llava_converters():
         for conv in result or []:
-            if isinstance(conv, LlavaVisionConversion):
-                vision.append(conv)
-            elif isinstance(conv, LlavaProjectorConversion):
-                projector.append(conv)
-            elif not _is_repo_converter(conv):
+            if not isinstance(conv, kinds):
                 raise TypeError(f"a vlmkit_llava_converters hook returned {type(conv).__module__}."
-                                f"{type(conv).__qualname__}, not a LlavaVisionConversion, LlavaProjectorConversion, "
-                                "RepoTowerConversion, RepoProjectorConversion or RepoModuleConversion")
-    return LlavaConverters(vision, projector)
+                                f"{type(conv).__qualname__}, not a {', '.join(k.__name__ for k in kinds)}")
+            out.append(conv)
+    return out
 
 
-def _is_repo_converter(conv: Any) -> bool:
-    """A converter of the LLaVA codebase's format (``vlmkit.interop.llava_repo``), which the same hook returns."""
-    return isinstance(conv, (RepoTowerConversion, RepoProjectorConversion, RepoModuleConversion))
+def llava_converters(plugin_manager: "pluggy.PluginManager | None" = None) -> LlavaConverters:
+    """The converters of transformers' Llava parts, from every ``vlmkit_llava_converters`` implementation."""
+    convs = hook_converters(plugin_manager)
+    return LlavaConverters([c for c in convs if isinstance(c, LlavaVisionConversion)],
+                           [c for c in convs if isinstance(c, LlavaProjectorConversion)])
 
 
 # -- the LLaVA codebase's part contracts (vlmkit.interop.llava_repo) ----------------------------------------

@@ -34,7 +34,12 @@ import torch
 from vlmkit.errors import ConfigError
 from vlmkit.interop.fill import Source, fill_model
 from vlmkit.interop.formats import CheckpointFormat, ImportOptions, read_config
-from vlmkit.interop.llava_conversion import RepoModuleConversion, RepoProjectorConversion, RepoTowerConversion
+from vlmkit.interop.llava_conversion import (
+    RepoModuleConversion,
+    RepoProjectorConversion,
+    RepoTowerConversion,
+    hook_converters,
+)
 from vlmkit.interop.tokenizer_files import copy_tokenizer
 from vlmkit.interop.weights import WeightFiles
 from vlmkit.model.config import ComponentConfig, ModelConfig
@@ -127,23 +132,12 @@ def _first_claiming(convs: list[Any], name: str, component: Any, kind: str) -> t
 
 
 def repo_converters(plugin_manager: pluggy.PluginManager | None = None) -> RepoConverters:
-    """Collect the LLaVA-codebase part converters from every ``vlmkit_llava_converters`` implementation
-    (the hook also returns transformers-Llava converters, which this ignores)."""
-    from vlmkit.plugins.hooks import get_plugin_manager
-
-    pm = plugin_manager if plugin_manager is not None else get_plugin_manager()
-    towers: list[RepoTowerConversion] = []
-    projectors: list[RepoProjectorConversion] = []
-    modules: list[RepoModuleConversion] = []
-    for result in pm.hook.vlmkit_llava_converters():
-        for conv in result or []:
-            if isinstance(conv, RepoTowerConversion):
-                towers.append(conv)
-            elif isinstance(conv, RepoProjectorConversion):
-                projectors.append(conv)
-            elif isinstance(conv, RepoModuleConversion):
-                modules.append(conv)
-    return RepoConverters(towers, projectors, modules)
+    """The LLaVA-codebase part converters, from every ``vlmkit_llava_converters`` implementation (the hook
+    also returns transformers-Llava converters, which this leaves out)."""
+    convs = hook_converters(plugin_manager)
+    return RepoConverters([c for c in convs if isinstance(c, RepoTowerConversion)],
+                          [c for c in convs if isinstance(c, RepoProjectorConversion)],
+                          [c for c in convs if isinstance(c, RepoModuleConversion)])
 
 
 # -- import ---------------------------------------------------------------------------------------
