@@ -304,6 +304,15 @@ def test_a_schedule_typo_lists_transformers_schedules(shapes, tmp_path):
         parse_recipe(recipe(tmp_path / "run", shapes, schedule="cosin"), "r.yaml")
     assert all(repr(s.value) in str(err.value) for s in SchedulerType)
 
+
+def test_an_optimizer_typo_lists_transformers_optimizers(shapes, tmp_path):
+    from transformers.training_args import OptimizerNames
+
+    with pytest.raises(ConfigError) as err:
+        parse_recipe(recipe(tmp_path / "run", shapes, optimizer="adamw_torh"), "r.yaml")
+    assert "optimizer" in str(err.value) and all(repr(o.value) in str(err.value) for o in OptimizerNames)
+    assert parse_recipe(recipe(tmp_path / "run", shapes, optimizer="sgd"), "r.yaml").stages[0].optimizer == "sgd"
+
 @pytest.mark.parametrize("assignment, expected", [
     ("stages.x=1", r"--set stages\.x: 'stages\.x' is not a list index"),
     ("stages.5=1", r"--set stages\.5: 'stages\.5' is not a list index here \(the list has 1 item"),

@@ -192,8 +192,8 @@ class BoxJoin:
         if not sample.images:
             return sample.replace(boxes=[])
         if len(sample.images) > 1:
-            raise DataError(f"{len(sample.images)} images, but box files hold one image per id",
-                            file=source_location(sample.source)[0], line=source_location(sample.source)[1],
+            file, line = source_location(sample.source)
+            raise DataError(f"{len(sample.images)} images, but box files hold one image per id", file=file, line=line,
                             record_id=sample.id, field="images")
         record = self.records.get(str(sample.id))
         if record is None:

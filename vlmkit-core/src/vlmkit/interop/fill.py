@@ -17,7 +17,7 @@ from torch import nn
 
 from vlmkit.errors import CheckpointError
 from vlmkit.interop.weights import WeightFiles
-from vlmkit.model.checkpoint import mismatch, storage_key
+from vlmkit.model.tensor_state import mismatch, storage_key
 from vlmkit.progress import ProgressCallback
 
 #: buffers some older checkpoints stored although they are recomputed from the config

@@ -378,7 +378,8 @@ def export_llava_repo(model_dir: str | Path, out: str | Path, *,
     from safetensors.torch import save_file
 
     from vlmkit.interop.hf_llava import lm_layout
-    from vlmkit.model.checkpoint import load_checkpoint, storage_key
+    from vlmkit.model.checkpoint import load_checkpoint
+    from vlmkit.model.tensor_state import storage_key
 
     convs = repo_converters(plugin_manager)
     problems = export_problems(load_checkpoint(model_dir, meta=True), convs)

@@ -27,6 +27,7 @@ import yaml
 from vlmkit.errors import CheckpointError, ConfigError
 from vlmkit.model.assembly import build_model
 from vlmkit.model.config import ComponentConfig, ModelConfig
+from vlmkit.model.tensor_state import mismatch, storage_key
 from vlmkit.model.vlm import VisionLanguageModel
 from vlmkit.plugins.registry import registry
 
@@ -86,19 +87,6 @@ def checkpoint_config(model: VisionLanguageModel) -> ModelConfig:
         c.args = obj.checkpoint_args(c.args)
     cfg.llm = ComponentConfig("hf", model.llm.checkpoint_args(cfg.llm.args))
     return cfg
-
-
-def mismatch(missing: list[str], unexpected: list[str], missing_as: str = "missing {n} tensor(s), e.g. {names}",
-             unexpected_as: str = "unexpected {n} tensor(s), e.g. {names}") -> str:
-    """What is missing and what is left over between a model and some weights, three names of each."""
-    said = [form.format(n=len(names), names=", ".join(names[:3])) for form, names in
-            ((missing_as, missing), (unexpected_as, unexpected)) if names]
-    return "; ".join(said)
-
-
-def storage_key(tensor: torch.Tensor) -> tuple[int, int, tuple[int, ...]]:
-    """Equal for names of one tensor (tied weights: one storage, one offset, one shape)."""
-    return tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape)
 
 
 def save_checkpoint(model: VisionLanguageModel, directory: str | Path, extra: dict[str, Any] | None = None,

@@ -24,6 +24,8 @@ from torch import nn
 from vlmkit.errors import ConfigError
 from vlmkit.model.contracts import non_persistent_prefixes
 
+#: a group of several components -> the selector prefix of one of them (``encoders`` -> ``encoder.0``)
+GROUP_MEMBERS = {"encoders": "encoder", "fusion": "fusion", "objectives": "objective"}
 _CMP = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
 _PART = re.compile(r"^(?P<base>[A-Za-z_][\w\-]*)(?P<op>>=|<=|==|>|<)(?P<num>\d+)$")
 
@@ -67,7 +69,7 @@ def select_components(model: nn.Module, selectors: Iterable[str], groups: Iterab
     aliases = component_aliases(model)
     by_group = _group_prefixes(model)
     allowed = list(groups)
-    singles = {g.rstrip("s") for g in allowed}  # encoders -> encoder.N / encoder.<name>
+    singles = {GROUP_MEMBERS[g] for g in allowed if g in GROUP_MEMBERS}  # encoders -> encoder.N / encoder.<name>
     canonical: dict[str, str] = {}
     for key, prefix in aliases.items():  # the index form names a component canonically
         if key in by_group or key.split(".")[-1].isdigit():

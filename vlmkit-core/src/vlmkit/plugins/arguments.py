@@ -15,7 +15,7 @@ import inspect
 import typing
 from typing import Any, Iterable
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, PydanticSchemaGenerationError, TypeAdapter, ValidationError
 
 from vlmkit.errors import ConfigError
 
@@ -70,7 +70,9 @@ def _check(value: Any, hint: Any) -> str | None:
         return None
     try:
         adapter = _adapter(hint)
-    except Exception:  # noqa: BLE001 - a hint pydantic cannot build a schema for is not checked
+    except TypeError:  # an unhashable annotation: built uncached, never skipped
+        adapter = TypeAdapter(hint)
+    except PydanticSchemaGenerationError:  # a class pydantic has no schema for (a torch module, ...)
         return None
     try:
         adapter.validate_python(_sequence_as_declared(value, hint), strict=True)
