@@ -6,7 +6,7 @@ new upstream release cannot break ``nox`` on a fresh machine. ``nox -s lock`` re
 (keeping every pin it can; ``nox -s lock -- --upgrade`` moves to the newest allowed versions);
 ``nox -s latest`` runs the suite on the newest allowed versions, to find drift on purpose.
 
-    nox                   lint, isolation, tests, lowest, plugin_template, lmms_eval, demo (what CI runs)
+    nox                   lint, isolation, tests, lowest, plugin_template, legacy_plugin, lmms_eval, demo (CI)
     nox -s tests          all packages installed, the whole suite
     nox -s isolation      core alone, and core plus each sibling alone (each in its own venv)
     nox -s lowest         the suite on the lowest versions the packages declare (locks/lowest.txt)
@@ -26,7 +26,8 @@ from pathlib import Path
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "isolation", "tests", "lowest", "plugin_template", "lmms_eval", "demo"]
+nox.options.sessions = ["lint", "isolation", "tests", "lowest", "plugin_template", "legacy_plugin", "lmms_eval",
+                        "demo"]
 nox.options.reuse_existing_virtualenvs = True
 
 ROOT = Path(__file__).parent
@@ -189,6 +190,17 @@ def plugin_template(session: nox.Session) -> None:
     out = session.run("vlmkit", "template-grid", "--image-size", "224", "--patch", "16", silent=True, env=env)
     if out.strip() != "14 x 14 = 196 tokens":
         session.error(f"vlmkit template-grid (a third-party plugin command): got {out!r}")
+
+
+@nox.session
+def legacy_plugin(session: nox.Session) -> None:
+    """A plugin written against the 0.1 guide (``tests/legacy/plugin-0.1``, frozen: never edited with the code),
+    installed as a user installs it, runs its own suite unchanged: the plugin API's promise, tested."""
+    plugin = ROOT / "tests" / "legacy" / "plugin-0.1"
+    # its 0.1 'test' extra: the conformance kit's partner components and the CLI
+    install(session, "./vlmkit-core", "./vlmkit-encoders", "./vlmkit-fusion", "./vlmkit-cli", str(plugin), "pytest")
+    with session.chdir(plugin):
+        pytest_run(session, env={"VLMKIT_STRICT_PLUGINS": "1"})
 
 
 @nox.session(name="lmms_eval")

@@ -2,13 +2,15 @@
 
 The fixtures under ``tests/fixtures/seeds/`` were written by ``scripts/seed_fixtures/llava_original.py make``
 running haotian-liu/LLaVA @ c121f043 and WisconsinAIVision/ViP-LLaVA @ 77079b1e unchanged, in their own
-environment (transformers 4.37.2, torch 2.13 CPU): a tiny random ``LlavaLlamaForCausalLM`` saved as its
-releases are saved (LLaVA-1.5: pickled ``.bin`` shards, tower named by hub id; ViP-LLaVA: safetensors with
-the tower inside, ``mm_vision_tower: clip_4layers_336``), a right-padded batch (one image, two images,
-text only) with the original's fp32 logits, and the original's greedy tokens per row.
+environment (transformers 4.37.2, torch 2.13 CPU): a tiny random ``LlavaLlamaForCausalLM`` saved in the
+release's exact file layout (``scripts/seed_fixtures/release_layouts.json`` records every folder's file list
+and where it comes from; a test below holds each fixture to it): slow tokenizers only (``tokenizer.model``),
+pickled shards where the release has them, Ross's VAE inside its shards. Each holds a right-padded batch
+(one image, two images, text only) with the original's fp32 logits and greedy tokens per row.
 
 Where the seed environment is present (``VLMKIT_SEED_PYTHON`` and ``VLMKIT_SEED_REPOS``), the exports are
-also loaded back by the original code (``llava_original.py check``); elsewhere those tests skip, saying so.
+also loaded back through the original code's own ``load_pretrained_model`` (``llava_original.py check``);
+elsewhere those tests skip, saying so.
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ SEEDS = {"llava-1.5": "llava", "vip-llava": "vip", "llava-s2": "densefusion", "c
 #: inside the checkpoint must win for the logits to match
 TOWERS = {"llava-1.5": "clip-tower", "vip-llava": "clip-tower", "llava-s2": "clip-tower-base",
           "convllava": "vision_tower", "ross": "siglip-tower"}
-#: Ross's teacher is FLUX.1-dev's VAE, named by mm_pixel_decoder and not shipped with the model: a
-#: FLUX-geometry "tiny" one stands in (the checkpoint never holds the teacher)
-SETS = {"ross": ["objective.ross.vae_config=tiny"]}
+#: Ross's teacher (FLUX.1-dev's VAE) comes from the release's own shards: nothing to set
+SETS: dict[str, list[str]] = {}
+LAYOUTS = json.loads((ROOT / "scripts" / "seed_fixtures" / "release_layouts.json").read_text())
 #: the fixture script and the environment variable naming the seed's Python, per fixture
 SCRIPTS = {name: ("llava_original.py", "VLMKIT_SEED_PYTHON") for name in SEEDS}
 SCRIPTS["ross"] = ("ross_original.py", "VLMKIT_SEED_PYTHON_ROSS")
@@ -67,6 +69,27 @@ def vlmkit_logits(model, ref):
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask, pixel_values={"base": ref["pixel_values"][:n_images]})
     return out
+
+
+def test_every_fixture_folder_holds_exactly_the_release_files_on_record():
+    """A fixture stands for a release only with the release's exact file set (slow tokenizer files, shards,
+    the VAE in Ross's shards); the record says where each list comes from."""
+    fixtures = {p.name for p in FIXTURES.iterdir() if p.is_dir()}
+    assert fixtures == {k for k in LAYOUTS if not k.startswith("_")}
+    for name, folders in ((k, v) for k, v in LAYOUTS.items() if not k.startswith("_")):
+        present = {p.name for p in (FIXTURES / name).iterdir() if p.is_dir()}
+        assert present == {f for f in folders if f != "."}, name
+        for folder, record in folders.items():
+            files = sorted(p.name for p in (FIXTURES / name / folder).iterdir() if p.is_file())
+            if folder == ".":  # MG-LLaVA's is not a release: the record lists the whole fixture folder
+                assert files == sorted(record["files"]), name
+            else:
+                assert files == sorted(record["files"]), f"{name}/{folder}: {files} != {record['files']}"
+            assert record["source"]
+    model = FIXTURES / "llava-1.5" / "model"
+    assert not (model / "tokenizer.json").exists() and (model / "tokenizer.model").is_file()
+    index = json.loads((FIXTURES / "ross" / "model" / "model.safetensors.index.json").read_text())["weight_map"]
+    assert sum(k.startswith("model.pixel_decoder.pixel_decoder.") for k in index) > 20
 
 
 def test_every_fixture_is_detected_as_the_llava_codebase_format():
@@ -139,6 +162,13 @@ def test_export_then_import_is_exact(imported, tmp_path):
         assert config["architectures"] == ["LlavaLlamaForCausalLM"] and config["model_type"] == "llava_llama"
     towers = [p for p in exported.iterdir() if p.is_dir()]
     assert len(towers) == 1 and (towers[0] / "model.safetensors").is_file() and (towers[0] / "config.json").is_file()
+    # the tokenizer as the release shipped it (what the original's use_fast=False loader reads), byte for byte
+    release = FIXTURES / name / "model"
+    slow = {"tokenizer.model", "special_tokens_map.json", "tokenizer_config.json", "vocab.json", "merges.txt",
+            "added_tokens.json"}
+    shipped = sorted(p.name for p in release.iterdir() if p.name in slow)
+    assert sorted(p.name for p in exported.iterdir() if p.name in slow | {"tokenizer.json"}) == shipped
+    assert all((exported / f).read_bytes() == (release / f).read_bytes() for f in shipped)
     # the export names its tower so that the import finds it again without --vision-tower
     back = import_checkpoint(exported, tmp_path / "back", options=ImportOptions(sets=SETS.get(name, [])))
     a, b = load_checkpoint(ckpt).state_dict(), load_checkpoint(back).state_dict()
@@ -160,7 +190,10 @@ def test_export_reloads_in_the_original_code_with_equal_logits(imported, tmp_pat
                     f"which CI cannot download): set {SCRIPTS[name][1]} and VLMKIT_SEED_REPOS, see "
                     "scripts/seed_fixtures/README.md")
     python, repos = _seed_env(name)  # type: ignore[misc]
-    exported = export_checkpoint(ckpt, tmp_path / "exported", format="llava")
+    # through the original's own load_pretrained_model, which picks the class by the folder's name, as a
+    # release's ('llava-v1.5-7b', 'ross-qwen2-7b') does
+    exported = export_checkpoint(ckpt, tmp_path / ("ross-qwen2-export" if name == "ross" else "llava-export"),
+                                 format="llava")
     script, _ = SCRIPTS[name]
     extra = [] if name == "ross" else ["--extra-path", str(repos / "s2")]
     proc = subprocess.run([python, str(ROOT / "scripts" / "seed_fixtures" / script), "check",
@@ -170,6 +203,7 @@ def test_export_reloads_in_the_original_code_with_equal_logits(imported, tmp_pat
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["max_abs_logit_diff"] <= TOL and result.get("max_abs_eps_diff", 0.0) <= TOL
+    assert result["greedy_tokens_equal"] and result["tokenizer_size"] == reference(name)["logits"].shape[-1]
 
 
 def test_the_ross_denoiser_predicts_what_the_original_predicts(tmp_path):
@@ -177,7 +211,7 @@ def test_the_ross_denoiser_predicts_what_the_original_predicts(tmp_path):
     LLM hidden states (after ln_pre), against the original RossDenoiser.net."""
     name = "ross"
     ckpt = import_checkpoint(FIXTURES / name / "model", tmp_path / "ckpt", options=ImportOptions(
-        vision_tower=str(FIXTURES / name / TOWERS[name]), sets=SETS[name]))
+        vision_tower=str(FIXTURES / name / TOWERS[name]), sets=SETS.get(name, [])))
     ref = reference(name)
     objective = load_checkpoint(ckpt).eval().objectives["ross"]
     with torch.no_grad():
@@ -186,6 +220,62 @@ def test_the_ross_denoiser_predicts_what_the_original_predicts(tmp_path):
     diff = (eps - ref["denoiser_eps"]).abs().max().item()
     assert diff <= TOL, f"max |eps diff| {diff:.2e}"
     assert ref["denoiser_eps"].abs().max() > 1e-2  # the perturbed adaLN-Zero layers make a non-zero output
+
+
+def test_the_ross_teacher_is_read_from_the_release_shards_and_equals_the_vae_folder(tmp_path, caplog):
+    """Ross's release holds its frozen FLUX VAE in the shards (model.pixel_decoder.*): the import makes it the
+    ross objective's teacher (no vae_path needed), and it equals AutoencoderKL.from_pretrained(pretrained_vae)."""
+    import logging
+
+    from diffusers import AutoencoderKL
+
+    from vlmkit.model.checkpoint import read_checkpoint_config
+
+    src = _copy_model("ross", tmp_path / "src")
+    config = json.loads((src / "config.json").read_text())
+    config["mm_pixel_decoder"] = str(FIXTURES / "ross" / "pretrained_vae")  # where the VAE's own folder is here
+    (src / "config.json").write_text(json.dumps(config))
+    with caplog.at_level(logging.INFO, logger="vlmkit_objectives.vae"):
+        ckpt = import_checkpoint(src, tmp_path / "ckpt", options=ImportOptions(
+            vision_tower=str(FIXTURES / "ross" / "siglip-tower")))
+    assert "the VAE in the checkpoint equals" in caplog.text
+    args = read_checkpoint_config(ckpt)["model"]["objectives"][1]["args"]
+    assert args["vae_path"] == "{checkpoint}/pixel_decoder"  # inside the checkpoint, which can move
+    moved = shutil.move(str(ckpt), str(tmp_path / "moved"))
+    teacher = load_checkpoint(moved).objectives["ross"]
+    assert teacher.teacher_ready
+    theirs = AutoencoderKL.from_pretrained(str(FIXTURES / "ross" / "pretrained_vae")).state_dict()
+    ours = teacher.vae.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    # without the folder (the released config names ./pretrained_vae), the config is read off the tensors
+    plain = load_checkpoint(import_checkpoint(FIXTURES / "ross" / "model", tmp_path / "plain", options=ImportOptions(
+        vision_tower=str(FIXTURES / "ross" / "siglip-tower")))).objectives["ross"].vae.state_dict()
+    assert all(torch.equal(plain[k], theirs[k]) for k in theirs)
+
+
+def test_a_slow_tokenizer_without_its_packages_is_an_error_naming_them(tmp_path, monkeypatch):
+    """transformers falls back to tiktoken when it cannot convert tokenizer.model; vlmkit names the packages."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("sentencepiece", "google.protobuf") else real(name, *a))
+    with pytest.raises(ConfigError, match=r"tokenizer\.model is a slow SentencePiece tokenizer .*needs the package\(s\) "
+                                          r"sentencepiece, protobuf.*pip install sentencepiece protobuf"):
+        import_checkpoint(FIXTURES / "llava-1.5" / "model", tmp_path / "out",
+                          options=ImportOptions(vision_tower=str(FIXTURES / "llava-1.5" / "clip-tower")))
+
+
+def test_an_export_of_a_tokenizer_without_a_slow_form_warns_that_the_original_loader_cannot_read_it(tmp_path):
+    from vlmkit.model.assembly import build_model
+    from vlmkit.model.checkpoint import save_checkpoint
+    from vlmkit.model.config import ComponentConfig, ModelConfig
+
+    cfg = ModelConfig(encoders=[ComponentConfig("clip", {"config": "tiny"})], connector=ComponentConfig("mlp2x_gelu"))
+    ckpt = save_checkpoint(build_model(cfg, pretrained=False), tmp_path / "ckpt")
+    with pytest.warns(UserWarning, match=r"no slow form.*use_fast=False"):
+        out = export_checkpoint(ckpt, tmp_path / "out", format="llava")
+    assert (out / "tokenizer.json").is_file() and not (out / "tokenizer.model").exists()
 
 
 # -- bad input ------------------------------------------------------------------------------------
@@ -212,15 +302,21 @@ def test_a_tower_in_the_checkpoint_is_used_when_its_architecture_is_known(tmp_pa
     """ViP keeps its tower in the checkpoint; without --vision-tower the known CLIP-L/336 architecture is
     assumed, which this tiny tower does not fit: the error names the tensor and both shapes."""
     _empty_hub_cache(monkeypatch)
-    with pytest.raises(CheckpointError, match=r"vip-llava/model/model\.safetensors: tensor '.*' has shape "
+    with pytest.raises(CheckpointError, match=r"vip-llava/model/pytorch_model-0000\d-of-00003\.bin: tensor '.*' has shape "
                                               r"\[\d+.*needs \[\d+"):
         import_checkpoint(FIXTURES / "vip-llava" / "model", tmp_path / "out")
 
 
 def test_missing_and_unexpected_tensors_are_named(tmp_path):
-    src = _copy_model("vip-llava", tmp_path / "src")
-    tensors = load_file(str(src / "model.safetensors"))
     from safetensors.torch import save_file
+
+    from vlmkit.interop.weights import WeightFiles
+
+    src = _copy_model("vip-llava", tmp_path / "src")
+    shards = WeightFiles.in_folder(src)  # the release's pickled shards, as one safetensors file to edit
+    tensors = dict(shards.read(shards.headers()))
+    for f in [*src.glob("pytorch_model*")]:
+        f.unlink()
 
     dropped = dict(tensors)
     dropped.pop("model.mm_projector.clip_layernorm.bias")

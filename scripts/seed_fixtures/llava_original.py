@@ -102,7 +102,10 @@ def _stub_unused_imports() -> None:
             sys.modules[name] = Stub(name)
 
 
-def make_tower(path: Path, layers: int, seed: int) -> None:
+def make_tower(path: Path, layers: int, seed: int, safe: bool = False) -> None:
+    """A tiny CLIP tower, saved as openai/clip-vit-large-patch14-336 is listed in the originals' predict.py
+    (config.json, preprocessor_config.json, pytorch_model.bin); ``safe``: as transformers 4.37 saves a tuned
+    tower (DenseFusion's stage 2)."""
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
     cfg = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=layers, num_attention_heads=2,
@@ -112,7 +115,7 @@ def make_tower(path: Path, layers: int, seed: int) -> None:
     with torch.no_grad():
         for p in tower.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    tower.save_pretrained(path, safe_serialization=True)
+    tower.save_pretrained(path, safe_serialization=safe)
     CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}).save_pretrained(path)
 
 
@@ -131,11 +134,11 @@ def batch(tok_ids: dict[str, int], pad_id: int, image: int):
     def w(*names):
         return [tok_ids[n] for n in names]
 
-    bos = tok_ids["<s>"]
+    bos = [tok_ids["<s>"]] if "<s>" in tok_ids else []  # Qwen2 (Ross) has no BOS
     rows = [
-        [bos] + w("what", "color", "is") + [IMAGE] + w("the", "circle", "?"),
-        [bos] + w("count") + [IMAGE] + w("and") + [IMAGE] + w("how", "many", "shapes"),
-        [bos] + w("is", "there", "a", "red", "square", "in", "the", "picture", "?", "yes"),
+        bos + w("what", "color", "is") + [IMAGE] + w("the", "circle", "?"),
+        bos + w("count") + [IMAGE] + w("and") + [IMAGE] + w("how", "many", "shapes"),
+        bos + w("is", "there", "a", "red", "square", "in", "the", "picture", "?", "yes"),
     ]
     width = max(len(r) for r in rows)
     ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows])
@@ -162,12 +165,42 @@ def fresh_folder(out: Path) -> Path:
     return out.resolve()
 
 
-def tokenizer_ids(tokenizer: Path) -> tuple[dict[str, int], int, int, int]:
-    """The tokenizer folder's vocabulary and its pad, bos and eos ids."""
-    vocab = json.loads((tokenizer / "tokenizer.json").read_text())["model"]["vocab"]
-    tok_cfg = json.loads((tokenizer / "tokenizer_config.json").read_text())
-    pad_id, bos_id, eos_id = (vocab[tok_cfg[k]] for k in ("pad_token", "bos_token", "eos_token"))
-    return vocab, pad_id, bos_id, eos_id
+def tokenizer_ids(tokenizer: Path) -> tuple[dict[str, int], int, int | None, int, int]:
+    """The slow tokenizer's single-token ids of the fixture words (``"<s>"`` too when it has a BOS), its pad,
+    bos and eos ids, and its size (the LLM's vocabulary). Read with ``use_fast=False``, as the originals do."""
+    from slow_tokenizers import word_ids
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer), use_fast=False)
+    ids = word_ids(tokenizer)
+    if tok.bos_token_id is not None:
+        ids["<s>"] = tok.bos_token_id
+    return ids, tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, len(tok)
+
+
+def copy_release_tokenizer(tokenizer: Path, model_dir: Path) -> None:
+    """The slow tokenizer's files, as the release ships them (no tokenizer.json)."""
+    for f in sorted(p for p in tokenizer.iterdir() if p.is_file()):
+        shutil.copy(f, model_dir / f.name)
+
+
+def save_in_shards(model, folder: Path, shards: int, safe: bool, state=None) -> None:
+    """``save_pretrained`` split into exactly ``shards`` files, as the release is (the smallest shard size
+    that gives that many; a tiny model in 5 GB shards would be one file)."""
+    import math
+
+    tensors = state if state is not None else model.state_dict()
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    size = math.ceil(total / shards / 1000)  # in KB: transformers 4.37 reads a number with a unit
+    while True:
+        shutil.rmtree(folder, ignore_errors=True)
+        model.save_pretrained(folder, state_dict=state, safe_serialization=safe, max_shard_size=f"{size}KB")
+        got = len(list(folder.glob("*.safetensors" if safe else "pytorch_model-*.bin")))
+        if got == shards:
+            return
+        if got < shards or size * 1000 > total:
+            raise SystemExit(f"cannot split the model into {shards} shards (got {got} at {size} KB)")
+        size += 1
 
 
 def generated_and_lengths(tokens: list[list[int]], rows: list[list[int]], tokens_per_image: int):
@@ -240,7 +273,7 @@ def make_convllava(args, out: Path, llm: dict) -> tuple:
 def _make_llava(args, variant: dict, out: Path, tower_dir: Path, model_dir: Path, llm: dict) -> tuple:
     """LLaVA-1.5 / ViP-LLaVA / DenseFusion-S2: the original model class built from a config naming the tower."""
     vip, s2 = args.variant == "vip", "s2_scales" in variant
-    make_tower(tower_dir, layers=variant["layers"], seed=args.seed)
+    make_tower(tower_dir, layers=variant["layers"], seed=args.seed, safe=s2)
     if s2:  # the untuned tower; the tuned one (below) replaces clip-tower, as DenseFusion's stage 2 saves it
         shutil.copytree(tower_dir, out / "clip-tower-base")
     config_cls, model_cls = import_original(args.repo, tower_dir, variant["package"], args.extra_path)
@@ -266,11 +299,13 @@ def _make_llava(args, variant: dict, out: Path, tower_dir: Path, model_dir: Path
     if s2:  # the tuned tower is also saved on its own, where mm_vision_tower points
         tower = model.get_vision_tower()
         tower.vision_tower.save_pretrained(tower_dir, safe_serialization=True)
-    if vip or s2:  # the tower's weights inside the checkpoint, safetensors
+    if s2:  # DenseFusion's trainer save (transformers 4.37 Trainer: safetensors), the tower inside
         model.save_pretrained(model_dir, safe_serialization=True)
-    else:  # as LLaVA-1.5 is released: pickled .bin shards with an index; the tower only named by path
+    elif vip:  # as mucai/vip-llava-13b is listed (predict.py): three pickled shards + index, tower inside
+        save_in_shards(model, model_dir, 3, safe=False)
+    else:  # as liuhaotian/llava-v1.5-13b is listed: three pickled shards + index; the tower only named by path
         state = {k: v for k, v in model.state_dict().items() if ".vision_tower." not in k}
-        model.save_pretrained(model_dir, state_dict=state, safe_serialization=False, max_shard_size="100KB")
+        save_in_shards(model, model_dir, 3, safe=False, state=state)
 
     return model, model_cls
 
@@ -281,18 +316,16 @@ def cmd_make(args) -> None:
     out = fresh_folder(args.out)
     tower_dir, model_dir = out / "clip-tower", out / "model"
     variant = VARIANTS[args.variant]
-    tok_files = sorted(p for p in args.tokenizer.iterdir() if p.is_file())
-    vocab, pad_id, bos_id, eos_id = tokenizer_ids(args.tokenizer)
+    vocab, pad_id, bos_id, eos_id, vocab_size = tokenizer_ids(args.tokenizer)
     llm = dict(
-        vocab_size=max(vocab.values()) + 1, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5,
         pad_token_id=pad_id, bos_token_id=bos_id, eos_token_id=eos_id, tie_word_embeddings=False)
     if args.variant == "conv":
         model, model_cls, model_dir = make_convllava(args, out, llm)
     else:
         model, model_cls = _make_llava(args, variant, out, tower_dir, model_dir, llm)
-    for f in tok_files:
-        shutil.copy(f, model_dir / f.name)
+    copy_release_tokenizer(args.tokenizer, model_dir)
 
     loaded = load_original(model_cls, model_dir)
     rows, ids, mask, pixels = batch(vocab, pad_id, variant["image"])
@@ -332,24 +365,71 @@ def _commit(repo: Path) -> str:
         return "unknown"
 
 
+class _Float32Torch:
+    """``torch`` as the original builder sees it during the check, with ``float16`` read as ``float32``: its
+    ``load_pretrained_model`` casts to fp16 for a GPU, and the comparison is made in fp32 on the CPU."""
+
+    def __getattr__(self, name):
+        return torch.float32 if name == "float16" else getattr(torch, name)
+
+
+def load_with_builder(package: str, folder: Path, model_name: str = "llava-export"):
+    """The original's own loading function, ``<package>.model.builder.load_pretrained_model``, on the CPU:
+    its tokenizer (``use_fast=False``), its model class, its ``resize_token_embeddings(len(tokenizer))``
+    and its tower loading. ``model_name`` holds 'llava', as a release's folder name does (the builder
+    picks the multimodal class by it)."""
+    import importlib
+
+    if package != "llava" and "llava" not in sys.modules:
+        # DenseFusion's builder still imports llava.constants and llava.model (its fork's old name): those
+        # names are its own modules
+        for name in ("", ".constants", ".model"):
+            sys.modules["llava" + name] = importlib.import_module(package + name)
+    builder = importlib.import_module(f"{package}.model.builder")
+    real = builder.torch
+    builder.torch = _Float32Torch()
+    try:
+        tokenizer, model, _, _ = builder.load_pretrained_model(str(folder), None, model_name, device_map="cpu",
+                                                               device="cpu")
+    finally:
+        builder.torch = real
+    return tokenizer, model.float().eval()
+
+
 def cmd_check(args) -> None:
+    """Load an export with the original's load_pretrained_model (tokenizer included) and compare its logits
+    and greedy tokens with the fixture's."""
     from safetensors.torch import load_file
 
     ref = load_file(str(args.fixture / "reference.safetensors"))
-    variant = VARIANTS[json.loads((args.fixture / "reference.json").read_text())["variant"]]
-    _, model_cls = import_original(args.repo, args.fixture / "clip-tower", variant["package"], args.extra_path)
+    meta = json.loads((args.fixture / "reference.json").read_text())
+    variant = VARIANTS[meta["variant"]]
+    tower = args.fixture / meta.get("tower", "clip-tower")
+    import_original(args.repo, tower, variant["package"], args.extra_path)
     args.export = args.export.resolve()
     os.chdir(args.fixture)  # S2_TOWER is relative to the fixture folder
-    model = load_original(model_cls, args.export)
+    tokenizer, model = load_with_builder(variant["package"], args.export)
+    report = check_against(model, ref)
+    report.update(export=str(args.export), tokenizer=type(tokenizer).__name__, tokenizer_size=len(tokenizer))
+    print(json.dumps(report))
+    raise SystemExit(0 if report["ok"] else 1)
+
+
+def check_against(model, ref, start_token: bool = True) -> dict:
+    """Logit difference (over the real spliced positions) and greedy-token agreement with a fixture."""
     logits = spliced_logits(model, ref["input_ids"], ref["attention_mask"], ref["pixel_values"])
     if logits.shape != ref["logits"].shape:
-        print(f"shape {tuple(logits.shape)} != {tuple(ref['logits'].shape)}")
-        raise SystemExit(1)
-    lengths = ref["spliced_lengths"]
-    valid = torch.arange(logits.shape[1])[None, :] < lengths[:, None]
+        return {"ok": False, "why": f"logits {tuple(logits.shape)} != {tuple(ref['logits'].shape)}"}
+    valid = torch.arange(logits.shape[1])[None, :] < ref["spliced_lengths"][:, None]
     diff = (logits - ref["logits"])[valid].abs().max().item()
-    print(json.dumps({"export": str(args.export), "max_abs_logit_diff": diff}))
-    raise SystemExit(0 if diff <= TOL else 1)
+    rows = [[int(t) for t, m in zip(r, mk) if m] for r, mk in zip(ref["input_ids"].tolist(),
+                                                                   ref["attention_mask"].tolist())]
+    gen = ref["generated"]
+    tokens = greedy(model, rows, ref["pixel_values"], steps=gen.shape[1], eos=int(model.config.eos_token_id),
+                    start_token=start_token)
+    width = gen.shape[1]
+    same = all(t[:width] + [-1] * (width - len(t[:width])) == g for t, g in zip(tokens, gen.tolist()))
+    return {"ok": diff <= TOL and same, "max_abs_logit_diff": diff, "greedy_tokens_equal": same}
 
 
 def main() -> None:

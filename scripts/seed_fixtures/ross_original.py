@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -40,9 +39,12 @@ from llava_original import (  # noqa: E402 - the shared batch helpers of the LLa
     TOL,
     _commit,
     batch,
+    check_against,
+    copy_release_tokenizer,
     fresh_folder,
     generated_and_lengths,
     greedy,
+    save_in_shards,
     spliced_logits,
     tokenizer_ids,
 )
@@ -50,6 +52,16 @@ from llava_original import (  # noqa: E402 - the shared batch helpers of the LLa
 HUB_TOWER = "google/siglip-so400m-patch14-384"  # Ross-7B's tower
 
 DENOISER_WIDTH, DENOISER_DEPTH = 32, 1
+#: FLUX.1-dev's vae/config.json at a tiny width: 4 blocks (8x down), 16 latent channels, no quant convs, FLUX's
+#: scale and shift; 32 channels, so that FLUX's 32 norm groups still divide them
+TINY_FLUX_VAE = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
+                     up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[32, 32, 32, 32], layers_per_block=1,
+                     act_fn="silu", latent_channels=16, norm_num_groups=32, sample_size=64, scaling_factor=0.3611,
+                     shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False, force_upcast=True,
+                     mid_block_add_attention=True)
+#: the released shards: ross-qwen2-7b is ~7.6 B bf16 parameters plus the fp32 VAE, in save_pretrained's 5 GB
+#: shards -> four files and an index
+RELEASE_SHARDS = 4
 
 
 def _stub_torchvision() -> None:
@@ -101,6 +113,18 @@ def _stub_torchvision() -> None:
     sys.meta_path.insert(0, Finder())
 
 
+def make_vae(path: Path, seed: int) -> None:
+    """The teacher's folder as FLUX.1-dev/vae is laid out (diffusers' save: config.json + safetensors)."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed + 7)
+    vae = AutoencoderKL(**TINY_FLUX_VAE)
+    with torch.no_grad():  # no two norms alike
+        for p in vae.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    vae.save_pretrained(path, safe_serialization=True)
+
+
 def import_original(repo: Path, tower: Path):
     sys.path.insert(0, str(repo))
     _stub_torchvision()
@@ -117,6 +141,13 @@ def import_original(repo: Path, tower: Path):
     from ross.model.multimodal_denoiser.denoiser_dit import RossDenoiser
 
     return RossConfig, RossQwen2ForCausalLM, RossDenoiser
+
+
+def build_pixel_decoder(repo_config):
+    """Ross's own builder of its frozen teacher (``FluxDecoder``: AutoencoderKL.from_pretrained(mm_pixel_decoder))."""
+    from ross.model.pixel_decoder.builder import build_pixel_decoder as build
+
+    return build(repo_config)
 
 
 def make_tower(path: Path, seed: int) -> None:
@@ -177,12 +208,13 @@ def cmd_make(args) -> None:
     out = fresh_folder(args.out)
     tower_dir, model_dir = out / "siglip-tower", out / "model"
     make_tower(tower_dir, seed=args.seed)
+    make_vae(out / "pretrained_vae", seed=args.seed)
     config_cls, model_cls, denoiser_cls = import_original(args.repo, tower_dir)
-    os.chdir(out)
-    vocab, pad_id, bos_id, eos_id = tokenizer_ids(args.tokenizer)
+    os.chdir(out)  # mm_pixel_decoder "./pretrained_vae" is relative to where Ross runs
+    vocab, pad_id, bos_id, eos_id, vocab_size = tokenizer_ids(args.tokenizer)
     n_tokens = 16
     cfg = config_cls(
-        vocab_size=max(vocab.values()) + 1, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-6,
         rope_theta=1000000.0, pad_token_id=pad_id, bos_token_id=bos_id, eos_token_id=eos_id,
         tie_word_embeddings=False, use_sliding_window=False,
@@ -197,23 +229,27 @@ def cmd_make(args) -> None:
     cfg._attn_implementation = "sdpa"
     torch.manual_seed(args.seed)
     model = model_cls(cfg)  # Ross builds (and loads) the tower at init
+    model.get_model().pixel_decoder = build_pixel_decoder(cfg)  # as initialize_vision_modules does
     model.get_model().mm_inv_projector = denoiser_cls(
         x_channel=64, z_channel=32, embed_dim=DENOISER_WIDTH, depth=DENOISER_DEPTH, learn_sigma=False,
         timesteps="1000", n_patches=n_tokens)
     with torch.no_grad():  # also the zero-initialised adaLN and output layers, so that a swap shows
         for name, p in model.named_parameters():
-            if ".vision_tower." not in name and p.requires_grad:
+            if ".vision_tower." not in name and ".pixel_decoder." not in name and p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.05)
     model.eval()
-    model.save_pretrained(model_dir, safe_serialization=True)
-    for f in sorted(p for p in args.tokenizer.iterdir() if p.is_file()):
-        shutil.copy(f, model_dir / f.name)
+    # ZeRO-3's save of Ross's trainer writes the whole model: tower, projector, denoiser AND the frozen VAE
+    # (model.pixel_decoder.pixel_decoder.*; Haochen-Wang409/ross#2, #12), in the release's four shards
+    save_in_shards(model, model_dir, RELEASE_SHARDS, safe=True)
+    copy_release_tokenizer(args.tokenizer, model_dir)
 
     loaded, den = load_original(model_cls, denoiser_cls, model_dir)
     rows, ids, mask, pixels = batch(vocab, pad_id, 28)
     logits = spliced_logits(loaded, ids, mask, pixels)
     assert torch.equal(logits, spliced_logits(model, ids, mask, pixels)), "reloading changed the model"
     tokens = greedy(loaded, rows, pixels, steps=6, eos=eos_id, start_token=False)
+    assert any(k.startswith("model.pixel_decoder.") for k in json.loads(
+        (model_dir / "model.safetensors.index.json").read_text())["weight_map"]), "the VAE is not in the shards"
     gen, lengths = generated_and_lengths(tokens, rows, n_tokens)
     inputs = denoiser_inputs(32, 64, n_tokens)
     eps = denoiser_output(den, inputs)
@@ -231,6 +267,9 @@ def cmd_make(args) -> None:
         "torch": torch.__version__, "variant": "ross", "tower": "siglip-tower", "image_tokens": n_tokens,
         "denoiser": {"width": DENOISER_WIDTH, "depth": DENOISER_DEPTH,
                      "note": "RossDenoiser built directly at width 32; the builder's rule would give 1024"},
+        "pixel_decoder": {"folder": "pretrained_vae", "config": TINY_FLUX_VAE,
+                          "note": "FLUX.1-dev's VAE layout at width 32; built by Ross's build_pixel_decoder and saved "
+                                  "inside the shards, as the release is"},
         "stubs": [f"SigLIP from_pretrained('{HUB_TOWER}') -> siglip-tower",
                   "torchvision (imported by timm's data pipeline) -> an inert stand-in"], "generated_pad": -1,
     }, indent=2) + "\n")
@@ -238,18 +277,23 @@ def cmd_make(args) -> None:
 
 
 def cmd_check(args) -> None:
+    """Load an export with Ross's own load_pretrained_model (slow tokenizer, RossQwen2ForCausalLM, tower) and
+    compare logits, greedy tokens and the denoiser's output with the fixture's."""
+    from llava_original import load_with_builder
     from safetensors.torch import load_file
 
     ref = load_file(str(args.fixture / "reference.safetensors"))
     _, model_cls, denoiser_cls = import_original(args.repo, args.fixture / "siglip-tower")
-    model, den = load_original(model_cls, denoiser_cls, args.export.resolve())
-    logits = spliced_logits(model, ref["input_ids"], ref["attention_mask"], ref["pixel_values"])
-    valid = torch.arange(logits.shape[1])[None, :] < ref["spliced_lengths"][:, None]
-    diff = (logits - ref["logits"])[valid].abs().max().item() if logits.shape == ref["logits"].shape else float("inf")
+    export = args.export.resolve()
+    tokenizer, model = load_with_builder("ross", export, model_name="ross-qwen2-export")
+    _, den = load_original(model_cls, denoiser_cls, export)
+    report = check_against(model, ref, start_token=False)
     inputs = {"x_t": ref["denoiser_x_t"], "timesteps": ref["denoiser_timesteps"], "hidden": ref["denoiser_hidden"]}
     eps_diff = (denoiser_output(den, inputs) - ref["denoiser_eps"]).abs().max().item()
-    print(json.dumps({"export": str(args.export), "max_abs_logit_diff": diff, "max_abs_eps_diff": eps_diff}))
-    raise SystemExit(0 if diff <= TOL and eps_diff <= TOL else 1)
+    report.update(export=str(export), max_abs_eps_diff=eps_diff, tokenizer=type(tokenizer).__name__,
+                  tokenizer_size=len(tokenizer), ok=report["ok"] and eps_diff <= TOL)
+    print(json.dumps(report))
+    raise SystemExit(0 if report["ok"] else 1)
 
 
 def main() -> None:

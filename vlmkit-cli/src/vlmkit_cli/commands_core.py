@@ -146,8 +146,13 @@ def _import(src: Path, out: Path, fmt: Optional[str], vision_tower: Optional[Pat
             llm=str(llm) if llm else None))
     from vlmkit.model.checkpoint import read_checkpoint_config
 
-    origin = read_checkpoint_config(path).get("imported_from", {})
+    doc = read_checkpoint_config(path)
+    origin = doc.get("imported_from", {})
     typer.echo(f"wrote vlmkit checkpoint {path} (from {origin.get('format', fmt)})")
+    computes = (doc["model"].get("llm", {}).get("args") or {}).get("dtype") or "float32"
+    stored = origin.get("stored_dtype")
+    typer.echo(f"the LLM computes in {computes}" + (f" (its weights are stored as {stored})" if stored else "")
+               + "; --dtype float32|bfloat16|float16 on import chooses another")
 
 
 @app.command("import")

@@ -2,7 +2,9 @@
 
 Plugins and scripts written against the flat layout (``from vlmkit.contracts import VisionEncoder``)
 get the very module object at its new path, so classes, registries and ``isinstance`` checks are
-shared, with a ``DeprecationWarning`` naming the new path. Nothing is imported until asked for.
+shared, with a ``DeprecationWarning`` naming the new path and the release that removes the old one
+(``REMOVED_IN``). Nothing is imported until asked for. Every path a released guide named is here; the test
+``tests/test_plugin_api.py`` imports every ``vlmkit.*`` name that ``docs/`` ever showed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import importlib.machinery
 import sys
 import warnings
 from types import ModuleType
+
+#: the vlmkit-core release that drops these old paths (they work, with a DeprecationWarning, until then)
+REMOVED_IN = "0.3.0"
 
 #: old dotted path -> new dotted path (``vlmkit.model`` and ``vlmkit.inference``, once modules, are packages now
 #: whose ``__getattr__`` serves the names they held)
@@ -40,6 +45,8 @@ MOVED = {
     "vlmkit.llava_conversion": "vlmkit.interop.llava_conversion",
     "vlmkit.evaluation": "vlmkit.inference.evaluation",
     "vlmkit.training.recompute": "vlmkit.training.activation_checkpointing",
+    # the 0.1 plugin guide: "when vlmkit.build_context.load_pretrained() is False, read no weight file"
+    "vlmkit.build_context": "vlmkit.model.build_context",
 }
 
 
@@ -53,7 +60,8 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         new = MOVED[spec.name]
-        warnings.warn(f"{spec.name} moved to {new}; import it from there", DeprecationWarning, stacklevel=2)
+        warnings.warn(f"{spec.name} moved to {new}; import it from there ({spec.name} is removed in vlmkit-core "
+                      f"{REMOVED_IN})", DeprecationWarning, stacklevel=2)
         return importlib.import_module(new)
 
     def exec_module(self, module: ModuleType) -> None:

@@ -7,8 +7,16 @@ Ross keeps its denoiser under ``model.mm_inv_projector.*``: ``RossDenoiser`` wit
 a DiT ``net``. vlmkit's ``ross`` objective holds the same network as ``denoiser``; the names differ in three
 places: DiT's 1x1-conv patch embedding ``net.x_embedder.proj`` is vlmkit's ``x_embedder`` Linear (the
 same numbers, reshaped), the timestep MLP ``net.t_embedder.mlp.{0,2}`` is diffusers' ``linear_{1,2}``, and
-the fixed sin-cos ``net.pos_embed`` is recomputed by vlmkit (written back on export). The frozen FLUX VAE
-is not in the checkpoint: ``mm_pixel_decoder`` names its folder, which becomes ``vae_path``.
+the fixed sin-cos ``net.pos_embed`` is recomputed by vlmkit (written back on export).
+
+The frozen FLUX VAE: Ross's ZeRO-3 save writes the whole model, so its released shards also hold
+``model.pixel_decoder.pixel_decoder.*`` (Haochen-Wang409/ross#2, #12). Those tensors become the teacher: the
+import writes them as a diffusers folder ``pixel_decoder/`` inside the vlmkit checkpoint and points
+``vae_path`` at it, so no separate FLUX download is needed. Its config comes from the folder
+``mm_pixel_decoder`` names when that is here (and the import says whether the shards equal it), else
+from FLUX.1-dev's config with the sizes read off the tensors. A checkpoint without those tensors keeps
+``mm_pixel_decoder`` as ``vae_path``. Exports leave the VAE out: Ross's loader builds it from
+``mm_pixel_decoder`` and ignores stored copies.
 
 Sizes: Ross's builder fixes the width by depth (``denoiser_vit{K}x``: 1280 for 8, 1536 for 12, else 1024)
 and DiT's 16 heads; the import reads width and depth from the tensors themselves.
@@ -46,6 +54,8 @@ class RossRepoDenoiser(RepoModuleConversion):
     variant = "Ross"
     detection = "model.mm_inv_projector.* with mm_inv_projector_type 'denoiser_vit<K>x' (RossDenoiser)"
     config_fields = ("mm_inv_projector_type", "mm_pixel_decoder")
+    companions = ("pixel_decoder",)
+    tower_in_checkpoint = True  # Ross's load_pretrained_model builds on the meta device: the tower must be inside
     llm_classes = {"qwen2": ("RossQwen2ForCausalLM", "ross_qwen2"), "llama": ("RossLlamaForCausalLM", "ross_llama")}
 
     def claims(self, config: dict[str, Any]) -> bool:
@@ -88,6 +98,16 @@ class RossRepoDenoiser(RepoModuleConversion):
             if (candidate / "config.json").is_file():
                 return str(candidate.resolve())
         return str(name)  # not here: the objective warns, and training asks for it
+
+    def place_companion(self, companion: str, tensors: dict[str, Any], config: dict[str, Any], src: Path,
+                        folder: Path) -> dict[str, Any]:
+        """The VAE teacher from the shards, saved as a diffusers folder inside the checkpoint."""
+        from .vae import teacher_from_tensors
+
+        named = self._vae_path(config, src)
+        local = Path(named) if named and (Path(named) / "config.json").is_file() else None
+        vae_config = teacher_from_tensors(tensors, folder, reference=local, where=f"{src}: model.{companion}.*")
+        return {"vae_path": "{checkpoint}/" + folder.name, "vae_config": vae_config}
 
     def checkpoint_name(self, name: str) -> str | None:
         rest = name.removeprefix("net.")

@@ -144,3 +144,63 @@ def teacher_fingerprint(vae: Any) -> str:
     for w in (vae.encoder.conv_in.weight, vae.encoder.conv_out.weight):
         h.update(w.detach().float().contiguous().cpu().numpy().tobytes())
     return h.hexdigest()
+
+
+# -- a teacher stored inside a released checkpoint -----------------------------------------------------
+def config_from_tensors(shapes: dict[str, tuple[int, ...]], where: str) -> dict[str, Any]:
+    """FLUX.1-dev's VAE config with every size that the tensors fix read off them (blocks, widths, layers
+    per block, latent and image channels, quant convs, mid-block attention). The latent scale and shift
+    are not in any tensor: FLUX's are kept (Ross's teacher is FLUX.1-dev's VAE)."""
+    try:
+        blocks = sorted({int(k.split(".")[2]) for k in shapes if k.startswith("encoder.down_blocks.")})
+        layers = {k.split(".")[4] for k in shapes if k.startswith("encoder.down_blocks.0.resnets.")}
+        cfg = dict(FLUX_VAE, block_out_channels=[int(shapes[f"encoder.down_blocks.{i}.resnets.0.conv2.weight"][0])
+                                                 for i in blocks],
+                   layers_per_block=len(layers), latent_channels=int(shapes["encoder.conv_out.weight"][0]) // 2,
+                   in_channels=int(shapes["encoder.conv_in.weight"][1]),
+                   out_channels=int(shapes["decoder.conv_out.weight"][0]),
+                   use_quant_conv="quant_conv.weight" in shapes, use_post_quant_conv="post_quant_conv.weight" in shapes,
+                   mid_block_add_attention=any(k.startswith("encoder.mid_block.attentions.") for k in shapes))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(f"{where}: not an AutoencoderKL's tensors (looked for {exc})") from exc
+    cfg["down_block_types"] = ["DownEncoderBlock2D"] * len(blocks)
+    cfg["up_block_types"] = ["UpDecoderBlock2D"] * len(blocks)
+    groups = cfg["norm_num_groups"]
+    if any(c % groups for c in cfg["block_out_channels"]):
+        raise ConfigError(f"{where}: widths {cfg['block_out_channels']} are not divisible by FLUX's {groups} norm "
+                          "groups, and the group count is in no tensor: put the VAE's folder (its config.json) "
+                          "where mm_pixel_decoder points")
+    return cfg
+
+
+def teacher_from_tensors(tensors: dict[str, torch.Tensor], folder: Path, reference: Path | None,
+                         where: str) -> dict[str, Any]:
+    """Build the VAE that ``tensors`` (AutoencoderKL names, or under a wrapper's ``pixel_decoder.``) hold, check
+    that every tensor fits, save it as a diffusers folder at ``folder`` and return its config. ``reference``:
+    the VAE's own folder, when at hand, gives the config and is compared with (the stored copy is used)."""
+    import logging
+
+    from diffusers import AutoencoderKL
+
+    log = logging.getLogger(__name__)
+    inner = "pixel_decoder."  # Ross's FluxDecoder wraps the AutoencoderKL under this name
+    if tensors and all(k.startswith(inner) for k in tensors):
+        tensors = {k[len(inner):]: v for k, v in tensors.items()}
+    if reference is not None:
+        config = resolve_config(json.loads((reference / "config.json").read_text()))
+    else:
+        config = config_from_tensors({k: tuple(v.shape) for k, v in tensors.items()}, where)
+    vae = _from_config(resolve_config(config), seed=0)
+    result = vae.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
+    wrong = list(result.missing_keys) + list(result.unexpected_keys)
+    if wrong:
+        raise ConfigError(f"{where}: the stored VAE does not fit its config ({len(result.missing_keys)} missing, "
+                          f"{len(result.unexpected_keys)} unexpected, e.g. {', '.join(wrong[:3])})")
+    vae.save_pretrained(str(folder), safe_serialization=True)
+    if reference is not None:
+        theirs = AutoencoderKL.from_pretrained(str(reference), torch_dtype=torch.float32).state_dict()
+        ours = vae.state_dict()
+        same = ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+        log.log(logging.INFO if same else logging.WARNING, "%s: the VAE in the checkpoint %s %s; the checkpoint's "
+                "copy is used", where, "equals" if same else "differs from", reference)
+    return {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}

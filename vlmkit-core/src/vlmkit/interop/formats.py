@@ -39,11 +39,30 @@ class ImportOptions:
     llm: str | None = None
     #: a tokenizer folder or hub id, for folders that ship none
     tokenizer: str | None = None
-    #: the LLM's dtype (float32, bfloat16, float16); by default the dtype its weights are stored in
+    #: the dtype the LLM computes in (float32, bfloat16, float16); by default ``import_dtype`` decides
     dtype: str | None = None
     #: ``--set`` assignments applied to the vlmkit model config before it is built
     sets: list[str] = field(default_factory=list)
     progress: ProgressCallback | None = None
+
+
+#: safetensors header dtype -> the LLM dtype argument (None: float32, the default)
+STORED_DTYPES = {"F32": None, "BF16": "bfloat16", "F16": "float16"}
+
+
+def import_dtype(stored: str | None, requested: str | None = None) -> str | None:
+    """The dtype an imported LLM computes in: ``requested`` when given; else the dtype its weights are stored in
+    (``F16``/``BF16``/``F32``) on a machine with a GPU, and float32 (None) on a CPU-only one, where half
+    precision is several times slower and its logits are ~1e-3 off the original's fp32 ones
+    (benchmarks/results/import_dtype.json). Upcasting is lossless, so no information is dropped."""
+    if requested is not None:
+        return None if requested == "float32" else requested
+    half = STORED_DTYPES.get(stored or "F32")
+    if half is None:
+        return None
+    import torch
+
+    return half if torch.cuda.is_available() else None
 
 
 class CheckpointFormat(ABC):

@@ -40,6 +40,7 @@ from torch import nn
 
 from vlmkit.errors import CheckpointError, ConfigError
 from vlmkit.interop.fill import Source, fill_model
+from vlmkit.interop.formats import STORED_DTYPES, import_dtype
 from vlmkit.interop.llava_conversion import LlavaConverters, LlavaProjectorConversion, LlavaVisionConversion, llava_converters
 from vlmkit.interop.tokenizer_files import require_tokenizer
 from vlmkit.interop.weights import WeightFiles
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 IMAGE_TOKEN = "<image>"
 #: config attributes with which a causal LM rescales its logits (HF Llava's lm_head cannot)
 LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
-SAFETENSORS_DTYPES = {"F32": None, "BF16": "bfloat16", "F16": "float16"}
+SAFETENSORS_DTYPES = STORED_DTYPES  # the name earlier releases exported
 
 
 # -- weight names --------------------------------------------------------------------------------
@@ -193,7 +194,7 @@ def import_hf(src: str | Path, out: str | Path, progress: ProgressCallback | Non
     ``src`` holds ``config.json`` and safetensors weights (one file or shards with
     ``model.safetensors.index.json``); pickled weights are refused. The tokenizer comes from ``src``
     or from ``tokenizer`` (a folder or hub id). ``dtype`` sets the LLM's dtype (``float32``,
-    ``bfloat16``, ``float16``); by default the dtype its weights are stored in. Every tensor must find
+    ``bfloat16``, ``float16``); by default ``vlmkit.interop.formats.import_dtype`` decides. Every tensor must find
     its place and every weight must be filled, else ``CheckpointError``. ``progress(done, total)`` is
     called as tensors are copied. Returns ``out``.
 
@@ -222,10 +223,11 @@ def import_hf(src: str | Path, out: str | Path, progress: ProgressCallback | Non
         cfg.set(assignment)
     weights = WeightFiles.in_folder(src)
     headers = weights.headers()
-    if dtype is None:  # keep the dtype the LLM's weights are stored in
+    if dtype is None:  # the stored dtype on a GPU machine, float32 on a CPU (vlmkit.interop.formats.import_dtype)
         stored = [h[2] for k, h in headers.items() if (layout.hf_canonical(k) or "").startswith("text.")]
-        if stored and SAFETENSORS_DTYPES.get(stored[0]):
-            cfg.llm.args["dtype"] = SAFETENSORS_DTYPES[stored[0]]
+        chosen = import_dtype(stored[0] if stored else None)
+        if chosen is not None:
+            cfg.llm.args["dtype"] = chosen
     model = build_model(cfg, pretrained=False)
     model.eval()
     lm_base, lm_head = lm_layout(model.llm.model)

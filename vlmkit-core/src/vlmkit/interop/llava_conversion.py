@@ -289,6 +289,13 @@ class RepoModuleConversion(_RepoPart):
 
     #: the attribute under ``model.`` that holds the module, e.g. ``mm_inv_projector``
     prefix: ClassVar[str]
+    #: other attributes under ``model.`` that the fork saves beside the module and that belong to the same
+    #: objective as files rather than trained weights (Ross's ZeRO-3 save also writes its frozen VAE teacher,
+    #: ``model.pixel_decoder.*``); ``place_companion`` turns each into files of the vlmkit checkpoint
+    companions: ClassVar[tuple[str, ...]] = ()
+    #: the fork's loader takes the tower's weights from the checkpoint (Ross builds its model on the meta
+    #: device and never reloads the tower's folder), so exports write them inside too
+    tower_in_checkpoint: ClassVar[bool] = False
     #: LLM model_type -> (``architectures`` entry, ``model_type``) that the fork saves a model with it as
     llm_classes: ClassVar[dict[str, tuple[str, str]]] = {}
 
@@ -316,3 +323,11 @@ class RepoModuleConversion(_RepoPart):
     def recomputed_tensors(self, component: Any) -> dict[str, Any]:
         """Tensors the fork stores but vlmkit recomputes (names relative to the prefix), written on export."""
         return {}
+
+    def place_companion(self, companion: str, tensors: dict[str, Any], config: dict[str, Any], src: Path,
+                        folder: Path) -> dict[str, Any]:
+        """Write the companion module's ``tensors`` (names relative to ``model.<companion>.``) as files into
+        ``folder``, which will sit inside the vlmkit checkpoint, and return the objective arguments that
+        make the objective use them. ``{checkpoint}`` in a returned string stands for the checkpoint's
+        folder (so the checkpoint can move). Only called for names listed in ``companions``."""
+        raise NotImplementedError(f"{type(self).__name__} lists companions but does not place them")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -33,7 +34,7 @@ import torch
 
 from vlmkit.errors import ConfigError
 from vlmkit.interop.fill import Source, fill_model
-from vlmkit.interop.formats import CheckpointFormat, ImportOptions, read_config
+from vlmkit.interop.formats import STORED_DTYPES, CheckpointFormat, ImportOptions, import_dtype, read_config
 from vlmkit.interop.llava_conversion import (
     RepoModuleConversion,
     RepoProjectorConversion,
@@ -208,7 +209,7 @@ def import_llava_repo(src: str | Path, out: str | Path, options: ImportOptions |
 
 
 def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_manager: Any, scratch: Path) -> Path:
-    from vlmkit.interop.hf_llava import SAFETENSORS_DTYPES, lm_layout
+    from vlmkit.interop.hf_llava import lm_layout
     from vlmkit.model.assembly import build_model
     from vlmkit.model.checkpoint import save_checkpoint
 
@@ -236,7 +237,11 @@ def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_mana
     lm_modules = {"embed_tokens", "layers", "norm", "rotary_emb", "vision_tower", "mm_projector"}
     prefixes = sorted({k.split(".")[1] for k in headers if k.startswith("model.") and k.count(".") >= 2}
                       - lm_modules)
-    modules = {p: convs.module_for(p, config, where) for p in prefixes}
+    # companions: modules saved beside a fork's module that its converter keeps as files (Ross's VAE teacher)
+    owners = {c: conv for conv in convs.modules if conv.claims(config) for c in conv.companions}
+    modules = {p: convs.module_for(p, config, where) for p in prefixes if p not in owners}
+    companions = {c: owners[c] for c in prefixes if c in owners and owners[c] in modules.values()}
+    modules.update({p: convs.module_for(p, config, where) for p in prefixes if p in owners and p not in companions})
     if tower is None and not tower_in_checkpoint:
         raise ConfigError(f"{where}: mm_vision_tower '{tower_conv.tower_reference(config)}' is not a local folder "
                           "and not in the offline Hugging Face cache, and the checkpoint holds no tower weights; "
@@ -244,17 +249,24 @@ def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_mana
     encoder = tower_conv.component_config(config, tower, RESIZE_FOR_ASPECT[aspect])
     connector = proj_conv.component_config(config)
     llm_args: dict[str, Any] = {"config": _lm_config(config, where), "tokenizer": _tokenizer(src, options, scratch)}
-    if options.dtype:
-        llm_args["dtype"] = options.dtype
-    else:
-        stored = [h[2] for k, h in headers.items() if k.startswith("model.layers.")]
-        if stored and SAFETENSORS_DTYPES.get(stored[0]):
-            llm_args["dtype"] = SAFETENSORS_DTYPES[stored[0]]
+    stored = [h[2] for k, h in headers.items() if k.startswith("model.layers.")]
+    dtype = import_dtype(stored[0] if stored else None, options.dtype)
+    if dtype is not None:
+        llm_args["dtype"] = dtype
     max_len = int(config.get("tokenizer_model_max_length") or config.get("max_position_embeddings") or 2048)
     objectives = [ComponentConfig("lm")]
+    portable: dict[int, dict[str, Any]] = {}  # objective index -> arguments as recorded ({checkpoint} kept)
     for p, conv in modules.items():
         shapes = {k[len(f"model.{p}."):]: h[1] for k, h in headers.items() if k.startswith(f"model.{p}.")}
-        objectives.append(conv.objective_config(config, src, shapes))
+        objective = conv.objective_config(config, src, shapes)
+        for c in (c for c, owner in companions.items() if owner is conv):
+            keys = [k for k in headers if k.startswith(f"model.{c}.")]
+            tensors = {k[len(f"model.{c}."):]: t for k, t in weights.read(keys)}
+            args = conv.place_companion(c, tensors, config, src, out / c)
+            portable[len(objectives)] = args
+            objective.args.update({k: v.replace("{checkpoint}", str(out)) if isinstance(v, str) else v
+                                   for k, v in args.items()})
+        objectives.append(objective)
     cfg = ModelConfig(encoders=[encoder], connector=connector, llm=ComponentConfig("hf", llm_args),
                       objectives=objectives, max_length=max_len,
                       padding_side=config.get("tokenizer_padding_side", "right"),
@@ -263,6 +275,8 @@ def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_mana
         cfg.set(assignment)
     model = build_model(cfg, pretrained=False)
     model.eval()
+    for i, args in portable.items():  # recorded with {checkpoint}, so the checkpoint folder can move
+        model.config.objectives[i].args.update(args)
     lm_base, lm_head = lm_layout(model.llm.model)
     names = list(model.objectives)
     objectives_index = {p: names[i + 1] for i, p in enumerate(modules)}  # after lm, in order
@@ -289,6 +303,8 @@ def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_mana
         if key.startswith(TOWER_PREFIX):
             return tower_conv.unused(key[len(TOWER_PREFIX):])
         head = key.split(".")[1] if key.startswith("model.") and key.count(".") >= 2 else ""
+        if head in companions:  # placed as files above
+            return True
         return head in modules and modules[head].recomputed(key[len(f"model.{head}."):])
 
     def reshaped(key: str) -> bool:
@@ -305,7 +321,8 @@ def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_mana
     fill_model(model, sources, origin=src, progress=options.progress)
     record = {"format": "llava", "path": str(src), "variant": f"{tower_conv.variant} tower, "
               f"{connector.name} projector",
-              "vision_tower": str(tower) if tower is not None else "in the checkpoint"}
+              "vision_tower": str(tower) if tower is not None else "in the checkpoint",
+              "stored_dtype": str(STORED_DTYPES.get(stored[0]) or "float32") if stored else "float32"}
     return save_checkpoint(model, out, extra={"imported_from": record})
 
 
@@ -409,6 +426,11 @@ def export_llava_repo(model_dir: str | Path, out: str | Path, *,
             if name is not None:
                 state[f"model.{conv.prefix}.{name}"] = conv.export_tensor(rel, v.detach(), obj).contiguous().clone()
             continue
+        if k.startswith("encoders.0.") and any(c.tower_in_checkpoint for c in modules.values()):
+            name = tower_conv.to_checkpoint_name(k[len("encoders.0."):], enc)
+            if name is not None:
+                state[TOWER_PREFIX + name] = v.detach().contiguous().clone()
+            continue
         if k.startswith("objectives.") or k.startswith("encoders."):
             continue
         if k.startswith("connectors.0."):
@@ -454,8 +476,26 @@ def export_llava_repo(model_dir: str | Path, out: str | Path, *,
         (out / "generation_config.json").write_text(json.dumps(
             {k: getattr(generation, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")
              if getattr(generation, k, None) is not None}, indent=2) + "\n")
-    model.tokenizer.save_pretrained(out)
+    _write_tokenizer(model, Path(model_dir), out)
     return out
+
+
+def _write_tokenizer(model: VisionLanguageModel, model_dir: Path, out: Path) -> None:
+    """The LLaVA codebase's loaders read the tokenizer with ``use_fast=False``: write the source's slow files
+    (kept in ``llm/source-tokenizer/`` since the import), or, for a tokenizer that never had them, the fast
+    files with a warning that the original loader cannot read them."""
+    from vlmkit.model.source_tokenizer import source_tokenizer, tokenizer_files
+
+    kept = source_tokenizer(model_dir / "llm")
+    if kept is not None:
+        for f in tokenizer_files(kept):
+            shutil.copy(f, out / f.name)
+        return
+    model.tokenizer.save_pretrained(out)
+    warnings.warn(f"export: {model_dir}'s tokenizer has no slow form (tokenizer.model, or vocab.json + merges.txt); "
+                  "the LLaVA codebase's load_pretrained_model reads tokenizers with use_fast=False and will fail on "
+                  "this folder (its model classes load it); copy the slow tokenizer files of the LLM the model was "
+                  "built from into it", UserWarning, stacklevel=3)
 
 
 # -- the format -----------------------------------------------------------------------------------

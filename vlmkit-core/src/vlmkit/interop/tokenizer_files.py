@@ -10,12 +10,12 @@ import shutil
 from pathlib import Path
 
 from vlmkit.errors import ConfigError
+from vlmkit.model.source_tokenizer import TOKENIZER_FILE_PATTERNS, tokenizer_files
+
+__all__ = ["TOKENIZER_FILES", "TOKENIZER_FILE_PATTERNS", "has_tokenizer", "require_tokenizer", "copy_tokenizer"]
 
 #: any one of these means a folder holds a tokenizer
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")
-#: every file a tokenizer may consist of (SentencePiece, BPE, added tokens, chat template)
-TOKENIZER_FILE_PATTERNS = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt",
-                           "*.model", "chat_template.*")
 
 DEFAULT_HINT = "a vlmkit checkpoint carries its tokenizer: pass --tokenizer <folder or hub id>"
 
@@ -34,8 +34,6 @@ def copy_tokenizer(src: Path, dest: Path, hint: str = DEFAULT_HINT) -> Path:
     """Copy ``src``'s tokenizer files (and nothing else) into ``dest``; return ``dest``."""
     src, dest = Path(src), Path(dest)
     require_tokenizer(src, hint)
-    for pattern in TOKENIZER_FILE_PATTERNS:
-        for f in src.glob(pattern):
-            if f.is_file():
-                shutil.copy(f, dest / f.name)
+    for f in tokenizer_files(src):
+        shutil.copy(f, dest / f.name)
     return dest

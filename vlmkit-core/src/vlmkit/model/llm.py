@@ -18,6 +18,7 @@ from torch import nn
 
 from vlmkit.errors import ConfigError
 from vlmkit.model.contracts import BuildOptions, Component
+from vlmkit.model.source_tokenizer import keep_source_tokenizer
 from vlmkit.plugins.arguments import PositiveInt
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ class LanguageModel(Component, nn.Module):
         if getattr(self.model, "generation_config", None) is not None:
             self.model.generation_config.save_pretrained(d)
         self.tokenizer.save_pretrained(d)
+        keep_source_tokenizer(self._tokenizer_source, d)  # the slow files that transformers no longer writes
 
     def checkpoint_args(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"path": "{checkpoint}/llm", "attn_implementation": self._args["attn_implementation"],
@@ -177,13 +179,45 @@ def load_tokenizer(source: str | None) -> Any:
         return build_tiny_tokenizer()
     from transformers import AutoTokenizer
 
+    require_tokenizer_packages(source)
     try:
         tok = AutoTokenizer.from_pretrained(source)
     except OSError as exc:
         raise ConfigError(f"llm: cannot load a tokenizer from '{source}': {str(exc).splitlines()[0]}") from exc
+    except ValueError as exc:
+        if "tiktoken" not in str(exc):
+            raise
+        raise ConfigError(f"llm: cannot read the tokenizer in '{source}': transformers found no tokenizer.json and "
+                          "could not convert the slow tokenizer files (it fell back to tiktoken); for a "
+                          "SentencePiece tokenizer.model install sentencepiece and protobuf (both come with "
+                          "vlmkit-core: pip install sentencepiece protobuf)") from exc
     if tok.pad_token_id is None:
         tok.pad_token = tok.unk_token or tok.eos_token
     return tok
+
+
+#: packages transformers needs to convert a slow SentencePiece tokenizer (``tokenizer.model`` without
+#: ``tokenizer.json``, as LLaVA-1.5, ViP-LLaVA, ConvLLaVA and DenseFusion release theirs)
+SENTENCEPIECE_PACKAGES = {"sentencepiece": "sentencepiece", "google.protobuf": "protobuf"}
+
+
+def require_tokenizer_packages(source: str) -> None:
+    """An error naming the missing packages before transformers tries (and fails on) a slow tokenizer."""
+    folder = Path(source)
+    if not (folder / "tokenizer.model").is_file() or (folder / "tokenizer.json").is_file():
+        return
+    missing = []
+    for module, package in SENTENCEPIECE_PACKAGES.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # the parent package (google) is absent
+            found = False
+        if not found:
+            missing.append(package)
+    if missing:
+        raise ConfigError(f"llm: {folder / 'tokenizer.model'} is a slow SentencePiece tokenizer (no tokenizer.json); "
+                          f"reading it needs the package(s) {', '.join(missing)}, which vlmkit-core depends on but "
+                          f"this environment lacks: pip install {' '.join(missing)}")
 
 
 def tiny_llama(hidden_size: PositiveInt = 128, num_layers: PositiveInt = 2, num_heads: PositiveInt = 4,
