@@ -107,10 +107,15 @@ def boxes_cmd(
         typer.echo(json.dumps(report.as_dict(), indent=2))
         return
     typer.echo(f"wrote {out}: {report.written:,} records now ({report.boxes:,} boxes), {report.resumed:,} already "
-               f"done, {report.without_image:,} without an image")
-    if report.failed:
-        typer.echo(f"{len(report.failed):,} record(s) failed and are not in the box file (see "
-                   f"{errors_path(out)}): " + "; ".join(f"{f['id']}: {f['reason']}" for f in report.failed[:3]),
+               f"done, {report.without_image:,} without an image; {report.total_records:,} records in the file")
+    if report.zero_area:
+        typer.echo(f"{report.zero_area:,} box(es) lay wholly in the detector's padding (no area inside the image) "
+                   "and were dropped")
+    if report.total_failed:
+        earlier = report.total_failed - len(report.failed)
+        typer.echo(f"{report.total_failed:,} record(s) failed and are not in the box file"
+                   + (f" ({earlier:,} of them in earlier runs)" if earlier > 0 else "") + f" (see {errors_path(out)})"
+                   + (": " + "; ".join(f"{f['id']}: {f['reason']}" for f in report.failed[:3]) if report.failed else ""),
                    err=True)
 
 

@@ -3,8 +3,16 @@
 MG-LLaVA gets its boxes offline: tags per image (RAM++), then OWLv2 queried with ``"a photo of {tag}"``
 at score threshold 0.2, boxes in ORIGINAL image pixels (components.md section 2.6). ``detect_boxes``
 does the detector part with transformers' zero-shot detectors (a folder or a hub id), queried with a
-tag vocabulary or with each record's own tags, and keeps what MG-LLaVA keeps: the threshold, then
-per-label NMS and the per-label cap (``box_files.filter_boxes``, the same function the dataset applies).
+tag vocabulary or with each record's own tags, and keeps what MG-LLaVA keeps, in MG-LLaVA's order:
+
+1. the score threshold, on boxes in the pixels of the image padded to a square (OWLv2 pads);
+2. ``int()`` of each coordinate (truncation), unclamped, as its ``image_offline_to_bbox.py`` writes them;
+3. per-label NMS at IoU 0.2, then the per-label cap (``box_files.filter_boxes``, what its dataset's
+   ``bbox_nms`` and cap do; the same function vlmkit's dataset applies);
+4. then, and only then, the clamp to the image. Clamping first would change the IoUs and so what NMS keeps.
+   A box wholly in the padding has no area after the clamp: it is dropped and counted (``zero_area``).
+
+``scripts/seed_fixtures/mg_llava_boxes.py`` checks this against MG-LLaVA's own ``bbox_nms`` on a tiny detector.
 
 The output is the box file the ``mg-llava`` preset reads (``vlmkit_data.box_files``), as JSON lines
 ``{"id", "boxes", "scores", "labels"}``, one per record with an image, written as it goes:
@@ -40,12 +48,18 @@ class BoxReport:
     resumed: int = 0
     without_image: int = 0
     boxes: int = 0
+    #: boxes NMS kept that lie wholly outside the image (in OWLv2's padding): dropped after the clamp
+    zero_area: int = 0
     failed: list[dict[str, Any]] = field(default_factory=list)
+    #: read from the files after the run, so a resumed run reports what earlier runs did too
+    total_records: int = 0
+    total_failed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {"out": self.out, "written": self.written, "resumed": self.resumed,
-                "without_image": self.without_image, "boxes": self.boxes, "failed": len(self.failed),
-                "failed_records": self.failed[:20]}
+                "without_image": self.without_image, "boxes": self.boxes, "zero_area_dropped": self.zero_area,
+                "failed": len(self.failed), "failed_records": self.failed[:20],
+                "total_records": self.total_records, "total_failed": self.total_failed}
 
 
 def errors_path(out: Path) -> Path:
@@ -103,21 +117,52 @@ class Detector:
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         with torch.no_grad():
             outputs = self.model(**inputs)
+        # the processor pads every image's queries to the batch's longest list; a padded query must never win a
+        # box's argmax (MG-LLaVA asks one image at a time, with its own tags only)
+        for b, tags in enumerate(queries):
+            outputs.logits[b, :, len(tags):] = float("-inf")
         sizes = [(max(im.size),) * 2 if self.pads_to_square else (im.size[1], im.size[0]) for im in images]
         results = self.processor.post_process_grounded_object_detection(outputs, threshold=threshold,
                                                                          target_sizes=sizes)
         out = []
-        for im, tags, res in zip(images, labels, results):
-            w, h = im.size
-            boxes = res["boxes"].float().cpu()
-            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)  # the padded area is no part of the image
-            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+        for tags, res in zip(labels, results):
+            boxes = res["boxes"].float().cpu()  # unclamped: MG-LLaVA runs NMS before any clamp
             names = list(tags) or ["object"]
             # the processor pads every image's queries to the batch's longest list: drop hits on padding
             keep = [k for k, i in enumerate(res["labels"].tolist()) if i < len(names)]
             out.append(([boxes[k].tolist() for k in keep], [float(res["scores"][k]) for k in keep],
                         [names[int(res["labels"][k])] for k in keep]))
         return out
+
+
+@dataclass
+class KeptBoxes:
+    boxes: list[list[int]]
+    scores: list[float]
+    labels: list[str]
+    zero_area: int
+
+
+def mg_llava_order(boxes: Sequence[Sequence[float]], scores: Sequence[float], labels: Sequence[str],
+                   size: tuple[int, int], iou: float = 0.2, limit: int = 100) -> KeptBoxes:
+    """A thresholded detector's boxes (pixels of the padded square) -> what MG-LLaVA keeps, in its order:
+    ``int()`` truncation, per-label NMS, the cap, then the clamp to the ``size`` (w, h) image; boxes left with
+    no area are dropped and counted."""
+    from .box_files import filter_boxes
+
+    truncated = [[int(float(v)) for v in b] for b in boxes]  # torch's .int(): toward zero, as MG-LLaVA writes
+    kept_boxes, kept_scores, kept_labels = filter_boxes(truncated, scores, labels, iou=iou, limit=limit)
+    w, h = size
+    out = KeptBoxes([], [], [], 0)
+    for b, score, label in zip(kept_boxes, kept_scores, kept_labels):
+        x0, y0, x1, y1 = (int(min(max(v, 0), lim)) for v, lim in zip(b, (w, h, w, h)))
+        if x1 <= x0 or y1 <= y0:
+            out.zero_area += 1
+            continue
+        out.boxes.append([x0, y0, x1, y1])
+        out.scores.append(round(float(score), 4))
+        out.labels.append(label)
+    return out
 
 
 def _labels_for(rec: dict[str, Any], vocabulary: Sequence[str] | None, tags_field: str | None) -> list[str]:
@@ -140,7 +185,6 @@ def detect_boxes(data: str | Path, out: str | Path, detector: str | Detector, *,
     """
     from vlmkit.progress import ProgressReporter
 
-    from .box_files import filter_boxes
     from .llava_json import LlavaJsonDataset
 
     if (tags is None) == (tags_field is None):
@@ -160,13 +204,13 @@ def detect_boxes(data: str | Path, out: str | Path, detector: str | Detector, *,
             return
         found = det([im for _, im, _ in pending], [t for _, _, t in pending], threshold)
         with open(out, "a", encoding="utf-8") as f:
-            for (rid, _, _), (boxes, scores, labels) in zip(pending, found):
-                kept_boxes, kept_scores, kept_labels = filter_boxes(boxes, scores, labels, iou=iou, limit=limit)
-                rec = {"id": rid, "boxes": [[int(round(float(v))) for v in b] for b in kept_boxes],
-                       "scores": [round(float(x), 4) for x in kept_scores], "labels": list(kept_labels)}
+            for (rid, image, _), (boxes, scores, labels) in zip(pending, found):
+                kept = mg_llava_order(boxes, scores, labels, image.size, iou=iou, limit=limit)
+                report.zero_area += kept.zero_area
+                rec = {"id": rid, "boxes": kept.boxes, "scores": kept.scores, "labels": kept.labels}
                 f.write(json.dumps(rec) + "\n")
                 report.written += 1
-                report.boxes += len(kept_labels)
+                report.boxes += len(kept.labels)
             f.flush()
             os.fsync(f.fileno())
         pending.clear()
@@ -208,4 +252,13 @@ def detect_boxes(data: str | Path, out: str | Path, detector: str | Detector, *,
         flush()
         if on_batch is not None:
             on_batch(report.written)
+    report.total_records = _line_count(out)
+    report.total_failed = _line_count(errors_path(out))
     return report
+
+
+def _line_count(path: Path) -> int:
+    if not path.is_file():
+        return 0
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
