@@ -9,7 +9,14 @@ script imports each with ``vlmkit import``'s code path and measures, on the fixt
 * the largest absolute logit difference over the real (unpadded) positions;
 * whether greedy generation gives the original's tokens, row by row;
 * whether export followed by import gives back every tensor exactly (max abs difference over all weights);
-* for Ross, the largest absolute difference of the denoiser's predicted noise.
+* for Ross, the largest absolute difference of the denoiser's predicted noise;
+* where the seeds' environments are present (``VLMKIT_SEED_PYTHON``, ``VLMKIT_SEED_PYTHON_ROSS``,
+  ``VLMKIT_SEED_REPOS``; see ``scripts/seed_fixtures/README.md``), the export loaded back through the original
+  code's own ``load_pretrained_model`` (its slow tokenizer, its class, its tower loading): max |logit diff| and
+  greedy tokens against the fixture.
+
+The fixtures are in each release's exact file layout (``scripts/seed_fixtures/release_layouts.json``): slow
+tokenizer files only, pickled shards where the release has them, Ross's VAE inside its shards.
 
 The tests assert each difference <= 1e-5 (``tests/test_seed_formats.py``); this script records the values.
 """
@@ -30,11 +37,14 @@ FIXTURES = common.ROOT / "tests" / "fixtures" / "seeds"
 #: fixture -> (the seed system and commit, its tower folder given as --vision-tower, --set assignments)
 SEEDS = {
     "llava-1.5": ("LLaVA-1.5 (haotian-liu/LLaVA c121f043, .bin shards)", "clip-tower", []),
-    "vip-llava": ("ViP-LLaVA (77079b1e)", "clip-tower", []),
+    "vip-llava": ("ViP-LLaVA (77079b1e, .bin shards)", "clip-tower", []),
     "llava-s2": ("DenseFusion-S2 (71c55d3b + s2wrapper 9c008a37)", "clip-tower-base", []),
     "convllava": ("ConvLLaVA (3e7ae574)", "vision_tower", []),
-    "ross": ("Ross (20ffc6b7, Qwen2 + SigLIP + denoiser)", "siglip-tower", ["objective.ross.vae_config=tiny"]),
+    "ross": ("Ross (20ffc6b7, Qwen2 + SigLIP + denoiser, VAE in the shards)", "siglip-tower", []),
 }
+#: the fixture script and its environment variable, and the original repository's folder under VLMKIT_SEED_REPOS
+ORIGINALS = {"llava-1.5": "llava", "vip-llava": "vip", "llava-s2": "densefusion", "convllava": "convllava",
+             "ross": "ross"}
 TOL = 1e-5
 
 
@@ -86,6 +96,28 @@ def _round_trip_diff(ckpt: Path, work: Path, sets: list[str]) -> float:
     return max(float((a[k].float() - b[k].float()).abs().max()) if a[k].numel() else 0.0 for k in a)
 
 
+def _original_loader(name: str, ckpt: Path, work: Path) -> dict | None:
+    """The export loaded through the original's load_pretrained_model (None where its environment is absent)."""
+    import json
+    import os
+    import subprocess
+
+    from vlmkit.interop.catalogue import export_checkpoint
+
+    script, var = ("ross_original.py", "VLMKIT_SEED_PYTHON_ROSS") if name == "ross" else \
+        ("llava_original.py", "VLMKIT_SEED_PYTHON")
+    python, repos = os.environ.get(var), os.environ.get("VLMKIT_SEED_REPOS")
+    if not python or not repos:
+        return None
+    exported = export_checkpoint(ckpt, work / ("ross-qwen2-export" if name == "ross" else "llava-export"),
+                                 format="llava")
+    extra = [] if name == "ross" else ["--extra-path", str(Path(repos) / "s2")]
+    proc = subprocess.run([python, str(common.ROOT / "scripts" / "seed_fixtures" / script), "check", "--repo",
+                           str(Path(repos) / ORIGINALS[name]), *extra, "--fixture", str(FIXTURES / name),
+                           str(exported)], capture_output=True, text=True, timeout=900)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     args = common.parser(__doc__.splitlines()[0], "seed_parity.json").parse_args()
     torch.set_num_threads(1)
@@ -108,6 +140,10 @@ def main() -> None:
             row = {"system": system, "max_abs_logit_diff": _logit_diff(model, ref),
                    "greedy_tokens_equal": _greedy_equal(model, ref),
                    "export_import_max_abs_diff": _round_trip_diff(ckpt, work, sets)}
+            original = _original_loader(name, ckpt, work)
+            if original is not None:
+                row["original_loader"] = {k: original[k] for k in ("ok", "max_abs_logit_diff", "greedy_tokens_equal",
+                                                                   "tokenizer", "max_abs_eps_diff") if k in original}
             if "denoiser_eps" in ref:
                 objective = model.objectives["ross"]
                 with torch.no_grad():

@@ -162,3 +162,16 @@ def test_ross_evidence_quick_measures_every_predictor_and_renders(results, tmp_p
     page = _module("bench_ross_evidence").render(r)
     assert page.startswith("<!-- ross-evidence:start -->") and page.rstrip().endswith("<!-- ross-evidence:end -->")
     assert "| zero latent |" in page and "lm + ross" in page
+
+
+def test_threads_quick_measures_both_policies(tmp_path):
+    r = run_quick("bench_threads.py", tmp_path / "threads.json")
+    names = [m["name"] for m in r["metrics"]]
+    assert any(n.startswith("torch default") for n in names) and any(n.startswith("vlmkit") for n in names)
+    assert all(m["value"] > 0 for m in r["metrics"])
+
+
+def test_import_dtype_quick_compares_fp16_with_fp32(tmp_path):
+    r = run_quick("bench_import_dtype.py", tmp_path / "dtype.json")
+    diff = r["metrics"][0]
+    assert diff["detail"]["fp32"] == 0.0 and 0 < diff["value"] < 1e-1  # fp16 compute is off; fp32 is the reference

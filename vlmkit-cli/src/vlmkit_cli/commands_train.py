@@ -12,6 +12,28 @@ from .app import app
 from .errors import fail, friendly
 from .siblings import require_components
 
+THREADS_HELP = ("torch CPU threads (default: the CPUs not busy with other work, re-checked while training; "
+                "env VLMKIT_THREADS).")
+
+
+def fix_threads(threads: Optional[int], apply: bool = False) -> None:
+    """--threads N is VLMKIT_THREADS=N for everything this command runs (training reads it per stage);
+    ``apply``: size the pool now (generation and evaluation have no training loop to do it)."""
+    import logging
+    import os
+
+    if threads is not None:
+        os.environ["VLMKIT_THREADS"] = str(threads)
+    say = logging.getLogger("vlmkit.cpu_threads")  # one line on stderr: the count and why
+    if not say.handlers:
+        say.addHandler(logging.StreamHandler())
+        say.setLevel(logging.INFO)
+        say.propagate = False
+    if apply:
+        from vlmkit.cpu_threads import apply_threads
+
+        apply_threads()
+
 
 @app.command()
 @friendly
@@ -25,8 +47,10 @@ def train(recipe: str = typer.Argument(..., help="Recipe YAML file or recipe pre
           deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="zero2, zero3 or a DeepSpeed JSON file."),
           set_: Optional[List[str]] = typer.Option(None, "--set",
                                                    help="Override recipe keys: stages.0.lr=1e-3, model.max_length=128"),
+          threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
           ) -> None:
     """Train a recipe: a model config plus one or more stages."""
+    fix_threads(threads)
     from vlmkit.training.recipe import load_recipe
     from vlmkit.training.runner import run_recipe
 
@@ -63,6 +87,7 @@ def generate(model: Path = typer.Option(..., "--model", help="vlmkit checkpoint 
              trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
                                                     help="Let the LLM's own Python code in the checkpoint run "
                                                          "(never on by a checkpoint's say-so)."),
+             threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
              ) -> None:
     """Answer a prompt about images with a trained model (greedy by default).
 
@@ -73,6 +98,8 @@ def generate(model: Path = typer.Option(..., "--model", help="vlmkit checkpoint 
     from vlmkit.inference.generation import generate_batch, prompt_sample
 
     from .commands_data import transform_spec
+
+    fix_threads(threads, apply=True)
 
     specs = [transform_spec(t) for t in transform or []]
     prompted = prompt_sample([str(p) for p in image or []], prompt, transforms=specs, seed=seed)
@@ -99,9 +126,12 @@ def evaluate(model: Path = typer.Option(..., "--model", help="vlmkit checkpoint 
              as_json: bool = typer.Option(False, "--json"),
              trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
                                                     help="Let the LLM's own Python code in the checkpoint run "
-                                                         "(never on by a checkpoint's say-so).")) -> None:
+                                                         "(never on by a checkpoint's say-so)."),
+             threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP)) -> None:
     """Exact-match accuracy on short-answer questions, overall and per category."""
     from vlmkit.inference.evaluation import evaluate_file
+
+    fix_threads(threads, apply=True)
 
     report = evaluate_file(str(model), str(data), dataset=dataset, image_root=str(images) if images else None,
                            batch_size=batch_size, limit=limit, trust_remote_code=trust_remote_code)
@@ -117,8 +147,10 @@ def evaluate(model: Path = typer.Option(..., "--model", help="vlmkit checkpoint 
 @friendly
 def demo(output: Path = typer.Option(Path("demo-out"), "--output", "-o", help="Where data, checkpoint and plots go."),
          steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default: the demo recipe's)."),
-         seed: int = typer.Option(0, "--seed")) -> None:
+         seed: int = typer.Option(0, "--seed"),
+         threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP)) -> None:
     """The embedded default: build a tiny model, make synthetic data, train, evaluate, save."""
+    fix_threads(threads)
     from .demo import DEMO_NEEDS, run_demo
 
     require_components("vlmkit demo", *DEMO_NEEDS)

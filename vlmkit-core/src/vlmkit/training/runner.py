@@ -20,7 +20,9 @@ from typing import Any
 
 import torch
 import yaml
+from transformers import TrainerCallback
 
+from vlmkit.cpu_threads import ThreadsFollower, apply_threads
 from vlmkit.data.processing import MultimodalProcessor
 from vlmkit.data.samples import BOXES, provides
 from vlmkit.errors import ConfigError, IncompatibleComponentsError
@@ -121,6 +123,16 @@ def training_arguments(stage: Stage, output_dir: Path, seed: int) -> Any:
     return TrainingArguments(**kwargs)
 
 
+class FollowCpuThreads(TrainerCallback):
+    """Re-sizes torch's CPU thread pool as the machine's load changes (``vlmkit.cpu_threads``)."""
+
+    def __init__(self) -> None:
+        self.follower = ThreadsFollower()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.follower.step()
+
+
 def run_stage(model: VisionLanguageModel, stage: Stage, stage_dir: Path, recipe: Recipe, resume: bool,
               weights_only: bool = False) -> Path:
     from vlmkit.training.trainer import VlmkitTrainer
@@ -152,6 +164,9 @@ def run_stage(model: VisionLanguageModel, stage: Stage, stage_dir: Path, recipe:
 
     callbacks = [cb for res in get_plugin_manager().hook.vlmkit_training_callbacks(recipe=recipe, stage=stage) if res
                  for cb in res]
+    if not torch.cuda.is_available():  # CPU kernels: threads that fit the machine, followed as its load changes
+        apply_threads()
+        callbacks.append(FollowCpuThreads())
     trainer = VlmkitTrainer(model=model, args=args, train_dataset=train_ds, data_collator=collator,
                             lr_groups=stage.lr_groups, sampler_factory=sampler_factory, callbacks=callbacks,
                             keep_checkpoints=stage.save_total_limit)
