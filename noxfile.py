@@ -221,8 +221,17 @@ def benchmark(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The README's main command in a fresh venv: the embedded default must learn (>= 95 % held-out)."""
+    """The README's main command in a fresh venv: the embedded default must learn (>= 95 % held-out). In the same
+    fresh install, the seed releases' exact layouts import as a new user would import them (slow tokenizers,
+    Ross's VAE in the shards): nothing they need may be missing from the README's install."""
     install(session, *[f"./{p}" for p in PACKAGES])
+    seeds = ROOT / "tests" / "fixtures" / "seeds"
+    for name, tower in (("llava-1.5", "clip-tower"), ("vip-llava", "clip-tower"), ("llava-s2", "clip-tower"),
+                        ("convllava", "vision_tower"), ("ross", "siglip-tower")):
+        target = Path(session.create_tmp()) / f"imported-{name}"
+        shutil.rmtree(target, ignore_errors=True)
+        session.run("vlmkit", "import", str(seeds / name / "model"), str(target), "--vision-tower",
+                    str(seeds / name / tower), silent=True)
     # a fresh output folder: in a reused session folder the demo would resume its finished run and skip training
     out = str(Path(session.create_tmp()) / "demo-out")
     shutil.rmtree(out, ignore_errors=True)

@@ -17,22 +17,23 @@ THREADS_HELP = ("torch CPU threads (default: the CPUs not busy with other work, 
 
 
 def fix_threads(threads: Optional[int], apply: bool = False) -> None:
-    """--threads N is VLMKIT_THREADS=N for everything this command runs (training reads it per stage);
-    ``apply``: size the pool now (generation and evaluation have no training loop to do it)."""
+    """--threads N is VLMKIT_THREADS=N for everything this command runs. Training sizes the pool per stage and
+    says so on stderr; ``apply`` sizes it now, quietly (generation and evaluation print only their answer)."""
     import logging
     import os
 
     if threads is not None:
         os.environ["VLMKIT_THREADS"] = str(threads)
+    if apply:
+        from vlmkit.cpu_threads import apply_threads
+
+        apply_threads()
+        return
     say = logging.getLogger("vlmkit.cpu_threads")  # one line on stderr: the count and why
     if not say.handlers:
         say.addHandler(logging.StreamHandler())
         say.setLevel(logging.INFO)
         say.propagate = False
-    if apply:
-        from vlmkit.cpu_threads import apply_threads
-
-        apply_threads()
 
 
 @app.command()
