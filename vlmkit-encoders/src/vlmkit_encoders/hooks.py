@@ -21,3 +21,11 @@ def vlmkit_llava_converters() -> list[Any]:
     return [CLIPLlavaVision(), CLIPVipLlavaVision(),
             CLIPRepoTower(), CLIPMultiLayerRepoTower(), S2RepoTower(), ConvNeXtRepoTower(),
             SigLIPRepoTower()]
+
+
+@hookimpl
+def vlmkit_register_commands(cli: Any) -> None:
+    """``vlmkit models timm|hf-vision [PATTERN]``: search the generic encoders' libraries offline."""
+    from .models_command import make_command
+
+    cli.command("models")(make_command())

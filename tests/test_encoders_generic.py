@@ -1,0 +1,216 @@
+"""The generic encoders `timm` and `hf-vision`: the library's own models, read through the library's own APIs.
+
+Parity: for tiny random configs of several architectures per library, the encoder's tokens equal what the
+library computes itself (timm's ``forward_features`` / ``get_intermediate_layers``, transformers'
+``hidden_states``) to 0.0 in fp32. Plus the conformance kit, checkpoints, and the errors a user meets.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+from transformers import AutoConfig, AutoModel
+
+from vlmkit.errors import ConfigError
+from vlmkit.model.contracts import BuildOptions
+from vlmkit.testing import EncoderConformance
+from vlmkit_encoders.hf_vision import HFVisionEncoder
+from vlmkit_encoders.timm_tower import TimmEncoder
+
+RANDOM = BuildOptions(pretrained=False)
+VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2)
+
+
+def _twin(name: str, args: dict) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model(name, pretrained=False, num_classes=0, **args).eval()
+
+
+def _ours(name: str, args: dict, **kw) -> TimmEncoder:
+    torch.manual_seed(0)
+    return TimmEncoder(name, model_args=args, build=RANDOM, **kw).eval()
+
+
+@pytest.mark.parametrize("name, args, size", [
+    ("vit_tiny_patch16_224", VIT, 32),
+    ("vit_small_patch14_reg4_dinov2", dict(img_size=28, patch_size=7, embed_dim=32, depth=2, num_heads=2), 28),
+    ("eva02_tiny_patch14_224", dict(img_size=28, patch_size=7, embed_dim=32, depth=2, num_heads=2), 28),
+    ("convnext_atto", {}, 64),
+    ("resnet18", {}, 64),
+])
+def test_timm_last_layer_with_norm_equals_timms_forward_features(name, args, size):
+    ours = _ours(name, args, norm=True)
+    ref = _twin(name, args)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        got = ours(x)
+        want = ref.forward_features(x)
+    want = want.flatten(2).transpose(1, 2) if want.dim() == 4 else want[:, ref.num_prefix_tokens:]
+    assert got.tokens.shape == want.shape and got.grid == ours.grid(size, size)
+    assert torch.equal(got.tokens, want)
+
+
+@pytest.mark.parametrize("name, args", [
+    ("vit_tiny_patch16_224", VIT),
+    ("vit_small_patch14_reg4_dinov2", dict(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2)),
+])
+def test_timm_a_middle_block_equals_get_intermediate_layers_and_later_blocks_are_pruned(name, args):
+    ours = _ours(name, args, layer=-2)
+    ref = _twin(name, args)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        (want,) = ref.get_intermediate_layers(x, n=[1], reshape=True)
+        got = ours(x)
+    assert torch.equal(got.tokens, want.flatten(2).transpose(1, 2))
+    assert len(ours.net.blocks) == 2  # block 3 is never run nor trained
+    assert ours.spec().num_tokens == 16 and ours.output_dim == 32
+
+
+def test_timm_keeps_prefix_tokens_on_request_and_then_has_no_grid():
+    reg = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+    ours = _ours("vit_small_patch14_reg4_dinov2", reg, keep_prefix=True)
+    assert ours.prefix_tokens == 5 and ours.grid(32, 32) is None and ours.spec().num_tokens == 21
+    with torch.no_grad():
+        assert ours(torch.randn(1, 3, 32, 32)).tokens.shape == (1, 21, 32)
+
+
+def test_timm_view_comes_from_the_pretrained_config_and_image_size_resamples_vits():
+    conv = _ours("convnext_atto", {})
+    assert conv.view.size == 224 and conv.view.mean == pytest.approx((0.485, 0.456, 0.406))
+    vit = _ours("vit_tiny_patch16_224", dict(VIT, img_size=32), image_size=48)
+    assert vit.view.size == 48 and vit.spec().num_tokens == 36
+
+
+def test_timm_errors_name_the_model_and_what_to_do():
+    with pytest.raises(ConfigError, match=r"unknown model 'vit_tiny_patch16_2244'; close matches: vit_tiny_patch16_224"):
+        TimmEncoder("vit_tiny_patch16_2244", build=RANDOM)
+    with pytest.raises(ConfigError, match=r"layer 7 out of range .*\(3 blocks/stages: -3..2\)"):
+        TimmEncoder("vit_tiny_patch16_224", model_args=VIT, layer=7, build=RANDOM)
+
+
+def test_timm_weights_not_available_offline_name_the_model_and_the_flags(tmp_path):
+    code = ("from vlmkit_encoders.timm_tower import TimmEncoder\n"
+            "TimmEncoder('vit_tiny_patch16_224', model_args=dict(img_size=32, patch_size=8, embed_dim=32, depth=2, "
+            "num_heads=2))\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-cache")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode != 0
+    assert "weights of 'vit_tiny_patch16_224' are not available offline" in proc.stderr
+    assert "--set encoder.file=PATH" in proc.stderr and "--set encoder.pretrained=false" in proc.stderr
+
+
+def test_timm_local_weights_file_is_read_and_pickles_only_with_weights_only(tmp_path):
+    src = _twin("vit_tiny_patch16_224", VIT)
+    from safetensors.torch import save_file
+
+    save_file(src.state_dict(), str(tmp_path / "w.safetensors"))
+    ours = TimmEncoder("vit_tiny_patch16_224", model_args=VIT, file=str(tmp_path / "w.safetensors")).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(ours(x).tokens, src.forward_intermediates(x, indices=[2], intermediates_only=True)[0]
+                           .flatten(2).transpose(1, 2))
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    torch.save({"pos_embed": Payload()}, tmp_path / "evil.bin")
+    with pytest.raises(ConfigError, match=r"evil\.bin: torch\.load\(weights_only=True\) refused it"):
+        TimmEncoder("vit_tiny_patch16_224", model_args=VIT, file=str(tmp_path / "evil.bin"))
+    assert not (tmp_path / "pwned").exists()
+
+
+HF_TINY = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, image_size=28,
+               patch_size=7)
+
+
+@pytest.mark.parametrize("model_type, extra, prefix", [
+    ("dinov2", {}, 1),
+    ("dinov2_with_registers", {"num_register_tokens": 4}, 5),
+    ("siglip_vision_model", {}, 0),
+    ("vit", {}, 1),
+    ("clip_vision_model", {}, 1),
+])
+@pytest.mark.parametrize("layer", [-1, -2, 1])
+def test_hf_vision_equals_the_models_own_hidden_states(model_type, extra, prefix, layer):
+    cfg = {"model_type": model_type, **HF_TINY, **extra}
+    torch.manual_seed(0)
+    ours = HFVisionEncoder(config=cfg, layer=layer).eval()
+    torch.manual_seed(0)
+    ref = AutoModel.from_config(AutoConfig.for_model(model_type, **HF_TINY, **extra)).eval()
+    x = torch.randn(2, 3, 28, 28)
+    with torch.no_grad():
+        got = ours(x)
+        want = ref(pixel_values=x, output_hidden_states=True).hidden_states[layer][:, prefix:]
+    assert ours.prefix_tokens == prefix and got.grid == (4, 4)
+    assert torch.equal(got.tokens, want)
+
+
+def test_hf_vision_reads_a_saved_folder_with_its_processor_and_a_composite_models_vision_part(tmp_path):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    clip = CLIPModel(CLIPConfig(text_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                                 intermediate_size=32, vocab_size=50),
+                                vision_config=dict(HF_TINY), projection_dim=8)).eval()
+    clip.save_pretrained(tmp_path / "clip")
+    CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}).save_pretrained(tmp_path / "clip")
+    ours = HFVisionEncoder(path=str(tmp_path / "clip"), layer=-2).eval()
+    assert ours.view.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))  # the folder's processor
+    assert not any("text" in n for n, _ in ours.named_parameters())
+    x = torch.randn(1, 3, 28, 28)
+    with torch.no_grad():
+        want = clip.vision_model(pixel_values=x, output_hidden_states=True).hidden_states[-2][:, 1:]
+        assert torch.equal(ours(x).tokens, want)
+
+
+def test_hf_vision_errors():
+    with pytest.raises(ConfigError, match=r"give either path .* or config"):
+        HFVisionEncoder()
+    with pytest.raises(ConfigError, match=r"layer 9 out of range for a 3-layer model"):
+        HFVisionEncoder(config={"model_type": "vit", **HF_TINY}, layer=9)
+    with pytest.raises(ConfigError, match=r"cannot load '/nonexistent/tower'"):
+        HFVisionEncoder(path="/nonexistent/tower")
+
+
+@pytest.mark.parametrize("encoder", [
+    {"name": "timm", "args": {"model": "convnext_atto", "pretrained": False, "image_size": 64}},
+    {"name": "hf-vision", "args": {"config": {"model_type": "dinov2", **HF_TINY}}},
+])
+def test_a_model_with_a_generic_encoder_saves_and_loads_back_equal(encoder, tmp_path):
+    from vlmkit.model.assembly import build_model
+    from vlmkit.model.checkpoint import load_checkpoint, save_checkpoint
+    from vlmkit.model.config import ModelConfig
+
+    model = build_model(ModelConfig.from_dict({"encoders": [encoder], "connector": "mlp2x_gelu",
+                                               "llm": "tiny-llama"})).eval()
+    save_checkpoint(model, tmp_path / "ck")
+    again = load_checkpoint(tmp_path / "ck").eval()
+    a, b = model.state_dict(), again.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class TestTimmConformance(EncoderConformance):
+    component = "timm"
+
+
+class TestHFVisionConformance(EncoderConformance):
+    component = "hf-vision"
+
+
+def test_models_command_searches_the_libraries_offline():
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "vlmkit_cli", "models", *args], capture_output=True, text=True,
+                              timeout=300)
+
+    out = run("timm", "*dinov2*", "--limit", "0")
+    assert out.returncode == 0 and "vit_large_patch14_dinov2" in out.stdout.split()
+    assert "use one with: vlmkit build --encoder timm --set encoder.model=NAME" in out.stderr
+    hf = run("hf-vision", "*dino*")
+    assert {"dinov2", "dinov2_with_registers"} <= set(hf.stdout.split())
+    bad = run("nope")
+    assert bad.returncode == 2 and "unknown library 'nope'; one of timm, hf-vision" in bad.stderr
