@@ -214,3 +214,45 @@ def test_models_command_searches_the_libraries_offline():
     assert {"dinov2", "dinov2_with_registers"} <= set(hf.stdout.split())
     bad = run("nope")
     assert bad.returncode == 2 and "unknown library 'nope'; one of timm, hf-vision" in bad.stderr
+
+
+TIMM_VIT = {"name": "timm", "args": {"model": "vit_tiny_patch16_224", "pretrained": False, "model_args": VIT}}
+TIMM_CONVNEXT = {"name": "timm", "args": {"model": "convnext_atto", "pretrained": False, "image_size": 64}}
+HF_DINO = {"name": "hf-vision", "args": {"config": {"model_type": "dinov2", **HF_TINY}}}
+
+
+@pytest.mark.parametrize("name, config", [
+    ("s2 over a timm ViT", {"encoders": [{"name": "s2", "args": {"encoder": TIMM_VIT, "scales": [32, 64]}}]}),
+    ("s2 over hf-vision DINOv2", {"encoders": [{"name": "s2", "args": {"encoder": HF_DINO, "scales": [28, 56]}}]}),
+    ("Conv-Gate: hf-vision low-res + timm ConvNeXt high-res (its own view, as MG-LLaVA's aux tower)",
+     {"encoders": [HF_DINO, {"name": "timm", "args": {**TIMM_CONVNEXT["args"], "view": "aux"}}],
+      "fusion": ["convgate"]}),
+    ("RoI object tokens over a timm grid", {"encoders": [TIMM_VIT], "fusion": ["roi"]}),
+    ("Ross over hf-vision", {"encoders": [HF_DINO], "objectives": ["lm", {"name": "ross", "args": {
+        "vae_config": "tiny", "width": 32, "depth": 1, "heads": 4}}]}),
+])
+def test_seed_ideas_compose_over_generic_backbones(name, config):
+    """The paper modules take any backbone whose contract fits: built, one training step, finite loss, grads."""
+    from vlmkit.model.assembly import build_model
+    from vlmkit.model.config import ModelConfig
+    from vlmkit.testing import conversation_batch
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.from_dict({**config, "connector": "mlp2x_gelu", "llm": "tiny-llama"}))
+    batch = conversation_batch(model)
+    loss = model(**batch).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.connectors.parameters())
+
+
+def test_a_generic_encoder_without_a_grid_is_refused_by_what_needs_one():
+    from vlmkit.errors import IncompatibleComponentsError
+    from vlmkit.model.assembly import build_model
+    from vlmkit.model.config import ModelConfig
+
+    keep = {"name": "timm", "args": {**TIMM_VIT["args"], "keep_prefix": True}}  # class token kept: no grid
+    with pytest.raises(IncompatibleComponentsError, match=r"fusion 'convgate' cannot be combined with the output of "
+                                                          r"'timm'.*grid"):
+        build_model(ModelConfig.from_dict({"encoders": [keep], "fusion": ["convgate"], "connector": "mlp2x_gelu",
+                                           "llm": "tiny-llama"}))

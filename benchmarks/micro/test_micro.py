@@ -166,3 +166,73 @@ def test_image_load_reference(benchmark, photo_336):
     _, jpeg = photo_336
     view = ImageView(size=336, resize="pad")
     benchmark(lambda: preprocess(Image.open(io.BytesIO(jpeg)).convert("RGB"), view))
+
+
+# -- generic encoders: no slower than the library itself ---------------------------------------------------
+GENERIC_VIT = dict(img_size=224, patch_size=16, embed_dim=192, depth=6, num_heads=3)
+
+
+@pytest.fixture(scope="module")
+def timm_pair():
+    import timm
+
+    from vlmkit.model.contracts import BuildOptions
+    from vlmkit_encoders.timm_tower import TimmEncoder
+
+    torch.manual_seed(0)
+    ours = TimmEncoder("vit_tiny_patch16_224", model_args=GENERIC_VIT, build=BuildOptions(pretrained=False)).eval()
+    torch.manual_seed(0)
+    ref = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, **GENERIC_VIT).eval()
+    x = torch.randn(4, 3, 224, 224)
+    with torch.no_grad():
+        want = ref.forward_intermediates(x, indices=[5], intermediates_only=True)[0].flatten(2).transpose(1, 2)
+        assert torch.equal(ours(x).tokens, want)
+    return ours, ref, x
+
+
+@pytest.mark.benchmark(group="timm-encoder")
+def test_timm_encoder_forward(benchmark, timm_pair):
+    ours, _, x = timm_pair
+    with torch.no_grad():
+        benchmark(lambda: ours(x))
+
+
+@pytest.mark.benchmark(group="timm-encoder")
+def test_timm_forward_features_reference(benchmark, timm_pair):
+    """The library called directly: the last block's tokens, prefix dropped (what the encoder returns)."""
+    _, ref, x = timm_pair
+    with torch.no_grad():
+        benchmark(lambda: ref.forward_intermediates(x, indices=[5], intermediates_only=True)[0].flatten(2)
+                  .transpose(1, 2))
+
+
+@pytest.fixture(scope="module")
+def hf_pair():
+    from transformers import AutoConfig, AutoModel
+
+    from vlmkit_encoders.hf_vision import HFVisionEncoder
+
+    cfg = dict(hidden_size=192, num_hidden_layers=6, num_attention_heads=3, intermediate_size=768, image_size=224,
+               patch_size=14)
+    torch.manual_seed(0)
+    ours = HFVisionEncoder(config={"model_type": "dinov2", **cfg}).eval()
+    torch.manual_seed(0)
+    ref = AutoModel.from_config(AutoConfig.for_model("dinov2", **cfg)).eval()
+    x = torch.randn(4, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(ours(x).tokens, ref(pixel_values=x, output_hidden_states=True).hidden_states[-1][:, 1:])
+    return ours, ref, x
+
+
+@pytest.mark.benchmark(group="hf-vision-encoder")
+def test_hf_vision_encoder_forward(benchmark, hf_pair):
+    ours, _, x = hf_pair
+    with torch.no_grad():
+        benchmark(lambda: ours(x))
+
+
+@pytest.mark.benchmark(group="hf-vision-encoder")
+def test_hf_vision_model_reference(benchmark, hf_pair):
+    _, ref, x = hf_pair
+    with torch.no_grad():
+        benchmark(lambda: ref(pixel_values=x, output_hidden_states=True).hidden_states[-1][:, 1:])

@@ -5,7 +5,9 @@
 naming local weights (a timm state dict: safetensors, or a pickle read with ``weights_only=True``). The tokens
 are one block's or stage's output from ``forward_intermediates`` (``layer``, negative counts from the end),
 flattened row by row into a grid; prefix tokens (class token, registers) are dropped unless ``keep_prefix``
-(then the tokens are no grid). ``norm`` applies the model's final norm, as ``forward_features`` does. Blocks
+(then the tokens are no grid). ``norm`` applies the model's final norm, as ``forward_features`` does. The
+stage outputs up to the chosen one are also given as feature maps (``stage<i>``; for a ViT, whose blocks share one
+stride, the chosen block's), for modules that pool maps (MG-LLaVA's RoI object tokens). Blocks
 after the chosen one are pruned (timm's ``prune_intermediate_layers``): never computed, never trained. The view
 (size, mean, std) comes from the model's pretrained config; ``image_size`` changes the size, for ViTs through
 timm's own position-embedding resampling.
@@ -123,6 +125,9 @@ class TimmEncoder(VisionEncoder):
         self.prefix_tokens = int(getattr(self.net, "num_prefix_tokens", 0) or 0)
         self.keep_prefix = keep_prefix and self.prefix_tokens > 0
         self.norm = norm
+        # feature maps: every stage up to the chosen one for a hierarchical model; the chosen block for a flat one
+        strides = [int(f["reduction"]) for f in self.net.feature_info[:self.index + 1]]
+        self.map_indices = list(range(self.index + 1)) if len(set(strides)) > 1 else [self.index]
         if hasattr(self.net, "prune_intermediate_layers"):  # blocks past the chosen one are never run nor trained
             self.net.prune_intermediate_layers([self.index], prune_norm=not norm, prune_head=True)
         cfg = getattr(self.net, "pretrained_cfg", {}) or {}
@@ -142,6 +147,10 @@ class TimmEncoder(VisionEncoder):
         g = (height // self.reduction) * (width // self.reduction)
         return g + (self.prefix_tokens if self.keep_prefix else 0)
 
+    def feature_maps(self) -> tuple[tuple[str, int, int], ...]:
+        info = self.net.feature_info
+        return tuple((f"stage{i}", int(info[i]["num_chs"]), int(info[i]["reduction"])) for i in self.map_indices)
+
     def named_parts(self) -> dict[str, list[str]]:
         """``blocks.N`` / ``stages.N`` as timm names them, and the rest by top-level module."""
         parts: dict[str, list[str]] = {}
@@ -154,9 +163,10 @@ class TimmEncoder(VisionEncoder):
 
     def forward(self, pixel_values: torch.Tensor) -> VisualFeatures:
         x = pixel_values.to(next(self.net.parameters()).dtype)
-        out = self.net.forward_intermediates(x, indices=[self.index], norm=self.norm, intermediates_only=True,
+        out = self.net.forward_intermediates(x, indices=self.map_indices, norm=self.norm, intermediates_only=True,
                                              **({"return_prefix_tokens": True} if self.keep_prefix else {}))
-        feat = out[0]
+        maps = {f"stage{i}": (o[0] if isinstance(o, tuple) else o) for i, o in zip(self.map_indices, out)}
+        feat = out[-1]
         prefix = None
         if isinstance(feat, tuple):
             feat, prefix = feat
@@ -169,8 +179,8 @@ class TimmEncoder(VisionEncoder):
                              "implies; use a size divisible by it")
         tokens = feat.flatten(2).transpose(1, 2)
         if prefix is not None:
-            return VisualFeatures(torch.cat([prefix, tokens], dim=1), None)
-        return VisualFeatures(tokens, (h, w))
+            return VisualFeatures(torch.cat([prefix, tokens], dim=1), None, maps)
+        return VisualFeatures(tokens, (h, w), maps)
 
     def checkpoint_args(self, args: dict[str, Any]) -> dict[str, Any]:
         """The architecture rebuilds from the name and its arguments; the weights come from the checkpoint."""
