@@ -8,7 +8,8 @@ flattened row by row into a grid; prefix tokens (class token, registers) are dro
 (then the tokens are no grid). ``norm`` applies the model's final norm, as ``forward_features`` does. The
 stage outputs up to the chosen one are also given as feature maps (``stage<i>``; for a ViT, whose blocks share one
 stride, the chosen block's), for modules that pool maps (MG-LLaVA's RoI object tokens). Blocks
-after the chosen one are pruned (timm's ``prune_intermediate_layers``): never computed, never trained. The view
+after the chosen one are pruned (timm's ``prune_intermediate_layers``): never computed, never trained
+(``prune=False`` keeps their weights, still not computed, for checkpoints that hold them). The view
 (size, mean, std) comes from the model's pretrained config; ``image_size`` changes the size, for ViTs through
 timm's own position-embedding resampling.
 
@@ -96,7 +97,8 @@ class TimmEncoder(VisionEncoder):
 
     def __init__(self, model: str, layer: int = -1, keep_prefix: bool = False, norm: bool = False,
                  image_size: int | None = None, file: str | None = None, model_args: dict[str, Any] | None = None,
-                 pretrained: bool = True, resize: str = "pad", view: str = "base", build: BuildOptions = BuildOptions()):
+                 pretrained: bool = True, prune: bool = True, resize: str = "pad", view: str = "base",
+                 build: BuildOptions = BuildOptions()):
         super().__init__()
         if not pretrained:  # the architecture alone, randomly initialised (timm's pretrained=False)
             build = BuildOptions(pretrained=False, meta=build.meta)
@@ -128,8 +130,11 @@ class TimmEncoder(VisionEncoder):
         # feature maps: every stage up to the chosen one for a hierarchical model; the chosen block for a flat one
         strides = [int(f["reduction"]) for f in self.net.feature_info[:self.index + 1]]
         self.map_indices = list(range(self.index + 1)) if len(set(strides)) > 1 else [self.index]
-        if hasattr(self.net, "prune_intermediate_layers"):  # blocks past the chosen one are never run nor trained
+        # blocks past the chosen one are never run nor trained; prune=False keeps them (and the head), so that a
+        # checkpoint made with the whole model (Prismatic's) has a place for every tensor: they are still not run
+        if prune and hasattr(self.net, "prune_intermediate_layers"):
             self.net.prune_intermediate_layers([self.index], prune_norm=not norm, prune_head=True)
+        self.stop_early = not prune
         cfg = getattr(self.net, "pretrained_cfg", {}) or {}
         built = getattr(getattr(self.net, "patch_embed", None), "img_size", None)  # what a ViT was built for
         size = image_size or (int(built[-1]) if built else int((cfg.get("input_size") or (3, 224, 224))[-1]))
@@ -163,8 +168,11 @@ class TimmEncoder(VisionEncoder):
 
     def forward(self, pixel_values: torch.Tensor) -> VisualFeatures:
         x = pixel_values.to(next(self.net.parameters()).dtype)
+        extra = {"return_prefix_tokens": True} if self.keep_prefix else {}
+        if self.stop_early:
+            extra["stop_early"] = True
         out = self.net.forward_intermediates(x, indices=self.map_indices, norm=self.norm, intermediates_only=True,
-                                             **({"return_prefix_tokens": True} if self.keep_prefix else {}))
+                                             **extra)
         maps = {f"stage{i}": (o[0] if isinstance(o, tuple) else o) for i, o in zip(self.map_indices, out)}
         feat = out[-1]
         prefix = None

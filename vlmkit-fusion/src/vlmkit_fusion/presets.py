@@ -17,3 +17,28 @@ MG_LLAVA = {
     "template": "vicuna_v1",
     "max_length": 2048,
 }
+
+
+#: Prismatic's prism-dinosiglip+7b (TRI-ML/prismatic-vlms, ``dinosiglip-vit-so-384px`` + ``no-align+fused-gelu-mlp``
+#: + Llama-2 7B): two timm towers at 384 px, each read at its second-to-last block as Prismatic's
+#: ``get_intermediate_layers(n={len(blocks) - 2})`` does, patches fused on channels (1024 + 1152 = 2176), the fused
+#: GELU MLP. Each tower keeps its own view (DINOv2 normalises with ImageNet's mean/std, SigLIP with 0.5), resized
+#: naively to 384 x 384 ("resize-naive"). Blocks are not pruned, so the released checkpoint's tensors all have a
+#: place; Llama-2's vocabulary is Prismatic's 32,000 + <PAD> padded to a multiple of 64 (32,064).
+PRISMATIC_DINOSIGLIP_384 = {
+    "encoders": [
+        {"name": "vlmkit-encoders:timm", "args": {"model": "vit_large_patch14_reg4_dinov2.lvd142m", "layer": -2,
+                                                  "image_size": 384, "prune": False, "resize": "resize", "view": "dino"}},
+        {"name": "vlmkit-encoders:timm", "args": {"model": "vit_so400m_patch14_siglip_384", "layer": -2,
+                                                  "image_size": 384, "prune": False, "resize": "resize",
+                                                  "view": "siglip"}},
+    ],
+    "fusion": [{"name": "concat"}],
+    "connector": {"name": "fused-gelu-mlp"},
+    "llm": {"name": "hf", "args": {"config": {**{"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008,
+                                                 "num_hidden_layers": 32, "num_attention_heads": 32,
+                                                 "num_key_value_heads": 32, "max_position_embeddings": 4096,
+                                                 "rms_norm_eps": 1e-5}, "vocab_size": 32064},
+                                   "tokenizer": "builtin:tiny"}},
+    "max_length": 2048,
+}

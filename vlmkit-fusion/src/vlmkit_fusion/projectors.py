@@ -78,3 +78,16 @@ class ln_mlp2x_gelu(MLPProjector):  # noqa: N801 - registry name style
 
     def __init__(self, inputs: Sequence[StreamSpec], d_llm: int, layernorm_eps: float = 1e-5):
         super().__init__(inputs, d_llm, depth=2, layernorm=True, layernorm_eps=layernorm_eps)
+
+
+class FusedMLPProjector(MLPProjector):
+    """Prismatic's ``fused-gelu-mlp`` (for channel-fused towers, e.g. DINOv2 + SigLIP): ``Linear(C, 4C)`` -> GELU ->
+    ``Linear(4C, D)`` -> GELU -> ``Linear(D, D)``, PyTorch default init."""
+
+    def __init__(self, inputs: Sequence[StreamSpec], d_llm: int, expansion: int = 4):
+        super().__init__(inputs, d_llm, depth=1)
+        if expansion < 1:
+            raise ConfigError(f"connector 'fused-gelu-mlp': expansion must be >= 1, got {expansion}")
+        c = self.input.dim
+        self.proj = nn.Sequential(nn.Linear(c, expansion * c), nn.GELU(), nn.Linear(expansion * c, d_llm), nn.GELU(),
+                                  nn.Linear(d_llm, d_llm))
