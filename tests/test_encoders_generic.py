@@ -256,3 +256,87 @@ def test_a_generic_encoder_without_a_grid_is_refused_by_what_needs_one():
                                                           r"'timm'.*grid"):
         build_model(ModelConfig.from_dict({"encoders": [keep], "fusion": ["convgate"], "connector": "mlp2x_gelu",
                                            "llm": "tiny-llama"}))
+
+
+# -- open_clip -----------------------------------------------------------------------------------------------
+def _open_clip_folder(tmp_path, name: str, model_cfg: dict, preprocess: dict | None = None):
+    """A folder as open_clip saves a model (open_clip_config.json + open_clip_model.safetensors)."""
+    import json
+
+    import open_clip
+    from open_clip import factory
+    from safetensors.torch import save_file
+
+    factory._MODEL_CONFIGS.setdefault(name, model_cfg)
+    torch.manual_seed(0)
+    model = open_clip.create_model(name).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg,
+                                                              "preprocess_cfg": preprocess or {}}))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    return folder, model.visual
+
+
+TEXT = {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1}
+OPEN_CLIP_TOWERS = {
+    "vit": {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 3, "width": 32, "head_width": 16,
+                                            "patch_size": 8}, "text_cfg": TEXT},
+    "vit-attn-pool": {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 3, "width": 32, "head_width": 16,
+                                                      "patch_size": 8, "attentional_pool": True, "attn_pooler_queries": 4,
+                                                      "attn_pooler_heads": 2}, "text_cfg": TEXT},
+    "timm-convnext": {"embed_dim": 16, "vision_cfg": {"timm_model_name": "convnext_atto", "timm_model_pretrained": False,
+                                                      "timm_pool": "", "timm_proj": "linear", "image_size": 64},
+                      "text_cfg": TEXT},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(OPEN_CLIP_TOWERS))
+@pytest.mark.parametrize("layer", [-1, -2])
+def test_open_clip_saved_folders_give_what_open_clip_computes(kind, layer, tmp_path):
+    from vlmkit_encoders.open_clip_tower import OpenCLIPEncoder
+
+    folder, visual = _open_clip_folder(tmp_path, f"t-{kind}", OPEN_CLIP_TOWERS[kind],
+                                       {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]})
+    ours = OpenCLIPEncoder(f"local-dir:{folder}", layer=layer).eval()
+    size = ours.view.size
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        got = ours(x)
+        if kind == "timm-convnext" and layer == -1:  # the timm trunk's own forward
+            want = visual.trunk.forward_features(x)
+        else:  # open_clip's own intermediate-feature API
+            want = visual.forward_intermediates(x, indices=[layer], intermediates_only=True)["image_intermediates"][0]
+    assert ours.view.mean == (0.5, 0.5, 0.5) and ours.view.std == (0.25, 0.25, 0.25)  # the folder's preprocess_cfg
+    assert torch.equal(got.tokens, want.flatten(2).transpose(1, 2)) and got.grid == ours.grid(size, size)
+    assert not any(n.startswith("transformer.") or "token_embedding" in n for n, _ in ours.named_parameters())
+
+
+def test_open_clip_vit_last_block_equals_its_token_output(tmp_path):
+    """Against open_clip's ordinary forward with output_tokens (ln_post'd patch tokens): norm=True, last block."""
+    from vlmkit_encoders.open_clip_tower import OpenCLIPEncoder
+
+    cfg = {**OPEN_CLIP_TOWERS["vit"], "vision_cfg": {**OPEN_CLIP_TOWERS["vit"]["vision_cfg"], "output_tokens": True}}
+    folder, visual = _open_clip_folder(tmp_path, "t-vit-tokens", cfg)
+    ours = OpenCLIPEncoder(f"local-dir:{folder}", norm=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        _, tokens = visual(x)
+        got = ours(x).tokens
+    assert tokens.shape == got.shape and (got - tokens).abs().max() <= 1e-6
+
+
+def test_open_clip_errors():
+    from vlmkit_encoders.open_clip_tower import OpenCLIPEncoder
+
+    with pytest.raises(ConfigError, match=r"unknown model 'ViT-L-144'; close matches: .*ViT-L-14"):
+        OpenCLIPEncoder("ViT-L-144", build=RANDOM)
+    with pytest.raises(ConfigError, match=r"layer 5 out of range"):
+        OpenCLIPEncoder("vlmkit-tiny-vit", layer=5, build=RANDOM)
+
+
+class TestOpenCLIPConformance(EncoderConformance):
+    component = "open-clip"
