@@ -12,6 +12,11 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# One CPU thread count for the whole suite (what torch picks by itself): vlmkit otherwise sizes the pool by the
+# machine's load (vlmkit.cpu_threads), and a resumed run compared bit for bit with an uninterrupted one must use
+# the same count as it (float sums split differently across threads)
+os.environ.setdefault("VLMKIT_THREADS", str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                            else os.cpu_count() or 1))
 
 
 @pytest.fixture()
