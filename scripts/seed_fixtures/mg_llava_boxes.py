@@ -23,17 +23,17 @@ the same as the test), never copying MG-LLaVA's code::
 from __future__ import annotations
 
 import argparse
-import importlib.abc
-import importlib.machinery
 import importlib.util
 import json
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+import inert_modules  # noqa: E402
 
 TAGS = ["cat", "dog", "car"]
 #: image sizes (w, h): wide, square, tall, and one whose detections spill into OWLv2's padding
@@ -81,44 +81,10 @@ def tags_of(k: int) -> list[str]:
     return TAGS[:k % len(TAGS) + 1]
 
 
-def _inert_modules(names: tuple[str, ...]) -> None:
-    """Stand-ins for the video/training imports of MG-LLaVA's utils.py that bbox_nms never uses."""
-
-    class Inert:
-        def __getattr__(self, name):
-            return Inert()
-
-        def __call__(self, *args, **kwargs):
-            return Inert()
-
-        def __mro_entries__(self, bases):
-            return (object,)
-
-    class Module(types.ModuleType):
-        def __getattr__(self, name):
-            if name.startswith("__"):
-                raise AttributeError(name)
-            return Inert()
-
-    class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in names or name == "torchvision.transforms._transforms_video":
-                return importlib.machinery.ModuleSpec(name, self, is_package=True)
-            return None
-
-        def create_module(self, spec):
-            module = Module(spec.name)
-            module.__path__ = []
-            return module
-
-        def exec_module(self, module):
-            pass
-
-    sys.meta_path.insert(0, Finder())
-
-
 def original_bbox_nms(repo: Path):
-    _inert_modules(("cv2", "requests", "mmengine", "xtuner", "pytorchvideo", "decord"))
+    # the video and training helpers MG-LLaVA's utils.py imports beside bbox_nms
+    inert_modules.install(("cv2", "requests", "mmengine", "xtuner", "pytorchvideo", "decord"),
+                          exact=("torchvision.transforms._transforms_video",))
     spec = importlib.util.spec_from_file_location("mg_llava_dataset_utils", repo / "mg_llava" / "dataset" / "utils.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -69,48 +69,10 @@ def _stub_torchvision() -> None:
     Mlp never touch; a CPU torchvision for this torch is not on PyPI, so it gets an inert stand-in."""
     try:
         import torchvision  # noqa: F401
-        return
     except ImportError:
-        pass
-    import importlib.abc
-    import importlib.machinery
-    import types
+        from inert_modules import install
 
-    class Inert:
-        def __getattr__(self, name):
-            return Inert()
-
-        def __call__(self, *args, **kwargs):
-            return args[0] if len(args) == 1 and callable(args[0]) and not kwargs else Inert()
-
-        def __iter__(self):
-            return iter(())
-
-        def __mro_entries__(self, bases):
-            return (object,)
-
-    class Module(types.ModuleType):
-        def __getattr__(self, name):
-            if name.startswith("__"):
-                raise AttributeError(name)
-            return Inert()
-
-    class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-        def find_spec(self, name, path=None, target=None):
-            if name == "torchvision" or name.startswith("torchvision."):
-                return importlib.machinery.ModuleSpec(name, self, is_package=True)
-            return None
-
-        def create_module(self, spec):
-            module = Module(spec.name)
-            module.__path__ = []
-            module.__version__ = "0.0.0-stub"
-            return module
-
-        def exec_module(self, module):
-            pass
-
-    sys.meta_path.insert(0, Finder())
+        install(("torchvision",))
 
 
 def make_vae(path: Path, seed: int) -> None:
