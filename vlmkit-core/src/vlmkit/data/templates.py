@@ -9,6 +9,7 @@ and their end token are supervised. ``<image>`` inside text becomes one ``IMAGE_
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -136,9 +137,11 @@ class VicunaV1Template(ChatTemplate):
 class TokenizerChatTemplate(ChatTemplate):
     """The tokenizer's own chat template (``apply_chat_template``), for modern LLMs.
 
-    Rendering is progressive: the text added by each assistant message is the difference between the
-    render with that message and the render that ends with the generation prompt. That difference is
-    the supervised segment (it includes the model's end-of-turn token).
+    The conversation is rendered once, whole. Each assistant answer is located in it from two renders: the
+    conversation before it with the generation prompt (must be a prefix of the whole), and the conversation up
+    to it; the answer runs from the end of the first to where the second stops agreeing with the whole render.
+    So the supervised text is the answer and its end-of-turn marker, and a template that closes only the LAST
+    turn differently (Phi-3 adds ``eos`` when there is no generation prompt) is still read right.
     """
 
     name = "chat_template"
@@ -159,23 +162,25 @@ class TokenizerChatTemplate(ChatTemplate):
     def segments(self, turns: Sequence[Turn], *, generation: bool = False) -> list[Segment]:
         tok = self.tokenizer
         messages = [{"role": t.role, "content": t.text} for t in turns]
+        if not messages:
+            return []
+        whole = self._render(tok, messages, messages[-1]["role"] != "assistant")
         segs: list[Segment] = []
-        done = ""
+        pos = 0
         for i, m in enumerate(messages):
             if m["role"] != "assistant":
                 continue
             prompt = self._render(tok, messages[:i], True)
-            full = self._render(tok, messages[: i + 1], False)
-            if not prompt.startswith(done) or not full.startswith(prompt):
+            upto = self._render(tok, messages[: i + 1], False)
+            end = len(os.path.commonprefix([upto, whole]))
+            if not whole.startswith(prompt) or len(prompt) < pos or end <= len(prompt):
                 raise ConfigError("template 'chat_template': the tokenizer's template is not prefix-stable; "
-                                  "cannot locate assistant answers")
-            segs.append(Segment(prompt[len(done):]))
-            segs.append(Segment(full[len(prompt):], supervised=True))
-            done = full
-        if generation or not messages or messages[-1]["role"] != "assistant":
-            final = self._render(tok, messages, True) if messages[-1]["role"] != "assistant" else ""
-            if final:
-                segs.append(Segment(final[len(done):]))
+                                  f"cannot locate assistant answer {i} in the rendered conversation")
+            segs.append(Segment(whole[pos:len(prompt)]))
+            segs.append(Segment(whole[len(prompt):end], supervised=True))
+            pos = end
+        if pos < len(whole):
+            segs.append(Segment(whole[pos:]))
         return segs
 
 

@@ -36,6 +36,28 @@ NAMED_CONFIGS: dict[str, dict[str, Any]] = {
     "vicuna-7b": dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                       num_attention_heads=32, num_key_value_heads=32, vocab_size=32000,
                       max_position_embeddings=4096, rms_norm_eps=1e-5),
+    # the released models' config.json shapes (parameter counts in tests/test_llm_families.py)
+    "llama-3.1-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                         num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                         max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=500000.0,
+                         tie_word_embeddings=False),
+    "llama-3.2-1b": dict(model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                         num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                         max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=500000.0,
+                         tie_word_embeddings=True),
+    "qwen2.5-7b": dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                       num_attention_heads=28, num_key_value_heads=4, vocab_size=152064, max_position_embeddings=32768,
+                       rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=False),
+    "phi-3-mini": dict(model_type="phi3", hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
+                       num_attention_heads=32, num_key_value_heads=32, vocab_size=32064, max_position_embeddings=4096,
+                       rms_norm_eps=1e-5, tie_word_embeddings=False),
+    "gemma-2-2b": dict(model_type="gemma2", hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+                       num_attention_heads=8, num_key_value_heads=4, head_dim=256, vocab_size=256000,
+                       max_position_embeddings=8192, rms_norm_eps=1e-6, sliding_window=4096, tie_word_embeddings=True),
+    "mistral-7b-v0.3": dict(model_type="mistral", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                            num_attention_heads=32, num_key_value_heads=8, vocab_size=32768,
+                            max_position_embeddings=32768, rms_norm_eps=1e-5, rope_theta=1000000.0,
+                            sliding_window=None, tie_word_embeddings=False),
 }
 
 
@@ -60,6 +82,11 @@ def _torch_dtype(name: str | None) -> torch.dtype | None:
     return table[name]
 
 
+#: LLM model types whose forward scales ``inputs_embeds`` by sqrt(hidden_size) (Gemma 3 scales inside its
+#: embedding module instead, so its text and visual embeddings are not rescaled by the forward)
+SCALES_INPUT_EMBEDS = frozenset({"gemma", "gemma2"})
+
+
 class LanguageModel(Component, nn.Module):
     """A transformers causal LM plus its tokenizer (the tokenizer is not a submodule)."""
 
@@ -67,14 +94,27 @@ class LanguageModel(Component, nn.Module):
                  dtype: str | None = None, attn_implementation: str = "sdpa", trust_remote_code: bool = False,
                  build: BuildOptions = BuildOptions()):
         super().__init__()
-        from transformers import AutoConfig, AutoModelForCausalLM
-
         if (path is None) == (config is None):
             raise ConfigError("llm: give exactly one of 'path' (folder or hub id) or 'config'")
         self._attn = resolve_attn_implementation(attn_implementation)
         self._args = dict(path=path, config=config, tokenizer=tokenizer, dtype=dtype,
                           attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
         torch_dtype = _torch_dtype(dtype)
+        try:
+            self._build(path, config, build, torch_dtype, trust_remote_code)
+        except ValueError as exc:  # a family without an SDPA kernel (Gemma-2's soft-capped attention): eager
+            if self._attn != "sdpa" or "does not support an attention implementation" not in str(exc):
+                raise
+            log.info("llm: %s; using eager attention", str(exc).split(".")[0])
+            self._attn = "eager"
+            self._build(path, config, build, torch_dtype, trust_remote_code)
+        self._tokenizer_source = tokenizer or path
+        self._tokenizer = None
+
+    def _build(self, path: str | None, config: dict | str | None, build: BuildOptions, torch_dtype: Any,
+               trust_remote_code: bool) -> None:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
         if path is not None and build.pretrained:
             try:
                 self.model = AutoModelForCausalLM.from_pretrained(
@@ -92,8 +132,6 @@ class LanguageModel(Component, nn.Module):
                 hf_config = AutoConfig.for_model(model_type, **cfg)
             hf_config._attn_implementation = self._attn
             self.model = AutoModelForCausalLM.from_config(hf_config, dtype=torch_dtype, trust_remote_code=trust_remote_code)
-        self._tokenizer_source = tokenizer or path
-        self._tokenizer = None
 
     # -- identity ----------------------------------------------------------------------------
     @property
@@ -150,6 +188,16 @@ class LanguageModel(Component, nn.Module):
                 "dtype": self._args["dtype"], "trust_remote_code": self._args["trust_remote_code"]}
 
     # -- compute -----------------------------------------------------------------------------
+    @property
+    def visual_token_scale(self) -> float:
+        """What visual tokens are multiplied by before they join the text embeddings: 1/sqrt(width) for LLMs whose
+        forward multiplies every input embedding by sqrt(width) (Gemma 1 and 2, ``SCALES_INPUT_EMBEDS``), so that
+        they reach the first layer as the connector made them, as PaliGemma does; 1 otherwise."""
+        cfg = getattr(self.model, "config", None)
+        if getattr(cfg, "model_type", None) in SCALES_INPUT_EMBEDS:
+            return float(cfg.hidden_size) ** -0.5
+        return 1.0
+
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(ids)
 

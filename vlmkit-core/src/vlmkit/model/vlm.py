@@ -160,6 +160,9 @@ class VisionLanguageModel(nn.Module):
                 blocks[i] = torch.cat(parts, 0) if len(parts) > 1 else parts[0]
                 num_main[i] = main.tokens.shape[1]
                 grids[i] = main.grid
+        scale = self.llm.visual_token_scale
+        if scale != 1.0:  # the LLM rescales its input embeddings (Gemma): visual tokens are pre-divided, as PaliGemma
+            blocks = [b * scale for b in blocks]
         return blocks, num_main, grids  # type: ignore[return-value]
 
     # -- full forward ------------------------------------------------------------------------
