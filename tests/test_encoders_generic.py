@@ -340,3 +340,42 @@ def test_open_clip_errors():
 
 class TestOpenCLIPConformance(EncoderConformance):
     component = "open-clip"
+
+
+def test_convllava_stage5_on_a_timm_convnext_computes_what_the_convnext5_stage_computes():
+    """The fifth stage made of timm's ConvNeXt modules equals ConvLLaVA's (vlmkit's convnext5 stage, itself checked
+    against the original conv-llava code) given the same weights: LN + 2x2/2 conv, blocks with layer scale 1e-6."""
+    from transformers import ConvNextConfig
+    from transformers.models.convnext.modeling_convnext import ConvNextStage
+
+    args = dict(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32))
+    torch.manual_seed(0)
+    ours = TimmEncoder("convnext_tiny", model_args=args, stage5={"width": 64, "depth": 2}, image_size=128,
+                       build=RANDOM).eval()
+    assert ours.spec().grid == (2, 2) and ours.output_dim == 64 and ours.view.multiple == 64
+    hf = ConvNextStage(ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], layer_scale_init_value=1e-6),
+                       32, 64, kernel_size=2, stride=2, depth=2, drop_path_rates=[0.0, 0.0]).eval()
+    with torch.no_grad():
+        for p in ours.stage5.parameters():
+            p.add_(torch.randn_like(p) * 0.1)  # not the init: a real comparison of every tensor
+    names = {"downsample.0": "downsampling_layer.0", "downsample.1": "downsampling_layer.1", "conv_dw": "dwconv",
+             "norm": "layernorm", "mlp.fc1": "pwconv1", "mlp.fc2": "pwconv2", "gamma": "layer_scale_parameter",
+             "blocks.": "layers."}
+    state = {}
+    for k, v in ours.stage5.state_dict().items():
+        for a, b in names.items():
+            k = k.replace(a, b)
+        state[k] = v
+    hf.load_state_dict(state, strict=True)
+    x = torch.randn(2, 32, 4, 4)
+    with torch.no_grad():
+        assert (ours.stage5(x) - hf(x)).abs().max() <= 1e-6
+        full = ours(torch.randn(1, 3, 128, 128))
+    assert full.tokens.shape == (1, 4, 64) and "stage4" in full.maps
+
+
+def test_stage5_is_refused_where_it_does_not_fit():
+    with pytest.raises(ConfigError, match=r"stage5 adds a ConvNeXt stage and needs a timm ConvNeXt; .* VisionTransformer"):
+        TimmEncoder("vit_tiny_patch16_224", model_args=VIT, stage5={"depth": 1}, build=RANDOM)
+    with pytest.raises(ConfigError, match=r"stage5 follows the last stage"):
+        TimmEncoder("convnext_atto", layer=-2, stage5={"depth": 1}, build=RANDOM)

@@ -9,7 +9,12 @@ flattened row by row into a grid; prefix tokens (class token, registers) are dro
 stage outputs up to the chosen one are also given as feature maps (``stage<i>``; for a ViT, whose blocks share one
 stride, the chosen block's), for modules that pool maps (MG-LLaVA's RoI object tokens). Blocks
 after the chosen one are pruned (timm's ``prune_intermediate_layers``): never computed, never trained
-(``prune=False`` keeps their weights, still not computed, for checkpoints that hold them). The view
+(``prune=False`` keeps their weights, still not computed, for checkpoints that hold them).
+
+``stage5`` (``{"width": W, "depth": D}``; W defaults to twice the last stage's width, D to 6) adds ConvLLaVA's
+fifth stage to a timm ConvNeXt: timm's own ``ConvNeXtStage`` (LayerNorm + 2x2 stride-2 conv, then D blocks of
+the trunk's kind, layer scale 1e-6, no drop path), so the tokens have twice the trunk's stride (a 1536 px image
+gives 24 x 24 tokens on a ConvNeXt-L). The view
 (size, mean, std) comes from the model's pretrained config; ``image_size`` changes the size, for ViTs through
 timm's own position-embedding resampling.
 
@@ -97,8 +102,8 @@ class TimmEncoder(VisionEncoder):
 
     def __init__(self, model: str, layer: int = -1, keep_prefix: bool = False, norm: bool = False,
                  image_size: int | None = None, file: str | None = None, model_args: dict[str, Any] | None = None,
-                 pretrained: bool = True, prune: bool = True, resize: str = "pad", view: str = "base",
-                 build: BuildOptions = BuildOptions()):
+                 pretrained: bool = True, prune: bool = True, stage5: dict[str, int] | None = None, resize: str = "pad",
+                 view: str = "base", build: BuildOptions = BuildOptions()):
         super().__init__()
         if not pretrained:  # the architecture alone, randomly initialised (timm's pretrained=False)
             build = BuildOptions(pretrained=False, meta=build.meta)
@@ -135,6 +140,11 @@ class TimmEncoder(VisionEncoder):
         if prune and hasattr(self.net, "prune_intermediate_layers"):
             self.net.prune_intermediate_layers([self.index], prune_norm=not norm, prune_head=True)
         self.stop_early = not prune
+        self.stage5 = None
+        if stage5 is not None:
+            self.stage5 = self._stage5(model, stage5, blocks)
+            self.output_dim = int(self.stage5.downsample[1].out_channels)
+            self.reduction *= 2
         cfg = getattr(self.net, "pretrained_cfg", {}) or {}
         built = getattr(getattr(self.net, "patch_embed", None), "img_size", None)  # what a ViT was built for
         size = image_size or (int(built[-1]) if built else int((cfg.get("input_size") or (3, 224, 224))[-1]))
@@ -142,6 +152,31 @@ class TimmEncoder(VisionEncoder):
         std = tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225)))
         self.view = ImageView(view, size, mean, std, resize, multiple=self.reduction)
         self.model_name = model
+
+    def _stage5(self, model: str, spec: dict[str, int], blocks: int) -> torch.nn.Module:
+        """ConvLLaVA's fifth stage, made of timm's ConvNeXt modules in the trunk's own kind (conv or linear MLP, GRN)."""
+        from functools import partial
+
+        from timm.layers import LayerNorm, LayerNorm2d
+        from timm.models.convnext import ConvNeXt, ConvNeXtStage
+
+        if not isinstance(self.net, ConvNeXt):
+            raise ConfigError(f"encoder 'timm': stage5 adds a ConvNeXt stage and needs a timm ConvNeXt; '{model}' is a "
+                              f"{type(self.net).__name__}")
+        if self.index != blocks - 1:
+            raise ConfigError("encoder 'timm': stage5 follows the last stage; leave layer at -1")
+        unknown = set(spec) - {"width", "depth"}
+        if unknown:
+            raise ConfigError(f"encoder 'timm': stage5 takes width and depth, not {sorted(unknown)}")
+        last = int(self.net.feature_info[-1]["num_chs"])
+        width, depth = int(spec.get("width", 2 * last)), int(spec.get("depth", 6))
+        if width < 1 or depth < 0:
+            raise ConfigError(f"encoder 'timm': stage5 width must be >= 1 and depth >= 0, got {width}, {depth}")
+        block = self.net.stages[-1].blocks[-1]
+        return ConvNeXtStage(last, width, kernel_size=7, stride=2, depth=depth, drop_path_rates=[0.0] * depth,
+                             ls_init_value=1e-6, conv_mlp=bool(getattr(block, "use_conv_mlp", False)),
+                             use_grn=hasattr(block.mlp, "grn"), norm_layer=partial(LayerNorm2d, eps=1e-6),
+                             norm_layer_cl=partial(LayerNorm, eps=1e-6))
 
     def grid(self, height: int, width: int) -> tuple[int, int] | None:
         if self.keep_prefix:
@@ -154,7 +189,10 @@ class TimmEncoder(VisionEncoder):
 
     def feature_maps(self) -> tuple[tuple[str, int, int], ...]:
         info = self.net.feature_info
-        return tuple((f"stage{i}", int(info[i]["num_chs"]), int(info[i]["reduction"])) for i in self.map_indices)
+        maps = tuple((f"stage{i}", int(info[i]["num_chs"]), int(info[i]["reduction"])) for i in self.map_indices)
+        if self.stage5 is not None:
+            maps += ((f"stage{len(info)}", self.output_dim, self.reduction),)
+        return maps
 
     def named_parts(self) -> dict[str, list[str]]:
         """``blocks.N`` / ``stages.N`` as timm names them, and the rest by top-level module."""
@@ -178,6 +216,9 @@ class TimmEncoder(VisionEncoder):
         prefix = None
         if isinstance(feat, tuple):
             feat, prefix = feat
+        if self.stage5 is not None:
+            feat = self.stage5(feat)
+            maps[f"stage{len(self.net.feature_info)}"] = feat
         h, w = feat.shape[-2:]
         expected = self.grid(*pixel_values.shape[-2:]) or (pixel_values.shape[-2] // self.reduction,
                                                            pixel_values.shape[-1] // self.reduction)
