@@ -60,8 +60,8 @@ def _enable_on_encoder(encoder: nn.Module) -> str:
             return "transformers"
     for module in encoder.modules():
         if hasattr(module, "set_grad_checkpointing") and module is not encoder:
-            module.set_grad_checkpointing(True)  # timm models
-            return "timm"
+            module.set_grad_checkpointing(True)  # the API timm models have
+            return "set_grad_checkpointing"
     if not getattr(encoder, "_vlmkit_recompute", False):
         encoder.forward = functools.partial(_checkpointed_forward, encoder.forward)  # type: ignore[method-assign]
         encoder._vlmkit_recompute = True  # type: ignore[assignment]
