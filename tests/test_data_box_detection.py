@@ -31,8 +31,9 @@ REFERENCE = ROOT / "tests" / "fixtures" / "seeds" / "mg-llava" / "boxes_referenc
 
 @pytest.fixture(scope="module")
 def owlv2(tmp_path_factory) -> Path:
-    """The tiny detector the MG-LLaVA box reference was made with (scripts/seed_fixtures/mg_llava_boxes.py)."""
-    return mg_llava_boxes.tiny_owlv2(tmp_path_factory.mktemp("owlv2"))
+    """The tiny detector the MG-LLaVA box reference was made with (scripts/seed_fixtures/mg_llava_boxes.py), as
+    saved with the fixture."""
+    return REFERENCE.parent / "owlv2-tiny"
 
 
 def _dataset(tmp_path: Path) -> Path:

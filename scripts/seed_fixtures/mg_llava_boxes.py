@@ -42,7 +42,10 @@ SIZES = [(80, 50), (64, 64), (40, 90), (96, 24)]
 
 def tiny_owlv2(root: Path) -> Path:
     """A tiny random OWLv2 (no download), its class head shifted so that every query scores ~0.9: the threshold,
-    NMS and caps have work to do. Deterministic for a given torch and transformers."""
+    NMS and caps have work to do. Saved with the fixture (``owlv2-tiny/``), which the tests load: a seeded init
+    differs between transformers releases."""
+    import tempfile
+
     from transformers import CLIPTokenizer, Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
 
     root.mkdir(parents=True, exist_ok=True)
@@ -51,9 +54,10 @@ def tiny_owlv2(root: Path) -> Path:
     for c in "abcdefghijklmnopqrstuvwxyz":
         vocab[c] = len(vocab)
         vocab[c + "</w>"] = len(vocab)
-    (root / "vocab.json").write_text(json.dumps(vocab))
-    (root / "merges.txt").write_text("#version: 0.2\n")
-    tok = CLIPTokenizer(str(root / "vocab.json"), str(root / "merges.txt"), pad_token="<|endoftext|>")
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "vocab.json").write_text(json.dumps(vocab))
+        (Path(tmp) / "merges.txt").write_text("#version: 0.2\n")
+        tok = CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"), pad_token="<|endoftext|>")
     text = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                 max_position_embeddings=16, bos_token_id=1, eos_token_id=2, pad_token_id=2)
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=64,
@@ -66,10 +70,10 @@ def tiny_owlv2(root: Path) -> Path:
         # NMS has boxes to drop, and border cells reach into OWLv2's padding, where the clamp matters
         model.box_head.dense2.weight.mul_(0.05)
         model.box_head.dense2.bias.copy_(torch.tensor([0.0, 0.0, 1.2, 1.2]))
-    model.save_pretrained(root / "model")
+    model.save_pretrained(root)
     Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": 64, "width": 64}), tokenizer=tok).save_pretrained(
-        root / "model")
-    return root / "model"
+        root)
+    return root
 
 
 def images() -> list[Image.Image]:
@@ -95,12 +99,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repo", type=Path, required=True, help="a work tree of PhoenixZ810/MG-LLaVA")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--work", type=Path, default=Path("/tmp/mg-llava-boxes"))
     args = p.parse_args()
     torch.set_num_threads(1)
     from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
-    folder = tiny_owlv2(args.work)
+    # the detector is kept with the fixture: a seeded init is not the same across transformers releases
+    folder = tiny_owlv2(args.out / "owlv2-tiny")
     processor = AutoProcessor.from_pretrained(str(folder))
     owl_model = AutoModelForZeroShotObjectDetection.from_pretrained(str(folder)).eval()
     bbox_nms = original_bbox_nms(args.repo)
