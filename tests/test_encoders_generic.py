@@ -379,3 +379,21 @@ def test_stage5_is_refused_where_it_does_not_fit():
         TimmEncoder("vit_tiny_patch16_224", model_args=VIT, stage5={"depth": 1}, build=RANDOM)
     with pytest.raises(ConfigError, match=r"stage5 follows the last stage"):
         TimmEncoder("convnext_atto", layer=-2, stage5={"depth": 1}, build=RANDOM)
+
+
+def test_hf_vision_checkpoint_keeps_the_folders_normalisation(tmp_path):
+    """A rebuild from a checkpoint has no folder to read the image processor from: the view it recorded is kept."""
+    from transformers import CLIPImageProcessor, Dinov2Config, Dinov2Model
+
+    from vlmkit.model.assembly import build_model
+    from vlmkit.model.checkpoint import load_checkpoint, save_checkpoint
+    from vlmkit.model.config import ModelConfig
+
+    Dinov2Model(Dinov2Config(**HF_TINY)).save_pretrained(tmp_path / "dino")
+    CLIPImageProcessor(image_mean=[0.1, 0.2, 0.3], image_std=[0.4, 0.5, 0.6]).save_pretrained(tmp_path / "dino")
+    model = build_model(ModelConfig.from_dict({"encoders": [{"name": "hf-vision", "args": {"path": str(tmp_path / "dino")}}],
+                                               "connector": "mlp2x_gelu", "llm": "tiny-llama"}))
+    assert model.encoders[0].view.mean == pytest.approx((0.1, 0.2, 0.3))
+    save_checkpoint(model, tmp_path / "ck")
+    again = load_checkpoint(tmp_path / "ck").encoders[0]
+    assert again.view.mean == pytest.approx((0.1, 0.2, 0.3)) and again.view.std == pytest.approx((0.4, 0.5, 0.6))

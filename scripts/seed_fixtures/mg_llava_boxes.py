@@ -129,7 +129,9 @@ def main() -> None:
                     "boxes": kept.int().tolist(), "labels": kept_labels,
                     "scores": [round(float(s), 4) for s in kept_scores]})
         print(f"i{k} {image.size}: {len(boxes)} detected, {len(kept_labels)} kept by bbox_nms")
-    commit = (args.repo / "COMMIT").read_text().strip() if (args.repo / "COMMIT").is_file() else "3237152d"
+    from llava_original import _commit
+
+    commit = _commit(args.repo)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "boxes_reference.json").write_text(json.dumps({
         "made_by": "scripts/seed_fixtures/mg_llava_boxes.py", "original": "PhoenixZ810/MG-LLaVA", "commit": commit,

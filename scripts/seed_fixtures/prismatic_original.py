@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+
 BACKBONE = "dinosiglip-vit-so-384px"
 TOWERS = {"dino": "vit_large_patch14_reg4_dinov2.lvd142m", "siglip": "vit_so400m_patch14_siglip_384"}
 TINY = dict(embed_dim=32, depth=3, num_heads=2, patch_size=7)
@@ -122,7 +124,9 @@ def main() -> None:
                 "projected": projected.contiguous()}
     args.out.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(args.out / "reference.safetensors"))
-    commit = (args.repo / "COMMIT").read_text().strip() if (args.repo / "COMMIT").is_file() else "unknown"
+    from llava_original import _commit
+
+    commit = _commit(args.repo)
     (args.out / "reference.json").write_text(json.dumps({
         "made_by": "scripts/seed_fixtures/prismatic_original.py", "original": "TRI-ML/prismatic-vlms", "commit": commit,
         "timm": timm.__version__, "torch": torch.__version__, "backbone": BACKBONE, "towers": TOWERS,

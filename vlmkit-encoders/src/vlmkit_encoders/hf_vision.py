@@ -67,7 +67,8 @@ class HFVisionEncoder(VisionEncoder):
     tiny_args = {"config": TINY_CONFIG}
 
     def __init__(self, path: str | None = None, config: dict[str, Any] | None = None, layer: int = -1,
-                 keep_prefix: bool = False, image_size: int | None = None, resize: str = "pad", view: str = "base",
+                 keep_prefix: bool = False, image_size: int | None = None, image_mean: list[float] | None = None,
+                 image_std: list[float] | None = None, resize: str = "pad", view: str = "base",
                  build: BuildOptions = BuildOptions()):
         super().__init__()
         self.net = build_hf_vision(path, config, build)
@@ -88,14 +89,19 @@ class HFVisionEncoder(VisionEncoder):
         size = int(getattr(cfg, "image_size", 224) if not isinstance(getattr(cfg, "image_size", 224), (list, tuple))
                    else cfg.image_size[-1])
         self.native_size = size
-        self.interpolate = image_size is not None and image_size != size
-        if self.interpolate and "interpolate_pos_encoding" not in inspect.signature(self.net.forward).parameters:
+        interpolate = image_size is not None and image_size != size
+        takes_flag = "interpolate_pos_encoding" in inspect.signature(self.net.forward).parameters
+        #: what the forward passes the model (decided once, not per batch)
+        self.forward_kwargs = {"interpolate_pos_encoding": True} if interpolate and takes_flag else {}
+        if interpolate and not takes_flag:
             if cfg.model_type not in ("dinov2", "dinov2_with_registers"):  # those always interpolate
                 raise ConfigError(f"encoder 'hf-vision': {cfg.model_type} has fixed position embeddings for "
                                   f"{size} px; image_size {image_size} needs a model that interpolates them")
         mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
         if path is not None:
             mean, std = self._normalisation(path, mean, std)
+        mean = tuple(float(v) for v in (image_mean or mean))  # given: a checkpoint's record, or the user's choice
+        std = tuple(float(v) for v in (image_std or std))
         self.view = ImageView(view, image_size or size, mean, std, resize, multiple=self.patch)
         self.model_type = cfg.model_type
 
@@ -125,10 +131,8 @@ class HFVisionEncoder(VisionEncoder):
         return parts
 
     def forward(self, pixel_values: torch.Tensor) -> VisualFeatures:
-        kwargs = {"interpolate_pos_encoding": True} if self.interpolate and \
-            "interpolate_pos_encoding" in inspect.signature(self.net.forward).parameters else {}
         x = pixel_values.to(next(self.net.parameters()).dtype)
-        out = self.net(pixel_values=x, output_hidden_states=True, return_dict=True, **kwargs)
+        out = self.net(pixel_values=x, output_hidden_states=True, return_dict=True, **self.forward_kwargs)
         hidden = out.hidden_states[self.layer]
         h, w = pixel_values.shape[-2] // self.patch, pixel_values.shape[-1] // self.patch
         if hidden.shape[1] != h * w + self.prefix_tokens:
@@ -139,8 +143,10 @@ class HFVisionEncoder(VisionEncoder):
         return VisualFeatures(hidden[:, self.prefix_tokens:], (h, w))
 
     def checkpoint_args(self, args: dict[str, Any]) -> dict[str, Any]:
-        """A rebuild needs the architecture only: the config, as a mapping (weights come from the checkpoint)."""
+        """A rebuild needs the architecture (the config, as a mapping; weights come from the checkpoint) and the
+        normalisation read from the folder's image processor, which a rebuild without the folder cannot read."""
         out = {k: v for k, v in args.items() if k != "path"}
+        out["image_mean"], out["image_std"] = list(self.view.mean), list(self.view.std)
         cfg = self.net.config.to_dict()
         keep = {k: v for k, v in cfg.items() if not k.startswith("_") and k not in ("architectures", "transformers_version",
                                                                                       "torch_dtype", "dtype")}

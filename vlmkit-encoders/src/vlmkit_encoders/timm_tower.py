@@ -44,7 +44,10 @@ def close_matches(name: str) -> str:
 
 
 def read_weights(path: str) -> dict[str, torch.Tensor]:
-    """A local weight file: safetensors, or a pickle read with PyTorch's restricted unpickler only."""
+    """A local weight file: safetensors, or a pickle read by core's restricted reader (``weights_only=True``)."""
+    from vlmkit.errors import CheckpointError
+    from vlmkit.interop.weights import load_pickled_tensors
+
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"encoder 'timm': weights file '{path}' not found")
@@ -53,16 +56,10 @@ def read_weights(path: str) -> dict[str, torch.Tensor]:
 
         return load_file(str(p))
     try:
-        state = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - the restricted unpickler raises several types
-        raise ConfigError(f"encoder 'timm': {path}: torch.load(weights_only=True) refused it ({type(exc).__name__}); "
-                          "vlmkit never unpickles code: convert it to safetensors in a trusted environment") from exc
-    for wrapper in ("state_dict", "model", "module"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    if not isinstance(state, dict):
-        raise ConfigError(f"encoder 'timm': {path}: not a state dict")
-    return state
+        return load_pickled_tensors(p)
+    except CheckpointError as exc:
+        raise ConfigError(f"encoder 'timm': {path}: torch.load(weights_only=True) refused it ({exc}); vlmkit never "
+                          "unpickles code: convert it to safetensors in a trusted environment") from exc
 
 
 def create_timm_model(model: str, build: BuildOptions, model_args: dict[str, Any], file: str | None) -> torch.nn.Module:

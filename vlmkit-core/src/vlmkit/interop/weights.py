@@ -57,7 +57,7 @@ def load_pickled_tensors(path: Path) -> dict[str, torch.Tensor]:
                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
                               "vlmkit never unpickles code, so convert the file to safetensors in a trusted "
                               "environment") from exc
-    for wrapper in ("state_dict", "module"):  # mmengine / XTuner checkpoints, DeepSpeed model states
+    for wrapper in ("state_dict", "module", "model"):  # mmengine / XTuner, DeepSpeed model states, DeiT/MAE
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
             break
