@@ -5,6 +5,8 @@ Paper-size facts (components.md §1.2-1.8) are checked on the meta device; behav
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
@@ -37,18 +39,18 @@ def paper_towers():
 def test_stage5_parameter_count_and_shapes(paper_towers):
     stage5 = paper_towers["c5"].stages[4]
     assert n_params(stage5) == 472_934_400
-    assert n_params(stage5.downsampling_layer) == 18_880_512
-    assert tuple(stage5.downsampling_layer[1].weight.shape) == (3072, 1536, 2, 2)
-    assert len(stage5.layers) == 6
-    block = stage5.layers[0]
+    assert n_params(stage5.downsample) == 18_880_512
+    assert tuple(stage5.downsample[1].weight.shape) == (3072, 1536, 2, 2)
+    assert len(stage5.blocks) == 6
+    block = stage5.blocks[0]
     assert n_params(block) == 75_675_648
-    assert tuple(block.dwconv.weight.shape) == (3072, 1, 7, 7)
-    assert tuple(block.pwconv1.weight.shape) == (12288, 3072)
-    assert tuple(block.pwconv2.weight.shape) == (3072, 12288)
-    assert tuple(block.layer_scale_parameter.shape) == (3072,)
+    assert tuple(block.conv_dw.weight.shape) == (3072, 1, 7, 7)
+    assert tuple(block.mlp.fc1.weight.shape) == (12288, 3072)
+    assert tuple(block.mlp.fc2.weight.shape) == (3072, 12288)
+    assert tuple(block.gamma.shape) == (3072,)
     # the trunk is ConvNeXt-L (convnext_large_d_320 layout)
     assert paper_towers["c5"].widths == [192, 384, 768, 1536, 3072]
-    assert [len(s.layers) for s in paper_towers["c4"].stages] == [3, 3, 27, 3]
+    assert [len(s.blocks) for s in paper_towers["c4"].stages] == [3, 3, 27, 3]
 
 
 @pytest.mark.parametrize("hw, tokens", [((1536, 1536), 576), ((1024, 1024), 256), ((768, 768), 144),
@@ -82,8 +84,8 @@ def test_tokens_are_the_raw_last_stage_and_maps_every_stage():
     x = torch.randn(2, 3, 200, 130)
     with torch.no_grad():
         feats = enc(x)
-        # reference: apply the HF modules by hand, no final norm
-        h = enc.embeddings(x)
+        # reference: apply the modules by hand, no final norm
+        h = enc.stem(x)
         ref = []
         for stage in enc.stages:
             h = stage(h)
@@ -101,11 +103,11 @@ def test_new_stage5_starts_near_identity():
     torch.manual_seed(0)
     enc = encoder("convnext5", config="tiny").eval()
     stage5 = enc.stages[4]
-    for block in stage5.layers:
-        assert torch.equal(block.layer_scale_parameter, torch.full_like(block.layer_scale_parameter, 1e-6))
+    for block in stage5.blocks:
+        assert torch.equal(block.gamma, torch.full_like(block.gamma, 1e-6))
     x = torch.randn(1, 64, 8, 8)
     with torch.no_grad():
-        down = stage5.downsampling_layer[1](stage5.downsampling_layer[0](x))
+        down = stage5.downsample[1](stage5.downsample[0](x))
         assert torch.allclose(stage5(x), down, atol=1e-4)
 
 
@@ -115,8 +117,9 @@ def test_named_parts_and_selectors():
     model = build_model(cfg)
     enc = model.encoders[0]
     parts = enc.named_parts()
-    assert {"embeddings", "stages.0", "stages.4", "stage5"} <= set(parts)
+    assert {"stem", "embeddings", "stages.0", "stages.4", "stage5"} <= set(parts)
     assert parts["stage5"] == parts["stages.4"] and parts["stage5"]
+    assert parts["embeddings"] == parts["stem"] and parts["stem"]  # the part's name before 0.2 still selects it
     later = select_parameters(model, ["encoder.convnext5:stages>=2"])
     expected = {f"encoders.0.{n}" for n, _ in enc.named_parameters() if n.split(".")[:2] in
                 (["stages", "2"], ["stages", "3"], ["stages", "4"])}
@@ -153,7 +156,7 @@ def test_frozen_prefix_has_no_stochastic_depth_in_train_mode():
     for name, p in enc.named_parameters():
         p.requires_grad_(name.startswith("stages.4."))
     enc.train()
-    assert enc.stages[4].training and not enc.stages[3].training and not enc.embeddings.training
+    assert enc.stages[4].training and not enc.stages[3].training and not enc.stem.training
     x = torch.randn(4, 3, 128, 128)
     torch.manual_seed(1)
     a = enc(x).maps["stage3"]
@@ -334,3 +337,59 @@ def test_unreadable_convnext_forms_are_refused_with_the_accepted_ones(tmp_path):
     (tmp_path / "weights.npz").write_bytes(b"x")
     with pytest.raises(ConfigError, match=r"weights\.npz is not a weights file vlmkit reads"):
         encoder("convnext", path=str(tmp_path / "weights.npz"))
+
+
+# -- checkpoints written before 0.2 (transformers' module names) ----------------------------------
+PRE_0_2 = Path(__file__).parent / "fixtures" / "checkpoints" / "convnext-pre-0.2"
+
+
+def test_a_checkpoint_written_before_0_2_loads_and_computes_what_it_computed(tmp_path, caplog):
+    """Made by vlmkit at commit 252e576 (scripts/checkpoint_fixtures/make_pre_0_2.py), when both towers held
+    transformers' ConvNeXt modules: every tensor finds its timm-named place and the towers give the tokens the old
+    code gave. Saving again writes today's names."""
+    import json
+    import logging
+
+    from safetensors import safe_open
+
+    from vlmkit.model.checkpoint import load_checkpoint, save_checkpoint
+
+    with safe_open(str(PRE_0_2 / "checkpoint" / "model.safetensors"), framework="pt") as f:
+        old_names = [k for k in f.keys() if k.startswith("encoders.")]
+    assert any(".layers.0.dwconv." in k for k in old_names) and any("embeddings.patch" in k for k in old_names)
+    with caplog.at_level(logging.INFO, logger="vlmkit.model.checkpoint"):
+        model = load_checkpoint(PRE_0_2 / "checkpoint").eval()
+    assert f"{len(old_names)} tensor(s) saved under a former layout's names" in caplog.text
+    ref = json.loads((PRE_0_2 / "reference.json").read_text())
+    torch.manual_seed(ref["seed"])
+    pixels = {name: torch.randn(*shape) for name, shape in ref["pixels"].items()}
+    with torch.no_grad():
+        for enc, tokens in zip(model.encoders, ref["tokens"]):
+            diff = (enc(pixels[enc.view.name]).tokens - torch.tensor(tokens)).abs().max().item()
+            assert diff <= 1e-6, f"{enc.component_name}: max |diff| {diff:.2e} against the pre-0.2 code"
+    save_checkpoint(model, tmp_path / "again")
+    with safe_open(str(tmp_path / "again" / "model.safetensors"), framework="pt") as f:
+        new_names = [k for k in f.keys() if k.startswith("encoders.")]
+    assert len(new_names) == len(old_names) and any(".blocks.0.conv_dw." in k for k in new_names)
+    assert not any("dwconv" in k or "embeddings." in k for k in new_names)
+    again = load_checkpoint(tmp_path / "again").eval()
+    a, b = model.state_dict(), again.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_former_name_that_fits_no_tensor_is_still_named_as_unexpected(tmp_path, monkeypatch):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from vlmkit.errors import CheckpointError
+    from vlmkit.model.checkpoint import load_checkpoint
+
+    ck = tmp_path / "ck"
+    shutil.copytree(PRE_0_2 / "checkpoint", ck)
+    state = load_file(str(ck / "model.safetensors"))
+    state["encoders.1.stages.7.layers.0.dwconv.weight"] = torch.zeros(1)
+    save_file(state, str(ck / "model.safetensors"))
+    monkeypatch.setenv("VLMKIT_VERIFY_WEIGHTS", "0")  # the file was edited on purpose
+    with pytest.raises(CheckpointError, match=r"encoders\.1\.stages\.7\.layers\.0\.dwconv\.weight"):
+        load_checkpoint(ck)

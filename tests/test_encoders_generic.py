@@ -397,3 +397,30 @@ def test_hf_vision_checkpoint_keeps_the_folders_normalisation(tmp_path):
     save_checkpoint(model, tmp_path / "ck")
     again = load_checkpoint(tmp_path / "ck").encoders[0]
     assert again.view.mean == pytest.approx((0.1, 0.2, 0.3)) and again.view.std == pytest.approx((0.4, 0.5, 0.6))
+
+
+def test_hf_vision_runs_siglip2_naflex_as_transformers_own_processor_feeds_it():
+    """SigLIP2's NaFlex models take patch sequences with their grid shapes. The reference is the model fed by
+    transformers' own Siglip2ImageProcessor (no resize, rescale or normalisation: the pixels are already the
+    encoder's input), at a square and at a non-square size."""
+    from transformers import Siglip2ImageProcessor
+
+    cfg = {"model_type": "siglip2_vision_model", "hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2,
+           "intermediate_size": 64, "patch_size": 4, "num_patches": 16}
+    torch.manual_seed(0)
+    ours = HFVisionEncoder(config=cfg, layer=-2).eval()
+    torch.manual_seed(0)
+    ref = AutoModel.from_config(AutoConfig.for_model(**cfg)).eval()
+    assert ours.view.size == 16 and ours.prefix_tokens == 0
+    for h, w in ((16, 16), (12, 24)):
+        x = torch.rand(2, 3, h, w)
+        proc = Siglip2ImageProcessor(patch_size=4, max_num_patches=(h // 4) * (w // 4), do_resize=False,
+                                     do_rescale=False, do_normalize=False)
+        batch = proc(images=list(x), return_tensors="pt")
+        assert batch["spatial_shapes"].tolist() == [[h // 4, w // 4]] * 2  # the processor kept the size
+        with torch.no_grad():
+            want = ref(pixel_values=batch["pixel_values"], pixel_attention_mask=batch["pixel_attention_mask"],
+                       spatial_shapes=batch["spatial_shapes"], output_hidden_states=True).hidden_states[-2]
+            got = ours(x)
+        assert got.grid == (h // 4, w // 4)
+        assert torch.equal(got.tokens, want)

@@ -8,6 +8,13 @@ model's own forward (transformers' numbering: 0 is the embeddings' output, negat
 prefix tokens (class token, registers) dropped unless ``keep_prefix``. The view's mean and std come from the
 folder's image processor, the size from the model's config; another ``image_size`` uses the model's own
 position-embedding interpolation where it has one. Remote code is never run.
+
+SigLIP2 comes in two kinds. The fixed-resolution releases (``google/siglip2-so400m-patch14-384``) are SigLIP
+models (``model_type: siglip``) and run as such. The NaFlex releases (``model_type: siglip2``,
+``google/siglip2-so400m-patch16-naflex``) take their image as a sequence of patches with its grid shape: the
+encoder cuts each image with transformers' own ``convert_image_to_patches`` and passes ``spatial_shapes`` and
+an all-ones ``pixel_attention_mask``, so any H x W (multiples of the patch) gives an H/p x W/p grid, the
+position table resized by the model itself. Its native size is the square of ``num_patches`` patches.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from vlmkit.model.contracts import BuildOptions, ImageView, VisionEncoder, Visua
 
 #: model types whose vision transformer has no class token
 NO_CLASS_TOKEN = {"siglip", "siglip_vision_model", "siglip2", "siglip2_vision_model"}
+#: model types that take patch sequences with their grid shapes (NaFlex)
+PATCH_SEQUENCE_INPUT = {"siglip2", "siglip2_vision_model"}
 TINY_CONFIG = {"model_type": "dinov2", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
                "intermediate_size": 64, "image_size": 28, "patch_size": 7}
 
@@ -88,8 +97,11 @@ class HFVisionEncoder(VisionEncoder):
         self.output_dim = int(cfg.hidden_size)
         size = int(getattr(cfg, "image_size", 224) if not isinstance(getattr(cfg, "image_size", 224), (list, tuple))
                    else cfg.image_size[-1])
+        self.patch_sequence = cfg.model_type in PATCH_SEQUENCE_INPUT
+        if self.patch_sequence:  # NaFlex: every grid is native; the default is num_patches as a square
+            size = int(round(int(getattr(cfg, "num_patches", 256)) ** 0.5)) * self.patch
         self.native_size = size
-        interpolate = image_size is not None and image_size != size
+        interpolate = image_size is not None and image_size != size and not self.patch_sequence
         takes_flag = "interpolate_pos_encoding" in inspect.signature(self.net.forward).parameters
         #: what the forward passes the model (decided once, not per batch)
         self.forward_kwargs = {"interpolate_pos_encoding": True} if interpolate and takes_flag else {}
@@ -130,9 +142,21 @@ class HFVisionEncoder(VisionEncoder):
             parts.setdefault(key, []).append(n)
         return parts
 
+    def _patch_sequence(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """NaFlex inputs: each image cut into patches by transformers' own function, its grid, a full mask."""
+        from transformers.models.siglip2.image_processing_siglip2 import convert_image_to_patches
+
+        h, w = x.shape[-2] // self.patch, x.shape[-1] // self.patch
+        x = x[..., :h * self.patch, :w * self.patch]  # what a patch conv would leave out
+        patches = torch.stack([convert_image_to_patches(image, self.patch) for image in x])
+        n = patches.shape[0]
+        return {"pixel_values": patches, "spatial_shapes": torch.tensor([[h, w]] * n, device=x.device),
+                "pixel_attention_mask": torch.ones(n, h * w, dtype=torch.long, device=x.device)}
+
     def forward(self, pixel_values: torch.Tensor) -> VisualFeatures:
         x = pixel_values.to(next(self.net.parameters()).dtype)
-        out = self.net(pixel_values=x, output_hidden_states=True, return_dict=True, **self.forward_kwargs)
+        inputs = self._patch_sequence(x) if self.patch_sequence else {"pixel_values": x}
+        out = self.net(**inputs, output_hidden_states=True, return_dict=True, **self.forward_kwargs)
         hidden = out.hidden_states[self.layer]
         h, w = pixel_values.shape[-2] // self.patch, pixel_values.shape[-1] // self.patch
         if hidden.shape[1] != h * w + self.prefix_tokens:

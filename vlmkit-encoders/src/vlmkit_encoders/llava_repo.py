@@ -28,6 +28,7 @@ from vlmkit.errors import ConfigError
 from vlmkit.interop.llava_conversion import RepoTowerConversion
 from vlmkit.model.config import ComponentConfig
 
+from . import transformers_convnext_layout
 from .clip import _ARCH_KEYS, CLIP_CONFIGS, VIP_LAYERS
 
 VIP_TOWER = "clip_4layers_336"
@@ -290,20 +291,22 @@ class ConvNeXtRepoTower(RepoTowerConversion):
         return self.tower_name(rest) if rest != name else None
 
     def tower_name(self, name: str) -> str | None:
-        if name.startswith("embeddings."):
-            return name
-        rest = name.removeprefix("encoder.stages.")
-        return "stages." + rest if rest != name else None  # layernorm.*: unused by ConvLLaVA, skipped
+        """transformers' ConvNeXt name -> the tower's (timm's); the final ``layernorm.*``, unused by ConvLLaVA, is
+        skipped."""
+        return transformers_convnext_layout.from_transformers(name)
 
     def to_checkpoint_name(self, name: str, component: Any) -> str | None:
-        if name.startswith("embeddings."):
-            return "vision_tower." + name
-        rest = name.removeprefix("stages.")
-        return None if rest == name else "vision_tower.encoder.stages." + rest
+        hf = transformers_convnext_layout.to_transformers(name)
+        if hf is None:
+            return None
+        return "vision_tower." + (hf if hf.startswith("embeddings.") else "encoder." + hf)
 
     def problems(self, component: Any) -> list[str]:
         if len(getattr(component, "stages", [])) != 5:
             return ["ConvLLaVA's tower is a 5-stage ConvNeXt ('convnext5')"]
+        if component.arch.get("conv_mlp"):
+            return ["ConvLLaVA's tower is a transformers ConvNeXt, whose blocks have a linear MLP; this trunk's MLP is "
+                    "1x1 convolutions (timm's conv_mlp)"]
         return []
 
     def repo_config(self, component: Any) -> dict[str, Any]:
@@ -313,12 +316,12 @@ class ConvNeXtRepoTower(RepoTowerConversion):
     def save_tower(self, component: Any, folder: Path) -> str:
         """As ConvLLaVA's train.py saves it: the 5-stage config, the processor, the weights (no layernorm)."""
         from safetensors.torch import save_file
-        from transformers import CLIPImageProcessor
+        from transformers import CLIPImageProcessor, ConvNextConfig
 
         folder.mkdir(parents=True, exist_ok=True)
-        cfg = component.hf_config.to_dict()
-        cfg["hidden_sizes"] = list(component.widths)
-        cfg["depths"] = list(cfg["depths"]) + [component.stage5_depth]
+        arch = {k: v for k, v in component.architecture().items() if k != "conv_mlp"}
+        arch.update(hidden_sizes=list(component.widths), depths=list(arch["depths"]) + [component.stage5_depth])
+        cfg = ConvNextConfig(**arch).to_dict()
         cfg.update(num_stages=5, image_size=component.view.size, model_type="convnext",
                    architectures=["ConvNextModel"], stage_names=["stem"] + [f"stage{i}" for i in range(1, 6)],
                    out_features=["stage5"], out_indices=[5])

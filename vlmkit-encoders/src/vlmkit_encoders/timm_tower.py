@@ -32,6 +32,8 @@ import torch
 from vlmkit.errors import ConfigError
 from vlmkit.model.contracts import BuildOptions, ImageView, VisionEncoder, VisualFeatures
 
+from .convnext_parts import STAGE5_DEPTH, fifth_stage
+
 TINY_MODEL_ARGS = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
 
 
@@ -152,10 +154,7 @@ class TimmEncoder(VisionEncoder):
 
     def _stage5(self, model: str, spec: dict[str, int], blocks: int) -> torch.nn.Module:
         """ConvLLaVA's fifth stage, made of timm's ConvNeXt modules in the trunk's own kind (conv or linear MLP, GRN)."""
-        from functools import partial
-
-        from timm.layers import LayerNorm, LayerNorm2d
-        from timm.models.convnext import ConvNeXt, ConvNeXtStage
+        from timm.models.convnext import ConvNeXt
 
         if not isinstance(self.net, ConvNeXt):
             raise ConfigError(f"encoder 'timm': stage5 adds a ConvNeXt stage and needs a timm ConvNeXt; '{model}' is a "
@@ -166,14 +165,12 @@ class TimmEncoder(VisionEncoder):
         if unknown:
             raise ConfigError(f"encoder 'timm': stage5 takes width and depth, not {sorted(unknown)}")
         last = int(self.net.feature_info[-1]["num_chs"])
-        width, depth = int(spec.get("width", 2 * last)), int(spec.get("depth", 6))
+        width, depth = int(spec.get("width", 2 * last)), int(spec.get("depth", STAGE5_DEPTH))
         if width < 1 or depth < 0:
             raise ConfigError(f"encoder 'timm': stage5 width must be >= 1 and depth >= 0, got {width}, {depth}")
         block = self.net.stages[-1].blocks[-1]
-        return ConvNeXtStage(last, width, kernel_size=7, stride=2, depth=depth, drop_path_rates=[0.0] * depth,
-                             ls_init_value=1e-6, conv_mlp=bool(getattr(block, "use_conv_mlp", False)),
-                             use_grn=hasattr(block.mlp, "grn"), norm_layer=partial(LayerNorm2d, eps=1e-6),
-                             norm_layer_cl=partial(LayerNorm, eps=1e-6))
+        return fifth_stage(last, width, depth, conv_mlp=bool(getattr(block, "use_conv_mlp", False)),
+                           use_grn=hasattr(block.mlp, "grn"))
 
     def grid(self, height: int, width: int) -> tuple[int, int] | None:
         if self.keep_prefix:

@@ -177,6 +177,7 @@ def load_state_strict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], 
         if target in tensors:
             tensors[alias] = tensors[target]
     known = set(model.state_dict())
+    rename_legacy_tensors(model, tensors, known, where)
     expected = known if expected is None else expected
     missing = sorted(expected - set(tensors))
     unexpected = sorted(set(tensors) - known)
@@ -190,6 +191,29 @@ def load_state_strict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], 
         model.load_state_dict(tensors, strict=False)
     except RuntimeError as exc:
         raise CheckpointError(f"{where}: {str(exc).splitlines()[0]}") from exc
+
+
+def rename_legacy_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], known: set[str],
+                          where: Path) -> None:
+    """Give tensors saved under a component's former names (``Component.legacy_state_name``) today's names."""
+    from vlmkit.model.contracts import Component
+
+    stray = [k for k in tensors if k not in known]
+    if not stray:
+        return
+    owners = [(f"{prefix}.", m) for prefix, m in model.named_modules()
+              if prefix and isinstance(m, Component) and type(m).legacy_state_name is not Component.legacy_state_name]
+    renamed = 0
+    for key in stray:
+        for prefix, module in owners:
+            if key.startswith(prefix):
+                new = module.legacy_state_name(key[len(prefix):])
+                if new is not None and prefix + new in known and prefix + new not in tensors:
+                    tensors[prefix + new] = tensors.pop(key)
+                    renamed += 1
+                break
+    if renamed:
+        log.info("%s: %d tensor(s) saved under a former layout's names read under today's", where, renamed)
 
 
 def load_checkpoint_weights(model: Any, directory: str | Path, doc: dict[str, Any] | None = None) -> None:

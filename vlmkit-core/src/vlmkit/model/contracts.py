@@ -149,6 +149,8 @@ class Component:
     * ``checkpoint_args()`` returns arguments that rebuild the architecture with no downloads (e.g. a
       config instead of a hub path); weights then come from the checkpoint.
     * ``non_persistent`` lists submodule prefixes never saved (frozen teachers rebuilt from a path).
+    * ``legacy_state_name()`` maps a tensor name an older release of the component saved to today's name, so
+      that checkpoints outlive a change of module layout (None: not an old name).
     """
 
     component_name: str = ""
@@ -163,6 +165,9 @@ class Component:
 
     def checkpoint_args(self, args: dict[str, Any]) -> dict[str, Any]:
         return dict(args)
+
+    def legacy_state_name(self, name: str) -> str | None:
+        return None
 
 
 def non_persistent_prefixes(model: nn.Module) -> list[str]:

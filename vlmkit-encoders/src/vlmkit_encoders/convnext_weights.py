@@ -1,5 +1,6 @@
-"""Read a timm / open_clip ConvNeXt trunk (e.g. LAION ``convnext_large_d_320``) into the layout of
-transformers' ConvNeXt (embeddings + stages), which vlmkit's encoders use.
+"""Find and read the weights of a ConvNeXt trunk (e.g. LAION ``convnext_large_d_320``) for vlmkit's ConvNeXt
+towers, which are made of timm's modules: a timm or open_clip file loads under its own names (its prefix
+removed, nothing renamed); a transformers folder goes through ``transformers_convnext_layout``.
 
 The forms LAION ConvNeXt towers come in (``WEIGHT_FORMS``), all accepted by ``path``:
 
@@ -10,34 +11,21 @@ The forms LAION ConvNeXt towers come in (``WEIGHT_FORMS``), all accepted by ``pa
 
 Pickled ``.bin``/``.pt``/``.pth`` files are read only with ``torch.load(weights_only=True)``. open_clip
 stores the trunk under ``visual.trunk.``; a bare timm model has no prefix. Heads, the text tower and
-``norm_pre`` are ignored. The architecture (widths, depths) is read from tensor shapes (the safetensors
-header alone), so a model can be rebuilt without reading any weight.
+``norm_pre`` are ignored. The architecture (widths, depths, stem patch, linear or 1x1-conv MLP, layer scale) is
+read from tensor shapes (the safetensors header alone), so a model can be rebuilt without reading any weight.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 
 from vlmkit.errors import ConfigError
 
 _STEM_KEY = "stem.0.weight"
-
-# timm name (after the trunk prefix) -> transformers ConvNeXt name (relative to the encoder)
-_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), r) for p, r in (
-    (r"^stem\.0\.(weight|bias)$", r"embeddings.patch_embeddings.\1"),
-    (r"^stem\.1\.(weight|bias)$", r"embeddings.layernorm.\1"),
-    (r"^stages\.(\d+)\.downsample\.0\.(weight|bias)$", r"stages.\1.downsampling_layer.0.\2"),
-    (r"^stages\.(\d+)\.downsample\.1\.(weight|bias)$", r"stages.\1.downsampling_layer.1.\2"),
-    (r"^stages\.(\d+)\.blocks\.(\d+)\.conv_dw\.(weight|bias)$", r"stages.\1.layers.\2.dwconv.\3"),
-    (r"^stages\.(\d+)\.blocks\.(\d+)\.norm\.(weight|bias)$", r"stages.\1.layers.\2.layernorm.\3"),
-    (r"^stages\.(\d+)\.blocks\.(\d+)\.mlp\.fc1\.(weight|bias)$", r"stages.\1.layers.\2.pwconv1.\3"),
-    (r"^stages\.(\d+)\.blocks\.(\d+)\.mlp\.fc2\.(weight|bias)$", r"stages.\1.layers.\2.pwconv2.\3"),
-    (r"^stages\.(\d+)\.blocks\.(\d+)\.gamma$", r"stages.\1.layers.\2.layer_scale_parameter"),
-))
 
 
 def trunk_prefix(keys: list[str], source: str) -> str:
@@ -49,40 +37,33 @@ def trunk_prefix(keys: list[str], source: str) -> str:
     return stems[0][: -len(_STEM_KEY)]
 
 
-def trunk_architecture(shapes: Mapping[str, tuple[int, ...]], source: str) -> dict[str, list[int]]:
-    """``hidden_sizes`` and ``depths`` of the trunk, from tensor shapes alone."""
+def trunk_architecture(shapes: Mapping[str, tuple[int, ...]], source: str) -> dict[str, Any]:
+    """The trunk's architecture in the tower's config keys, from tensor shapes alone."""
     prefix = trunk_prefix(list(shapes), source)
+    rel = {k[len(prefix):]: v for k, v in shapes.items() if k.startswith(prefix)}
+    if any(".mlp.grn." in k for k in rel):
+        raise ConfigError(f"encoder 'convnext': {source} is a ConvNeXt-V2 trunk (GRN), which the LAION ConvNeXt "
+                          "towers are not; the 'timm' encoder builds it (--set encoder.file=PATH)")
     depth: dict[int, int] = {}
     width: dict[int, int] = {}
     block = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.conv_dw\.weight$")
-    for key, shape in shapes.items():
-        m = block.match(key[len(prefix):]) if key.startswith(prefix) else None
+    for key, shape in rel.items():
+        m = block.match(key)
         if m:
             s, b = int(m.group(1)), int(m.group(2))
             depth[s] = max(depth.get(s, 0), b + 1)
             width[s] = int(shape[0])
     if not depth or sorted(depth) != list(range(len(depth))):
         raise ConfigError(f"encoder 'convnext': {source}: cannot read the stage layout of the trunk")
-    return {"hidden_sizes": [width[s] for s in sorted(width)], "depths": [depth[s] for s in sorted(depth)]}
-
-
-def convert_trunk(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
-    """timm/open_clip trunk tensors renamed (and 1x1-conv MLPs flattened) for transformers' layout."""
-    prefix = trunk_prefix(list(state), source)
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if not key.startswith(prefix):
-            continue
-        rel = key[len(prefix):]
-        for pattern, repl in _RULES:
-            if pattern.match(rel):
-                new = pattern.sub(repl, rel)
-                # timm's conv_mlp variants store the MLP as 1x1 convolutions
-                if (".pwconv1." in new or ".pwconv2." in new) and value.ndim == 4:
-                    value = value.flatten(1)
-                out[new] = value
-                break
-    return out
+    stem = rel[_STEM_KEY]
+    arch: dict[str, Any] = {"hidden_sizes": [width[s] for s in sorted(width)],
+                            "depths": [depth[s] for s in sorted(depth)],
+                            "num_channels": int(stem[1]), "patch_size": int(stem[-1])}
+    if len(rel.get("stages.0.blocks.0.mlp.fc1.weight", ())) == 4:
+        arch["conv_mlp"] = True  # timm's conv_mlp variant: the MLP is two 1x1 convolutions
+    if "stages.0.blocks.0.gamma" not in rel:
+        arch["layer_scale_init_value"] = 0.0
+    return arch
 
 
 #: one line for errors and ``vlmkit info convnext``
@@ -145,13 +126,14 @@ def read_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
 
 
 def read_trunk(path: str | Path) -> dict[str, torch.Tensor]:
-    """The converted trunk; only the trunk's tensors are read (an open_clip file also holds a text tower)."""
+    """The trunk's tensors under timm's own names (the file's prefix removed); nothing else is read (an open_clip
+    file also holds a text tower)."""
     from safetensors import safe_open
 
     if Path(path).suffix in PICKLE_SUFFIXES:
         state = _pickled(Path(path))
         prefix = trunk_prefix(list(state), str(path))
-        return convert_trunk({k: v for k, v in state.items() if k.startswith(prefix)}, str(path))
+        return _trunk_only(state, prefix)
     try:
         with safe_open(str(path), framework="pt") as f:
             prefix = trunk_prefix(list(f.keys()), str(path))
@@ -160,4 +142,14 @@ def read_trunk(path: str | Path) -> dict[str, torch.Tensor]:
         raise
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
         raise ConfigError(f"encoder 'convnext': cannot read {path}: {type(exc).__name__}: {exc}") from exc
-    return convert_trunk(state, str(path))
+    return _trunk_only(state, prefix)
+
+
+def _trunk_only(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The stem and stages under their timm names; heads, ``norm_pre`` and a text tower are left out."""
+    out = {}
+    for key, value in state.items():
+        rel = key[len(prefix):]
+        if key.startswith(prefix) and rel.startswith(("stem.", "stages.")):
+            out[rel] = value
+    return out
