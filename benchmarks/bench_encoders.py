@@ -2,7 +2,7 @@
 
 Every encoder is timed next to a reference run in the same process on the same weights: the plain
 transformers forward that the original systems call (``model(x, output_hidden_states=True)``; for
-ConvNeXt an HF ``ConvNextModel`` holding the same stages). The ratio ours/reference is the claim:
+ConvNeXt transformers' ``ConvNextModel`` with the same weights). The ratio ours/reference is the claim:
 vlmkit runs CLIP/SigLIP layer by layer and stops at the deepest selected layer, so it should be
 >= 1.0. S2 is compared with one plain CLIP pass of its inner tower (ideal ratio 1/14 = 0.071 with
 three scales). Paper sizes take seconds per image on a CPU, so they run batch 1, one iteration,
@@ -91,18 +91,22 @@ def make_reference(enc: torch.nn.Module, kind: str, batch: int) -> tuple[Callabl
     if name in ("clip", "clip-multilayer", "siglip"):
         return (lambda x: enc.vision(x, output_hidden_states=True),
                 f"HF {type(enc.vision).__name__}(output_hidden_states=True)")
-    # ConvNeXt: an HF ConvNextModel shell that holds our stages (ConvLLaVA's runtime path)
+    # ConvNeXt: transformers' ConvNextModel with the same weights (what ConvLLaVA and MG-LLaVA's towers run)
     from transformers import ConvNextConfig, ConvNextModel
 
-    cfg = enc.hf_config.to_dict()
-    sizes, depths = list(enc.widths), [len(s.layers) for s in enc.stages]
-    keep = {k: cfg[k] for k in ("hidden_act", "layer_scale_init_value", "num_channels", "patch_size")}
-    with torch.device("meta"):
-        hf = ConvNextModel(ConvNextConfig(**keep, hidden_sizes=sizes, depths=depths, num_stages=len(depths)))
-    hf.embeddings, hf.encoder.stages = enc.embeddings, enc.stages
-    hf.layernorm = torch.nn.LayerNorm(sizes[-1])
+    from vlmkit_encoders.transformers_convnext_layout import to_transformers
+
+    arch = enc.architecture()
+    keep = {k: arch[k] for k in ("hidden_act", "layer_scale_init_value", "num_channels", "patch_size")}
+    sizes, depths = list(enc.widths), [len(s.blocks) for s in enc.stages]
+    hf = ConvNextModel(ConvNextConfig(**keep, hidden_sizes=sizes, depths=depths, num_stages=len(depths)))
+    state = {}
+    for k, v in enc.state_dict().items():
+        name = to_transformers(k)
+        state[name if name.startswith("embeddings.") else "encoder." + name] = v
+    hf.load_state_dict(state, strict=False)  # the final layernorm (pooled output only) keeps its init
     hf.eval()
-    return (lambda x: hf(x, output_hidden_states=True)), "HF ConvNextModel(output_hidden_states=True), same stages"
+    return (lambda x: hf(x, output_hidden_states=True)), "HF ConvNextModel(output_hidden_states=True), same weights"
 
 
 def expected_ratio(enc: torch.nn.Module) -> float:
@@ -113,7 +117,7 @@ def expected_ratio(enc: torch.nn.Module) -> float:
     if hasattr(enc, "feature_layers"):
         n = len(enc.layers)
         return n / max(i % (n + 1) for i in enc.feature_layers)
-    return 1.0  # ConvNeXt: the same stages either way
+    return 1.0  # ConvNeXt: the same computation either way
 
 
 def timed_pair(ours: Callable, ref: Callable, x: torch.Tensor, iters: int, warmup: int) -> tuple[float, float]:

@@ -357,8 +357,19 @@ def test_a_checkpoint_written_before_0_2_loads_and_computes_what_it_computed(tmp
     with safe_open(str(PRE_0_2 / "checkpoint" / "model.safetensors"), framework="pt") as f:
         old_names = [k for k in f.keys() if k.startswith("encoders.")]
     assert any(".layers.0.dwconv." in k for k in old_names) and any("embeddings.patch" in k for k in old_names)
+    import shutil
+
+    from vlmkit.errors import CheckpointError
+    from vlmkit.model.checkpoint import seal_checkpoint
+
+    # a pre-0.2 checkpoint records the digest of its weights only: refused until sealed (the migration)
+    with pytest.raises(CheckpointError, match=r"written by a vlmkit before 0\.2.*vlmkit checkpoint seal"):
+        load_checkpoint(PRE_0_2 / "checkpoint")
+    ck = tmp_path / "sealed"
+    shutil.copytree(PRE_0_2 / "checkpoint", ck)
+    assert seal_checkpoint(ck) == 1 + len([f for f in (ck / "llm").iterdir() if f.is_file()])
     with caplog.at_level(logging.INFO, logger="vlmkit.model.checkpoint"):
-        model = load_checkpoint(PRE_0_2 / "checkpoint").eval()
+        model = load_checkpoint(ck).eval()
     assert f"{len(old_names)} tensor(s) saved under a former layout's names" in caplog.text
     ref = json.loads((PRE_0_2 / "reference.json").read_text())
     torch.manual_seed(ref["seed"])

@@ -71,6 +71,18 @@ def saved(tiny_config, tmp_path):
     return save_checkpoint(build_model(tiny_config), tmp_path / "ck")
 
 
+def record_digests(ck: Path) -> None:
+    """Make an edited checkpoint consistent with its record, as a careful attacker (or a test of a later guard)
+    would: the digests then vouch for the edit."""
+    from vlmkit.model.integrity import folder_digests
+
+    doc = yaml.safe_load((ck / CONFIG_FILE).read_text())
+    doc["files"] = folder_digests(ck, [WEIGHTS_FILE] + [f.relative_to(ck).as_posix() for f in (ck / "llm").rglob("*")
+                                                         if f.is_file()])
+    doc["weights"]["sha256"] = doc["files"][WEIGHTS_FILE]
+    (ck / CONFIG_FILE).write_text(yaml.safe_dump(doc))
+
+
 def test_a_checkpoint_cannot_turn_on_remote_code(saved, tmp_path):
     marker = tmp_path / "ran"
     (saved / "llm" / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n"
@@ -82,6 +94,10 @@ def test_a_checkpoint_cannot_turn_on_remote_code(saved, tmp_path):
     doc = yaml.safe_load((saved / CONFIG_FILE).read_text())
     doc["model"]["llm"]["args"]["trust_remote_code"] = True
     (saved / CONFIG_FILE).write_text(yaml.safe_dump(doc))
+    # first guard: the edited llm/ files do not match the checkpoint's record
+    with pytest.raises(CheckpointError, match=r"llm/config\.json: changed since it was saved"):
+        load_checkpoint(saved)
+    record_digests(saved)  # second guard, with the record made to vouch for the edit
     model = load_checkpoint(saved)
     assert not marker.exists()  # the checkpoint's Python file was never imported
     assert model.llm._args["trust_remote_code"] is False
@@ -110,7 +126,7 @@ def test_flipped_bytes_in_the_weights_are_a_checksum_error(saved):
     data = bytearray(w.read_bytes())
     data[-7] ^= 0xFF  # inside the last tensor's data: the file still parses
     w.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match="checksum mismatch"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: changed since it was saved"):
         load_checkpoint(saved)
     os.environ["VLMKIT_VERIFY_WEIGHTS"] = "0"
     try:
@@ -125,9 +141,7 @@ def test_non_finite_weights_are_an_error(saved):
     name = next(k for k, v in tensors.items() if v.is_floating_point())
     tensors[name][0] = float("nan")
     save_file(tensors, str(w), metadata={"format": "pt", "aliases": "{}"})
-    doc = yaml.safe_load((saved / CONFIG_FILE).read_text())
-    doc["weights"]["sha256"] = file_sha256(w)  # a consistent file whose values are bad
-    (saved / CONFIG_FILE).write_text(yaml.safe_dump(doc))
+    record_digests(saved)  # a consistent file whose values are bad
     with pytest.raises(CheckpointError, match=f"non-finite values.*{name}"):
         load_checkpoint(saved)
 
@@ -158,11 +172,48 @@ def test_resume_passes_over_half_written_checkpoints(shapes, tmp_path, crash_aft
 
 
 @pytest.mark.parametrize("victim", ["optimizer.pt", "scheduler.pt", "trainer_state.json"])
-def test_resume_refuses_a_checkpoint_missing_its_training_state(shapes, tmp_path, crash_after, victim):
+def test_resume_refuses_when_no_checkpoint_has_its_training_state(shapes, tmp_path, crash_after, victim):
     stage = crash_after(4, tmp_path / "run", shapes)
-    (stage / "checkpoint-4" / victim).unlink()
-    with pytest.raises(CheckpointError, match=f"checkpoint-4/{victim}: missing.*resume-weights-only"):
+    for ck in ("checkpoint-2", "checkpoint-4"):
+        (stage / ck / victim).unlink()
+    with pytest.raises(CheckpointError, match=f"no checkpoint verifies: .*checkpoint-4/{victim}: missing; .*"
+                                              f"checkpoint-2/{victim}: missing.*resume-weights-only"):
         run_recipe(parse_recipe(recipe(tmp_path / "run", shapes)), resume=True)
+
+
+def _same_size_corruption(f: Path) -> None:
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0x55  # one byte in the middle: same size, other content
+    f.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("victim", ["optimizer.pt", "scheduler.pt", "trainer_state.json", "rng_state.pth",
+                                    WEIGHTS_FILE])
+def test_resume_survives_a_same_size_corruption_by_falling_back(shapes, tmp_path, crash_after, uninterrupted, victim,
+                                                                 caplog):
+    """The manifest records each file's SHA-256: a same-size corruption of any state file of the newest
+    checkpoint is found, that checkpoint passed over (and said so), and the run resumes from the one before,
+    ending with exactly the weights of a run that was never interrupted."""
+    stage = crash_after(4, tmp_path / "run", shapes)
+    f = stage / "checkpoint-4" / victim
+    assert f.is_file(), sorted(p.name for p in f.parent.iterdir())
+    _same_size_corruption(f)
+    final = run_recipe(parse_recipe(recipe(tmp_path / "run", shapes)), resume=True)
+    assert f"resuming from checkpoint-2; passed over checkpoint-4 ({f}: changed since it was saved" in caplog.text
+    same_weights(final, uninterrupted)
+
+
+def test_a_manifest_with_sizes_only_is_passed_over_unless_allowed(shapes, tmp_path, crash_after, monkeypatch):
+    stage = crash_after(4, tmp_path / "run", shapes)
+    for ck in ("checkpoint-2", "checkpoint-4"):  # what vlmkit before 0.2 wrote
+        m = json.loads((stage / ck / MANIFEST).read_text())
+        m["files"] = {k: v["size"] for k, v in m["files"].items()}
+        (stage / ck / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(CheckpointError, match=r"records sizes only \(written by vlmkit before 0\.2\).*"
+                                              r"--allow-unverified"):
+        find_resume_checkpoint(stage)
+    monkeypatch.setenv("VLMKIT_ALLOW_UNVERIFIED", "1")
+    assert find_resume_checkpoint(stage).endswith("checkpoint-4")
 
 
 def test_weights_only_resume_continues_without_optimizer_state(shapes, tmp_path, crash_after):
@@ -176,8 +227,9 @@ def test_weights_only_resume_continues_without_optimizer_state(shapes, tmp_path,
 @pytest.mark.parametrize("victim", ["trainer_state.json", "optimizer.pt"])
 def test_truncated_training_state_names_the_file(shapes, tmp_path, crash_after, victim):
     stage = crash_after(4, tmp_path / "run", shapes)
-    f = stage / "checkpoint-4" / victim
-    f.write_bytes(f.read_bytes()[:10])
+    for ck in ("checkpoint-2", "checkpoint-4"):
+        f = stage / ck / victim
+        f.write_bytes(f.read_bytes()[:10])
     with pytest.raises(CheckpointError, match=f"{victim}: 10 bytes, saved as"):
         run_recipe(parse_recipe(recipe(tmp_path / "run", shapes)), resume=True)
 
@@ -190,12 +242,10 @@ def test_resume_loads_weights_strictly(shapes, tmp_path, crash_after):
     del tensors[dropped]
     save_file(tensors, str(ck / WEIGHTS_FILE), metadata={"format": "pt", "aliases": "{}"})
     # make the damage consistent with the manifest and the checksum: only the strict load can catch it
-    doc = yaml.safe_load((ck / CONFIG_FILE).read_text())
-    doc["weights"]["sha256"] = file_sha256(ck / WEIGHTS_FILE)
-    (ck / CONFIG_FILE).write_text(yaml.safe_dump(doc))
+    record_digests(ck)
     manifest = json.loads((ck / MANIFEST).read_text())
-    manifest["files"][WEIGHTS_FILE] = (ck / WEIGHTS_FILE).stat().st_size
-    manifest["files"][CONFIG_FILE] = (ck / CONFIG_FILE).stat().st_size
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        manifest["files"][name] = {"size": (ck / name).stat().st_size, "sha256": file_sha256(ck / name)}
     (ck / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match=f"missing 1 tensor.*{dropped}"):
         run_recipe(parse_recipe(recipe(tmp_path / "run", shapes)), resume=True)
@@ -376,3 +426,116 @@ def test_long_error_messages_are_cut():
 
     line = first_line(ValueError("x" * 12000))
     assert len(line) < MAX_MESSAGE + 80 and "12,000 characters" in line
+
+
+# -- integrity the data cannot switch off ------------------------------------------------------------
+def _edit_doc(ck: Path, fn) -> None:
+    doc = yaml.safe_load((ck / CONFIG_FILE).read_text())
+    fn(doc)
+    (ck / CONFIG_FILE).write_text(yaml.safe_dump(doc))
+
+
+def test_every_file_of_a_checkpoint_is_on_record(saved):
+    doc = yaml.safe_load((saved / CONFIG_FILE).read_text())
+    on_disk = sorted(p.relative_to(saved).as_posix() for p in saved.rglob("*") if p.is_file() and p.name != CONFIG_FILE)
+    assert doc["format"] == 2 and sorted(doc["files"]) == on_disk
+    assert all(doc["files"][n] == file_sha256(saved / n) for n in on_disk)
+
+
+@pytest.mark.parametrize("removed", [("files",), ("files", "weights")])
+def test_deleting_the_digests_refuses_the_checkpoint_instead_of_trusting_it(saved, removed, monkeypatch, caplog):
+    w = saved / WEIGHTS_FILE
+    data = bytearray(w.read_bytes())
+    data[-7] ^= 0xFF
+    w.write_bytes(bytes(data))
+    _edit_doc(saved, lambda d: [d.pop(k) for k in removed])
+    if removed == ("files",):  # the weights' own digest, still there, catches the flip
+        with pytest.raises(CheckpointError, match="checksum mismatch"):
+            load_checkpoint(saved)
+        return
+    with pytest.raises(CheckpointError, match=r"records no digests of its files .*--allow-unverified"):
+        load_checkpoint(saved)
+    # only the caller can accept it: the argument, or the environment the CLI's --allow-unverified sets
+    assert load_checkpoint(saved, allow_unverified=True) is not None
+    monkeypatch.setenv("VLMKIT_ALLOW_UNVERIFIED", "1")
+    assert load_checkpoint(saved) is not None
+    assert "loaded without a complete record of digests (allowed by the caller)" in caplog.text
+
+
+def test_a_file_slipped_into_llm_is_refused(saved):
+    (saved / "llm" / "added_tokens.json").write_text('{"<evil>": 5}')
+    with pytest.raises(CheckpointError, match=r"llm/added_tokens\.json: not part of the checkpoint as saved"):
+        load_checkpoint(saved)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("abc", r"'weights' must be a mapping with a 'sha256' string, got 'abc'"),
+    ({"sha256": 5}, r"'weights' must be a mapping with a 'sha256' string"),
+])
+def test_a_malformed_weights_record_is_named(saved, value, message):
+    _edit_doc(saved, lambda d: d.update(weights=value))
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(saved)
+
+
+def test_a_malformed_files_record_is_named(saved):
+    _edit_doc(saved, lambda d: d.update(files=["model.safetensors"]))
+    with pytest.raises(CheckpointError, match=r"'files' must map file names to SHA-256 hex digests, got list"):
+        load_checkpoint(saved)
+    _edit_doc(saved, lambda d: d.update(files={"../../etc/passwd": "0" * 64}))
+    with pytest.raises(CheckpointError, match=r"'files' names '\.\./\.\./etc/passwd', outside the checkpoint"):
+        load_checkpoint(saved)
+
+
+def test_a_component_from_another_distribution_is_an_error_naming_both(saved, monkeypatch, caplog):
+    def swap(doc):
+        for rec in doc["plugins"]:
+            if rec["kind"] == "encoder":
+                rec["distribution"] = "acme-vision-towers"
+    _edit_doc(saved, swap)
+    with pytest.raises(CheckpointError, match=r"encoder 'tiny-conv' was saved by acme-vision-towers, and "
+                                              r"vlmkit-encoders .* provides it here .*install acme-vision-towers, or "
+                                              r"pass --allow-other-plugins"):
+        load_checkpoint(saved)
+    assert load_checkpoint(saved, allow_other_plugins=True) is not None
+    assert "(allowed by the caller)" in caplog.text
+
+
+def test_seal_records_digests_of_an_older_checkpoint_whose_weights_still_match(saved, tmp_path, tiny_config):
+    from vlmkit.model.checkpoint import seal_checkpoint
+
+    _edit_doc(saved, lambda d: (d.pop("files"), d.update(format=1)))  # as vlmkit before 0.2 wrote it
+    with pytest.raises(CheckpointError, match=r"written by a vlmkit before 0\.2.*vlmkit checkpoint seal PATH"):
+        load_checkpoint(saved)
+    assert seal_checkpoint(saved) == len([p for p in saved.rglob("*") if p.is_file() and p.name != CONFIG_FILE])
+    assert load_checkpoint(saved) is not None
+    # weights that no longer match their recorded digest are not sealed
+    other = save_checkpoint(build_model(tiny_config), tmp_path / "other")
+    _edit_doc(other, lambda d: (d.pop("files"), d.update(format=1)))
+    _same_size_corruption(other / WEIGHTS_FILE)
+    with pytest.raises(CheckpointError, match="checksum mismatch .* not sealed"):
+        seal_checkpoint(other)
+    # nothing recorded at all: sealed only when the caller allows it
+    _edit_doc(other, lambda d: d.pop("weights"))
+    with pytest.raises(CheckpointError, match=r"records no digest of model\.safetensors.*--allow-unverified"):
+        seal_checkpoint(other)
+    assert seal_checkpoint(other, allow=True) > 0
+
+
+def test_checkpoint_verify_and_seal_from_the_command_line(saved):
+    from typer.testing import CliRunner
+
+    from vlmkit_cli.main import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["checkpoint", "verify", str(saved)])
+    assert res.exit_code == 0 and "match their recorded SHA-256" in res.output
+    _same_size_corruption(saved / "llm" / "config.json")
+    res = runner.invoke(app, ["checkpoint", "verify", str(saved)])
+    assert res.exit_code == 2 and "llm/config.json: changed since it was saved" in res.output
+    _edit_doc(saved, lambda d: (d.pop("files"), d.pop("weights")))
+    res = runner.invoke(app, ["checkpoint", "seal", str(saved)])
+    assert res.exit_code == 2 and "--allow-unverified" in res.output
+    res = runner.invoke(app, ["--allow-unverified", "checkpoint", "seal", str(saved)])
+    assert res.exit_code == 0, res.output
+    assert runner.invoke(app, ["checkpoint", "verify", str(saved)]).exit_code == 0

@@ -24,5 +24,19 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+          allow_unverified: bool = typer.Option(
+              False, "--allow-unverified",
+              help="Use checkpoints that record no digests of their files (written before vlmkit 0.2, or edited)."),
+          allow_other_plugins: bool = typer.Option(
+              False, "--allow-other-plugins",
+              help="Build a checkpoint's component with an installed plugin of the same name from another "
+                   "distribution than the one that saved it.")) -> None:
+    import os
+
     STATE["debug"] = debug
+    # the caller's choices, in the environment so that training workers (torchrun) inherit them
+    if allow_unverified:
+        os.environ["VLMKIT_ALLOW_UNVERIFIED"] = "1"
+    if allow_other_plugins:
+        os.environ["VLMKIT_ALLOW_OTHER_PLUGINS"] = "1"

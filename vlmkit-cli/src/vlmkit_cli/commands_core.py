@@ -189,6 +189,32 @@ def export(model: Path = typer.Argument(..., help="vlmkit checkpoint folder."),
     typer.echo(f"wrote {fmt} checkpoint {path}")
 
 
+checkpoint_app = typer.Typer(no_args_is_help=True, help="Verify a checkpoint's files, or record their digests.")
+app.add_typer(checkpoint_app, name="checkpoint")
+
+
+@checkpoint_app.command("verify")
+@friendly
+def checkpoint_verify(folder: Path = typer.Argument(..., help="vlmkit checkpoint folder.")) -> None:
+    """Check every file of a checkpoint against the SHA-256 its vlmkit.yaml records (exit 2 on a mismatch)."""
+    from vlmkit.model.checkpoint import read_checkpoint_config, verify_checkpoint_files
+
+    doc = read_checkpoint_config(folder)
+    verify_checkpoint_files(folder, doc, allow=False)
+    typer.echo(f"{folder}: {len(doc['files'])} file(s) match their recorded SHA-256")
+
+
+@checkpoint_app.command("seal")
+@friendly
+def checkpoint_seal(folder: Path = typer.Argument(..., help="vlmkit checkpoint folder.")) -> None:
+    """Record the SHA-256 of every file of a checkpoint written before vlmkit 0.2. Its weights must still match
+    the digest it recorded; one with no digest at all is sealed only with --allow-unverified (before the command)."""
+    from vlmkit.model.checkpoint import seal_checkpoint
+
+    n = seal_checkpoint(folder)
+    typer.echo(f"{folder}: recorded the SHA-256 of {n} file(s)")
+
+
 @app.command("formats")
 @friendly
 def formats(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:

@@ -1,9 +1,11 @@
 """Checkpoints: a folder with ``vlmkit.yaml`` (config + the plugin distributions and versions that
-built it, and the SHA-256 of the weights), ``model.safetensors`` and the LLM's config/tokenizer files
+built it, and the SHA-256 of every other file), ``model.safetensors`` and the LLM's config/tokenizer files
 under ``llm/``.
 
-Loading rebuilds the model through the registry, with no downloads (architectures from configs),
-then loads the weights strictly (every tensor, nothing extra, all finite, checksum verified). Nothing
+Loading verifies every file against its digest (``integrity``: a checkpoint without digests is refused
+unless the caller allows it), checks that each component is built by the distribution that saved it,
+rebuilds the model through the registry, with no downloads (architectures from configs),
+then loads the weights strictly (every tensor, nothing extra, all finite). Nothing
 here unpickles anything, and nothing in a checkpoint can turn on remote code: ``trust_remote_code``
 comes only from the caller, and the LLM loads from the checkpoint's own ``llm/`` folder.
 
@@ -13,7 +15,6 @@ with a ``vlmkit.yaml`` holds a whole checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +28,14 @@ import yaml
 from vlmkit.errors import CheckpointError, ConfigError
 from vlmkit.model.assembly import build_model
 from vlmkit.model.config import ComponentConfig, ModelConfig
+from vlmkit.model.integrity import (
+    UNVERIFIED_HOW,
+    allow_other_plugins,
+    allow_unverified,
+    digest_problems,
+    file_sha256,
+    folder_digests,
+)
 from vlmkit.model.tensor_state import mismatch, storage_key
 from vlmkit.model.vlm import VisionLanguageModel
 from vlmkit.plugins.registry import registry
@@ -35,17 +44,12 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = "vlmkit.yaml"
 WEIGHTS_FILE = "model.safetensors"
-FORMAT_VERSION = 1
+#: 2: ``files`` records the SHA-256 of every file (1: of the weights only)
+FORMAT_VERSION = 2
+#: folders of a checkpoint whose every file must be on record (nothing may be slipped in)
+COVERED_FOLDERS = ("llm",)
 #: where a checkpoint's LLM lives (config + tokenizer; its weights are in WEIGHTS_FILE)
 LLM_PATH = "{checkpoint}/llm"
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_atomic(path: str | Path, text: str) -> None:
@@ -126,6 +130,8 @@ def save_checkpoint(model: VisionLanguageModel, directory: str | Path, extra: di
     save_file(tensors, str(tmp), metadata={"format": "pt", "aliases": json.dumps(aliases)})
     doc["weights"] = {"file": WEIGHTS_FILE, "sha256": file_sha256(tmp)}
     os.replace(tmp, d / WEIGHTS_FILE)
+    llm_files = [f.relative_to(d).as_posix() for f in sorted((d / "llm").rglob("*")) if f.is_file()]
+    doc["files"] = {WEIGHTS_FILE: doc["weights"]["sha256"], **folder_digests(d, llm_files)}
     write_atomic(d / CONFIG_FILE, yaml.safe_dump(doc, sort_keys=False))  # last: the folder is now whole
     return d
 
@@ -156,18 +162,73 @@ def _substitute(value: Any, directory: Path) -> Any:
     return value
 
 
-def verify_weights_checksum(directory: str | Path, doc: dict[str, Any] | None = None) -> None:
-    """Compare ``model.safetensors`` with the SHA-256 its ``vlmkit.yaml`` records (checkpoints written
-    before checksums were recorded have none and pass). ``VLMKIT_VERIFY_WEIGHTS=0`` skips the check."""
+def verify_checkpoint_files(directory: str | Path, doc: dict[str, Any] | None = None,
+                            allow: bool | None = None) -> None:
+    """Every file of the checkpoint against the SHA-256 its ``vlmkit.yaml`` records. A checkpoint without
+    digests (written by vlmkit before they were recorded, or edited) is refused unless the caller allows it.
+    ``VLMKIT_VERIFY_WEIGHTS=0`` (the caller's environment) skips the check."""
     if os.environ.get("VLMKIT_VERIFY_WEIGHTS", "1") == "0":
         return
     d = Path(directory)
+    where = d / CONFIG_FILE
     doc = read_checkpoint_config(d) if doc is None else doc
-    expected = (doc.get("weights") or {}).get("sha256")
-    f = d / WEIGHTS_FILE
-    if expected and f.is_file() and file_sha256(f) != expected:
-        raise CheckpointError(f"{f}: checksum mismatch (the file changed after it was saved: corrupt or edited); "
-                              f"{CONFIG_FILE} records sha256 {expected[:12]}... (VLMKIT_VERIFY_WEIGHTS=0 skips the check)")
+    weights = doc.get("weights")
+    if weights is not None and not (isinstance(weights, dict) and isinstance(weights.get("sha256", ""), str)):
+        raise CheckpointError(f"{where}: 'weights' must be a mapping with a 'sha256' string, got {weights!r:.80}")
+    recorded = doc.get("files")
+    if recorded is not None:
+        problems = digest_problems(d, recorded, str(where), covered=COVERED_FOLDERS)
+        if not problems and WEIGHTS_FILE not in recorded:
+            problems = [f"{where}: 'files' records no digest for {WEIGHTS_FILE}"]
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise CheckpointError(f"{problems[0]}{more}; the checkpoint's files are not the ones it was saved with "
+                                  "(corrupt, replaced or edited): restore them, or re-save the checkpoint")
+        return
+    expected = (weights or {}).get("sha256")
+    if expected and (d / WEIGHTS_FILE).is_file() and file_sha256(d / WEIGHTS_FILE) != expected:
+        raise CheckpointError(f"{d / WEIGHTS_FILE}: checksum mismatch (the file changed after it was saved: corrupt "
+                              f"or edited); {CONFIG_FILE} records sha256 {expected[:12]}...")
+    if allow_unverified(allow):
+        log.warning("%s: loaded without a complete record of digests (allowed by the caller)", where)
+        return
+    fmt = doc.get("format")
+    if expected and fmt == 1:
+        raise CheckpointError(f"{where}: written by a vlmkit before 0.2, which recorded the digest of the weights "
+                              f"only (it matches); the llm/ files have none. {UNVERIFIED_HOW}")
+    raise CheckpointError(f"{where}: records no digests of its files ('files:'"
+                          + (" and 'weights:'" if not expected else "") + " missing), so nothing shows its files are "
+                          f"the ones saved; {UNVERIFIED_HOW}")
+
+
+def seal_checkpoint(directory: str | Path, allow: bool | None = None) -> int:
+    """Record the SHA-256 of every file of a checkpoint that lacks them (the migration of checkpoints written
+    before vlmkit 0.2). The weights must match the digest already recorded; a checkpoint with none is sealed
+    only when the caller allows unverified checkpoints. Returns how many files were recorded."""
+    d = Path(directory)
+    doc = read_checkpoint_config(d)
+    if doc.get("files") is not None:
+        verify_checkpoint_files(d, doc, allow=False)  # already sealed: it must still verify
+        return len(doc["files"])
+    weights = doc.get("weights")
+    expected = weights.get("sha256") if isinstance(weights, dict) else None
+    if not (d / WEIGHTS_FILE).is_file():
+        raise CheckpointError(f"{d / WEIGHTS_FILE}: missing; nothing to seal")
+    if expected is None and not allow_unverified(allow):
+        raise CheckpointError(f"{d / CONFIG_FILE}: records no digest of {WEIGHTS_FILE}, so sealing would vouch for "
+                              "files nothing has checked; if you trust them, run `vlmkit --allow-unverified checkpoint "
+                              "seal` (Python: allow=True)")
+    actual = file_sha256(d / WEIGHTS_FILE)
+    if expected is not None and actual != expected:
+        raise CheckpointError(f"{d / WEIGHTS_FILE}: checksum mismatch against the SHA-256 {CONFIG_FILE} records; "
+                              "the weights changed since they were saved and are not sealed")
+    llm_files = [f.relative_to(d).as_posix() for f in sorted((d / "llm").rglob("*")) if f.is_file()]
+    doc["weights"] = {"file": WEIGHTS_FILE, "sha256": actual}
+    doc["files"] = {WEIGHTS_FILE: actual, **folder_digests(d, llm_files)}
+    doc["format"] = FORMAT_VERSION
+    write_atomic(d / CONFIG_FILE, yaml.safe_dump(doc, sort_keys=False))
+    log.info("%s: sealed %d file(s)", d, len(doc["files"]))
+    return len(doc["files"])
 
 
 def load_state_strict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], aliases: dict[str, str], where: Path,
@@ -216,12 +277,13 @@ def rename_legacy_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tenso
         log.info("%s: %d tensor(s) saved under a former layout's names read under today's", where, renamed)
 
 
-def load_checkpoint_weights(model: Any, directory: str | Path, doc: dict[str, Any] | None = None) -> None:
+def load_checkpoint_weights(model: Any, directory: str | Path, doc: dict[str, Any] | None = None,
+                            allow_unverified: bool | None = None) -> None:
     """A checkpoint folder's weights into ``model`` (a VisionLanguageModel): parsed (a cut file is named as
     such), checked against the recorded SHA-256, then loaded strictly. Used by loading and by resume."""
     d = Path(directory)
     tensors, aliases = load_weights(d / WEIGHTS_FILE)
-    verify_weights_checksum(d, doc)
+    verify_checkpoint_files(d, doc, allow_unverified)
     load_state_strict(model, tensors, aliases, d / WEIGHTS_FILE, expected=set(model.persistent_state_dict()))
 
 
@@ -267,6 +329,38 @@ def warn_version_changes(plugins: list[dict[str, Any]], where: Path) -> list[str
     return out
 
 
+def check_provenance(plugins: Any, where: Path, allow: bool | None = None) -> None:
+    """Each component the checkpoint records must be built by the distribution that saved it: a plugin of the
+    same name from another distribution may compute something else. An error names both, unless allowed."""
+    from vlmkit.plugins.registry import normalise_distribution
+
+    if not isinstance(plugins, list):
+        raise CheckpointError(f"{where}: 'plugins' must be a list of records, got {type(plugins).__name__}")
+    others = []
+    for rec in plugins:
+        if not isinstance(rec, dict):
+            raise CheckpointError(f"{where}: 'plugins' holds {rec!r:.60}, not a record")
+        dist, kind, name = rec.get("distribution"), rec.get("kind", ""), rec.get("name", "")
+        if not dist or dist == "unknown":
+            continue
+        try:
+            entry = registry.resolve(kind, name, prefer=(dist,))
+        except Exception:  # noqa: BLE001 - a missing plugin is reported when the model is built
+            continue
+        if entry.distribution != normalise_distribution(dist):
+            others.append((f"{kind} '{name}' was saved by {dist}, and {entry.distribution} {entry.version} provides "
+                           f"it here ({dist} is not installed)", dist))
+    if not others:
+        return
+    if allow_other_plugins(allow):
+        for msg, _ in others:
+            log.warning("%s: %s (allowed by the caller)", where, msg)
+        return
+    more = f" (and {len(others) - 1} more)" if len(others) > 1 else ""
+    raise CheckpointError(f"{where}: {others[0][0]}{more}; install {others[0][1]}, or pass --allow-other-plugins "
+                          "(Python: allow_other_plugins=True) to build it with what is installed")
+
+
 def _own_llm(model_doc: dict[str, Any], where: Path, trust_remote_code: bool, llm_path: str | None) -> dict[str, Any]:
     """The checkpoint's LLM section with what a checkpoint may not decide taken out of its hands: the LLM
     loads from the checkpoint's ``llm/`` folder (or the caller's ``llm_path``), and remote code runs only
@@ -290,9 +384,14 @@ def _own_llm(model_doc: dict[str, Any], where: Path, trust_remote_code: bool, ll
 
 
 def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu", meta: bool = False,
-                    trust_remote_code: bool = False, llm_path: str | None = None) -> VisionLanguageModel:
+                    trust_remote_code: bool = False, llm_path: str | None = None,
+                    allow_unverified: bool | None = None, allow_other_plugins: bool | None = None
+                    ) -> VisionLanguageModel:
     """Rebuild a saved model. ``trust_remote_code`` (default off, whatever the checkpoint says) lets the
-    LLM's own Python code run; ``llm_path`` loads the LLM's config and tokenizer from another folder."""
+    LLM's own Python code run; ``llm_path`` loads the LLM's config and tokenizer from another folder.
+    ``allow_unverified`` loads a checkpoint that records no digests; ``allow_other_plugins`` lets a component be
+    built by another distribution than the one that saved it (both default to the caller's environment,
+    ``VLMKIT_ALLOW_UNVERIFIED`` / ``VLMKIT_ALLOW_OTHER_PLUGINS``, which the CLI's root options set)."""
     d = Path(directory).resolve() if Path(directory).exists() else Path(directory)
     doc = read_checkpoint_config(d)
     if not isinstance(doc["model"], dict):
@@ -306,9 +405,10 @@ def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu"
     except ConfigError as exc:
         raise CheckpointError(str(exc)) from exc
     installed_from = {p["name"]: p["distribution"] for p in doc.get("plugins", []) if p.get("distribution")}
+    check_provenance(doc.get("plugins", []), d / CONFIG_FILE, allow_other_plugins)
     warn_version_changes(doc.get("plugins", []), d / CONFIG_FILE)
     model = build_model(cfg, meta=meta, pretrained=False, installed_from=installed_from)
     if meta:
         return model
-    load_checkpoint_weights(model, d, doc)
+    load_checkpoint_weights(model, d, doc, allow_unverified)
     return model.to(device)

@@ -44,8 +44,11 @@ IN_PROCESS = "__main__"
 CORE_DISTRIBUTION = "vlmkit-core"
 
 
-def _normalise_dist(name: str) -> str:
+def normalise_distribution(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+_normalise_dist = normalise_distribution
 
 
 @dataclass
