@@ -18,6 +18,7 @@ from vlmkit.model.build_context import legacy_pretrained_switch
 from vlmkit.model.config import ComponentConfig, ModelConfig
 from vlmkit.model.contracts import BuildOptions, Connector, Objective, ObjectiveContext, StreamSpec, VisionEncoder
 from vlmkit.model.llm import LanguageModel, llm_from_reference
+from vlmkit.model.memory_budget import check_fits
 from vlmkit.model.vlm import VisionLanguageModel
 from vlmkit.plugins.arguments import BUILD_PARAMETER, takes_build_options, validate_args
 from vlmkit.plugins.hooks import get_plugin_manager
@@ -108,8 +109,23 @@ def build_model(config: ModelConfig, *, meta: bool = False, pretrained: bool = T
     """Build a model. ``meta`` builds on the meta device (exact parameter counts, no memory);
     ``pretrained=False`` builds architectures from configs without reading weight files."""
     build = BuildOptions(pretrained=pretrained and not meta, meta=meta)
+    if not meta:
+        check_fits(lambda: build_model(config, meta=True, installed_from=installed_from), _named_parts)
     with torch.device("meta") if meta else contextlib.nullcontext():
         return _assemble(config, installed_from, build)
+
+
+def _named_parts(model: VisionLanguageModel) -> dict[str, torch.nn.Module]:
+    """The model's components by their config labels, for the memory estimate."""
+    parts: dict[str, torch.nn.Module] = {}
+    for cfg, enc in zip(model.config.encoders, model.encoders):
+        parts[f"encoder '{cfg.name}'"] = enc
+    for cfg, con in zip(model.config.fusion + [model.config.connector], model.connectors):
+        parts[f"connector '{cfg.name}'"] = con
+    parts[f"llm '{model.config.llm.name}'"] = model.llm
+    for name, obj in model.objectives.items():
+        parts[f"objective '{name}'"] = obj
+    return parts
 
 
 def _assemble(config: ModelConfig, installed_from: dict[str, str] | None, build: BuildOptions) -> VisionLanguageModel:

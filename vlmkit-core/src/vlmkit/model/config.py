@@ -54,12 +54,16 @@ class ComponentConfig:
         return d
 
 
+#: the ceiling on a model's max_length (2^20 tokens): far above any released context, refuses a typo
+MAX_LENGTH = 1 << 20
+
+
 def check_max_length(value: Any, where: str) -> int:
     """A positive whole number of tokens (a YAML ``2048`` or ``"2048"``; not 0, -5, 2.5 or ``true``)."""
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{where}: expected an integer > 0 (a number of tokens), got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value > MAX_LENGTH:
+        raise ConfigError(f"{where}: expected an integer from 1 to {MAX_LENGTH:,} (a number of tokens), got {value!r}")
     return value
 
 

@@ -19,11 +19,15 @@ from pydantic import Field, PydanticSchemaGenerationError, TypeAdapter, Validati
 
 from vlmkit.errors import ConfigError
 
-#: argument types with a range, for component signatures (sizes, counts): checked by ``validate_args``
+#: argument types with a range, for component signatures (sizes, counts): checked by ``validate_args``;
+#: the floats are finite (an ``lr: .inf`` would train to NaN and still exit 0)
 PositiveInt = typing.Annotated[int, Field(gt=0)]
 NonNegativeInt = typing.Annotated[int, Field(ge=0)]
-PositiveFloat = typing.Annotated[float, Field(gt=0)]
-NonNegativeFloat = typing.Annotated[float, Field(ge=0)]
+PositiveFloat = typing.Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = typing.Annotated[float, Field(ge=0, allow_inf_nan=False)]
+#: a count that also has a sane ceiling (a typo of a few zeros is refused before any work)
+def BoundedInt(upper: int) -> typing.Any:  # noqa: N802 - used as a type
+    return typing.Annotated[int, Field(gt=0, le=upper)]
 
 
 #: the constructor parameter through which the assembler passes a component its build options

@@ -15,10 +15,15 @@ from pydantic import AfterValidator, Field, StrictBool, TypeAdapter, ValidationE
 
 from vlmkit.errors import ConfigError
 from vlmkit.model.config import ComponentConfig, ModelConfig, check_keys, load_yaml, parse_assignment
-from vlmkit.plugins.arguments import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from vlmkit.plugins.arguments import BoundedInt, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from vlmkit.training.lora import LoraSpec, parse_lora
 
 DEEPSPEED_PRESETS = ("zero2", "zero3")
+#: ceilings on sizes (documented in the README's Errors section): far above any real run, low enough that a
+#: mistyped value is refused with its field path instead of allocating for minutes
+MAX_BATCH = 1 << 16
+MAX_TOKENS = 1 << 20
+MAX_WORKERS = 256
 
 
 def _one_of(valid: list[str], value: str) -> str:
@@ -74,11 +79,11 @@ class Stage:
     lr_groups: dict[str, PositiveFloat] = field(default_factory=dict)
     epochs: PositiveFloat = 1.0
     max_steps: Optional[PositiveInt] = None
-    batch_size: PositiveInt = 8
-    grad_accum: PositiveInt = 1
+    batch_size: BoundedInt(MAX_BATCH) = 8
+    grad_accum: BoundedInt(MAX_BATCH) = 1
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     schedule: Schedule = "cosine"
-    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.03
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.03
     #: transformers' optimizer name (TrainingArguments.optim); adamw_torch is LLaVA's (non-fused AdamW)
     optimizer: Optimizer = "adamw_torch"
     #: applied to weights only: biases and norm weights never decay (the Trainer's decay-parameter rule)
@@ -90,16 +95,16 @@ class Stage:
     logging_steps: PositiveInt = 10
     #: zero2, zero3 or a DeepSpeed JSON file; run the command under torchrun / deepspeed for several processes
     deepspeed: Optional[str] = None
-    max_length: Optional[PositiveInt] = None
+    max_length: Optional[BoundedInt(MAX_TOKENS)] = None
     #: recompute activations in the backward pass: true (llm + trainable encoders) or a list of parts
     gradient_checkpointing: Union[StrictBool, list[str]] = False
-    dataloader_workers: NonNegativeInt = 0
+    dataloader_workers: Annotated[int, Field(ge=0, le=MAX_WORKERS)] = 0
     #: LoRA/QLoRA adapters on one part, merged into the final checkpoint (see training/lora.py)
     lora: Optional[LoraSpec] = None
     #: several samples per row, no attention across them (see vlmkit/data/packing.py)
     packing: StrictBool = False
     #: the row length for packing, in tokens after splicing (default: the model's max_length)
-    pack_max_tokens: Optional[PositiveInt] = None
+    pack_max_tokens: Optional[BoundedInt(MAX_TOKENS)] = None
 
 
 @dataclass
