@@ -215,7 +215,8 @@ def benchmark(session: nox.Session) -> None:
     """pytest-benchmark micro-benchmarks (splice, packing, data access, ViP drawing); each compares against
     a reference run in the same session. Not in the default list: timings belong on a quiet machine."""
     install(session, *LOCK_INPUTS["tests"])
-    pytest_run(session, "benchmarks/micro", "--benchmark-only", "--benchmark-columns=min,median,mean,rounds",
+    pytest_run(session, "benchmarks/micro", "--benchmark-only", "--benchmark-warmup=on",
+               "--benchmark-columns=min,median,mean,rounds",
                "--benchmark-sort=name")
 
 

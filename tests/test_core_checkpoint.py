@@ -42,16 +42,23 @@ def test_missing_plugin_names_component_and_distribution(tiny_config, tmp_path):
         load_checkpoint(tmp_path / "ck")
 
 
-def test_missing_and_corrupt_files(tiny_config, tmp_path):
+def test_missing_and_corrupt_files(tiny_config, tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="no such checkpoint folder"):
         load_checkpoint(tmp_path / "nope")
     save_checkpoint(build_model(tiny_config), tmp_path / "ck")
     w = tmp_path / "ck" / WEIGHTS_FILE
     w.write_bytes(w.read_bytes()[:100])
-    with pytest.raises(CheckpointError, match="corrupt or truncated safetensors"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: changed since it was saved"):
         load_checkpoint(tmp_path / "ck")
     w.unlink()
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: missing \(the checkpoint records its SHA-256\)"):
+        load_checkpoint(tmp_path / "ck")
+    # without the digest check, the parser still names the damage
+    monkeypatch.setenv("VLMKIT_VERIFY_WEIGHTS", "0")
     with pytest.raises(CheckpointError, match="missing weights file"):
+        load_checkpoint(tmp_path / "ck")
+    w.write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="corrupt or truncated safetensors"):
         load_checkpoint(tmp_path / "ck")
 
 

@@ -15,19 +15,23 @@ import pytest
 CORE = Path(__file__).resolve().parents[1] / "vlmkit-core" / "src" / "vlmkit"
 
 #: sub-package (or root module) -> what it may import besides itself; the order of docs/design.md's map
-LEAVES = {"errors", "progress", "cpu_threads"}
+LEAVES = {"errors", "progress", "cpu_threads", "safe_yaml", "output_folder"}
+#: root modules every layer may use: error types, the progress bar, bounded YAML, output folders
+BASE = {"errors", "progress", "safe_yaml", "output_folder"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "progress": set(),
+    "safe_yaml": {"errors"},
+    "output_folder": {"errors"},
     "cpu_threads": {"errors"},
-    "plugins": {"errors"},
-    "model": {"errors", "progress", "plugins"},
-    "data": {"errors", "progress", "plugins", "model"},
-    "interop": {"errors", "progress", "plugins", "model"},
-    "inference": {"errors", "progress", "cpu_threads", "plugins", "model", "data"},
-    "training": {"errors", "progress", "cpu_threads", "plugins", "model", "data"},
-    "integrations": {"errors", "progress", "cpu_threads", "plugins", "model", "data", "inference"},
-    "testing": {"errors", "progress", "cpu_threads", "plugins", "model", "data", "interop", "inference", "training"},
+    "plugins": {"errors", "safe_yaml"},
+    "model": BASE | {"plugins"},
+    "data": BASE | {"plugins", "model"},
+    "interop": BASE | {"plugins", "model"},
+    "inference": BASE | {"cpu_threads", "plugins", "model", "data"},
+    "training": BASE | {"cpu_threads", "plugins", "model", "data"},
+    "integrations": BASE | {"cpu_threads", "plugins", "model", "data", "inference"},
+    "testing": BASE | {"cpu_threads", "plugins", "model", "data", "interop", "inference", "training"},
 }
 #: the package's front door and the old-path aliases name the layers by design
 EXEMPT = {"vlmkit", "vlmkit.moved_modules", "vlmkit.plugin_api"}

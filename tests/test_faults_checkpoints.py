@@ -382,7 +382,7 @@ def test_bad_set_forms_are_named_errors(shapes, tmp_path, assignment, expected):
 @pytest.mark.parametrize("assignment, expected", [
     ("encoder.width=-5", r"tiny-conv.*argument 'width' must be > 0, got -5"),
     ("encoder.width=0", r"argument 'width' must be > 0, got 0"),
-    ("max_length=0", r"--set max_length: expected an integer > 0 \(a number of tokens\), got 0"),
+    ("max_length=0", r"--set max_length: expected an integer from 1 to 1,048,576 \(a number of tokens\), got 0"),
     ("llm.num_layers=0", r"argument 'num_layers' must be > 0"),
 ])
 def test_component_sizes_are_range_checked(tiny_config, assignment, expected):

@@ -24,7 +24,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+def _root(ctx: typer.Context,
+          debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
           allow_unverified: bool = typer.Option(
               False, "--allow-unverified",
               help="Use checkpoints that record no digests of their files (written before vlmkit 0.2, or edited)."),
@@ -35,8 +36,11 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
     import os
 
     STATE["debug"] = debug
-    # the caller's choices, in the environment so that training workers (torchrun) inherit them
-    if allow_unverified:
-        os.environ["VLMKIT_ALLOW_UNVERIFIED"] = "1"
-    if allow_other_plugins:
-        os.environ["VLMKIT_ALLOW_OTHER_PLUGINS"] = "1"
+    # the caller's choices, in the environment so that training workers (torchrun) inherit them; for this
+    # command only (an in-process caller, a test, must not keep them for the next one)
+    for flag, name in ((allow_unverified, "VLMKIT_ALLOW_UNVERIFIED"), (allow_other_plugins, "VLMKIT_ALLOW_OTHER_PLUGINS")):
+        if flag:
+            before = os.environ.get(name)
+            os.environ[name] = "1"
+            ctx.call_on_close(lambda name=name, before=before: os.environ.pop(name, None) if before is None
+                              else os.environ.__setitem__(name, before))

@@ -28,7 +28,9 @@ def transform_spec(text: str) -> Any:
         import yaml
 
         try:
-            spec = yaml.safe_load(text)
+            from vlmkit import safe_yaml
+
+            spec = safe_yaml.load(text, f"--transform {text[:40]!r}")
         except yaml.YAMLError as exc:
             fail(f"--transform {text!r}: not a YAML mapping ({exc})")
         if not isinstance(spec, dict) or "name" not in spec:
@@ -154,23 +156,46 @@ def convert_cmd(
             typer.echo(f"  {src}:{line}: image_id={image_id}", err=True)
 
 
-def _processor(model: Optional[Path], preset: Optional[str], template: Optional[str], max_length: Optional[int]):
-    """The processor training would use: a checkpoint's or a preset's (built on the meta device: no weights)."""
+def _processor(model: Optional[Path], preset: Optional[str], recipe: Optional[Path], stage: Optional[str],
+               template: Optional[str], max_length: Optional[int]):
+    """The processor training would use, and what it is: a checkpoint's, a preset's, or a recipe stage's (its
+    model, template and max_length; built on the meta device: no weights)."""
     from vlmkit.data.processing import MultimodalProcessor
+    from vlmkit.model.assembly import build_model
 
-    if model is not None and preset is not None:
-        fail("give --model or --preset, not both")
+    if sum(x is not None for x in (model, preset, recipe)) > 1:
+        fail("give one of --recipe, --model and --preset")
+    if stage is not None and recipe is None:
+        fail("--stage names a stage of --recipe")
     if model is not None:
         from vlmkit.model.checkpoint import load_checkpoint
 
-        built = load_checkpoint(model, meta=True)
-    else:
-        from vlmkit.model.assembly import build_model
+        built, what = load_checkpoint(model, meta=True), f"checkpoint {model}"
+    elif recipe is not None:
+        from vlmkit.training.recipe import load_recipe
 
+        r = load_recipe(str(recipe))
+        names = [s.name for s in r.stages]
+        pick = 0 if stage is None else (int(stage) - 1 if stage.isdigit() else names.index(stage)
+                                        if stage in names else -1)
+        if not 0 <= pick < len(names):
+            fail(f"--stage {stage}: {recipe} has the stages {', '.join(names)} (a name, or 1 to {len(names)})")
+        st = r.stages[pick]
+        if r.init_from and pick == 0:
+            from vlmkit.model.checkpoint import load_checkpoint
+
+            built = load_checkpoint(r.init_from, meta=True)
+        else:
+            built = build_model(r.model, meta=True)
+        template = template or (st.data.template if isinstance(st.data.template, str) else None)
+        max_length = max_length or st.max_length
+        what = f"recipe {recipe}, stage '{st.name}'"
+    else:
         from .model_config import resolve_model_config
 
-        built = build_model(resolve_model_config(preset=preset), meta=True)
-    return MultimodalProcessor.for_model(built, template=template, max_length=max_length)
+        built, what = build_model(resolve_model_config(preset=preset), meta=True), f"preset {preset}"
+    processor = MultimodalProcessor.for_model(built, template=template, max_length=max_length)
+    return processor, f"{what} (max_length {processor.max_length})"
 
 
 @data_app.command("check")
@@ -186,6 +211,10 @@ def check_cmd(
                                                                "answers past max_length, truncation."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Like --model, with a model preset's tokenizer, "
                                                                 "template and max_length."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="Like --model, with what a recipe's stage would "
+                                                                 "train with: its model, template and max_length."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="The --recipe stage (name or 1-based number; "
+                                                              "default: the first)."),
     template: Optional[str] = typer.Option(None, "--template", help="Chat template (default: the model's)."),
     max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Token budget (default: the model's)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
@@ -200,12 +229,12 @@ def check_cmd(
     from vlmkit_data.check import check_file, format_report
 
     show_progress = (sys.stderr.isatty() and not as_json) if progress is None else progress
-    processor = None
-    if model is not None or preset is not None:
-        processor = _processor(model, preset, template, max_length)
+    processor, judged_with = None, None
+    if model is not None or preset is not None or recipe is not None:
+        processor, judged_with = _processor(model, preset, recipe, stage, template, max_length)
     report = check_file(str(file), image_root=str(images) if images else None, dataset=dataset, limit=limit,
                         max_examples=show, progress=show_progress, meta_root=str(meta_root) if meta_root else None,
-                        processor=processor)
+                        processor=processor, judged_with=judged_with)
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -31,9 +33,22 @@ def fix_threads(threads: Optional[int], apply: bool = False) -> None:
         return
     say = logging.getLogger("vlmkit.cpu_threads")  # one line on stderr: the count and why
     if not say.handlers:
-        say.addHandler(logging.StreamHandler())
+        say.addHandler(CurrentStderrHandler())
         say.setLevel(logging.INFO)
         say.propagate = False
+
+
+class CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not the stream of the moment it was made
+    (a caller that swaps stderr, a test runner, must not leave the handler writing to a closed file)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 @app.command()
@@ -103,6 +118,10 @@ def generate(model: Path = typer.Option(..., "--model", help="vlmkit checkpoint 
     fix_threads(threads, apply=True)
 
     specs = [transform_spec(t) for t in transform or []]
+    tags = prompt.count("<image>")
+    if tags and tags != len(image or []):
+        fail(f"--prompt has {tags} <image> tag(s) but {len(image or [])} --image given: give one --image per tag, or "
+             "no tag (the images then go first)")
     prompted = prompt_sample([str(p) for p in image or []], prompt, transforms=specs, seed=seed)
     if save_transformed is not None:
         if not prompted.images:

@@ -42,8 +42,12 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        except (typer.Exit, typer.Abort):
             raise
+        except KeyboardInterrupt:
+            typer.echo("\ninterrupted (Ctrl-C): stopped; files written before stay whole (a training run resumes "
+                       "from its last complete checkpoint with --resume)", err=True)
+            raise typer.Exit(130) from None
         except _user_error_types() as exc:
             if STATE["debug"]:
                 traceback.print_exc()

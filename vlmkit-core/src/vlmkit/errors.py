@@ -74,6 +74,17 @@ class IncompatibleComponentsError(VlmkitError):
         super().__init__(f"{consumer} cannot be combined with {producer}: {detail}")
 
 
+class ComponentBuildError(ConfigError):
+    """A component's constructor failed with an error of its own (not a vlmkit error): which component, from
+    which distribution, and the original error (kept as ``__cause__``, shown whole by ``--debug``)."""
+
+    def __init__(self, label: str, source: str, exc: BaseException):
+        self.label, self.source, self.original = label, source, exc
+        first = (str(exc).splitlines() or [""])[0][:300]
+        super().__init__(f"{label} (from {source}) failed to build: {type(exc).__name__}: {first} (the plugin's own "
+                         "error; vlmkit --debug shows where)")
+
+
 class CheckpointError(VlmkitError):
     """A checkpoint folder is missing, incomplete or corrupt."""
 

@@ -31,6 +31,7 @@ from vlmkit.data.samples import BOXES, Sample, provides, source_location
 from vlmkit.errors import ConfigError, DataError
 
 from .box_checks import box_problem
+from .record_caps import DEFAULT_LIMITS, OVER_LIMIT, over
 
 MISSING_POLICIES = ("error", "empty")
 
@@ -42,6 +43,8 @@ class BoxRecord:
     boxes: np.ndarray
     scores: np.ndarray
     labels: list[str] = field(default_factory=list)
+    #: the number of boxes of a record over the limit (its boxes are not kept: using it is an error)
+    over_limit: int = 0
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -67,7 +70,7 @@ def _records(path: Path) -> Iterator[tuple[int | None, int, Any]]:
             raise DataError(f"not valid JSON: {exc.msg}", file=str(path), line=n) from None
 
 
-def _parse(rec: Any, where: dict[str, Any]) -> tuple[str, BoxRecord]:
+def _parse(rec: Any, where: dict[str, Any], max_boxes: int = DEFAULT_LIMITS.max_boxes) -> tuple[str, BoxRecord]:
     if not isinstance(rec, dict):
         raise DataError(f"expected an object, got {type(rec).__name__}", **where)
     if "id" not in rec:
@@ -80,6 +83,8 @@ def _parse(rec: Any, where: dict[str, Any]) -> tuple[str, BoxRecord]:
         if not isinstance(rec.get(key), list):
             raise DataError(f"expected a list, got {type(rec.get(key)).__name__}", field=key, **where)
     n = len(rec["boxes"])
+    if n > max_boxes:  # not parsed (NMS over it would take minutes); the sample that uses it is refused by name
+        return rid, BoxRecord(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), [], over_limit=n)
     try:
         boxes = np.asarray(rec["boxes"], dtype=np.float32).reshape(n, 4) if n else np.zeros((0, 4), np.float32)
     except (ValueError, TypeError):
@@ -96,7 +101,7 @@ def _parse(rec: Any, where: dict[str, Any]) -> tuple[str, BoxRecord]:
     return rid, BoxRecord(boxes, scores, [str(label) for label in rec["labels"]])
 
 
-def load_box_file(path: str | Path) -> dict[str, BoxRecord]:
+def load_box_file(path: str | Path, max_boxes: int = DEFAULT_LIMITS.max_boxes) -> dict[str, BoxRecord]:
     """Read a box file (JSON list or JSONL) into ``{str(id): BoxRecord}``; duplicate ids are an error."""
     p = Path(path)
     if not p.is_file():
@@ -106,7 +111,7 @@ def load_box_file(path: str | Path) -> dict[str, BoxRecord]:
         where: dict[str, Any] = {"file": str(p), "line": line}
         if line is None:
             where["file"] = f"{p}[record {index}]"
-        rid, record = _parse(rec, where)
+        rid, record = _parse(rec, where, max_boxes)
         if rid in out:
             raise DataError("duplicate id in box file", field="id", record_id=rid, **where)
         out[rid] = record
@@ -167,12 +172,14 @@ class BoxJoin:
     """
 
     def __init__(self, dataset: Any, box_file: str | Path, missing: str = "error", iou: float = 0.2,
-                 limit: int = 100, per_label_when_over_limit: int | None = 20, max_total: int | None = None):
+                 limit: int = 100, per_label_when_over_limit: int | None = 20, max_total: int | None = None,
+                 max_boxes: int = DEFAULT_LIMITS.max_boxes):
         if missing not in MISSING_POLICIES:
             raise ConfigError(f"box join: missing must be one of {', '.join(MISSING_POLICIES)}, got '{missing}'")
         self.dataset = dataset
         self.box_file = str(box_file)
-        self.records = load_box_file(box_file)
+        self.max_boxes = max_boxes
+        self.records = load_box_file(box_file, max_boxes)
         self.missing = missing
         self.filter_args = dict(iou=iou, limit=limit, per_label_when_over_limit=per_label_when_over_limit,
                                 max_total=max_total)
@@ -203,6 +210,10 @@ class BoxJoin:
                                 file=self.box_file, record_id=str(sample.id), field="id", kind="missing")
             self.missing_seen.add(str(sample.id))
             return sample.replace(boxes=[np.zeros((0, 4), np.float32)])
+        if record.over_limit:
+            raise DataError(over("boxes", record.over_limit, self.max_boxes, "max_boxes") + f" in box file "
+                            f"{self.box_file}", file=self.box_file, record_id=str(sample.id), field="boxes",
+                            kind=OVER_LIMIT)
         size = sample.images[0].size
         for k, box in enumerate(record.boxes):  # against the image they were detected on, before any filter
             found = box_problem(box, size)

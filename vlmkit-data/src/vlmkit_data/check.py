@@ -59,6 +59,9 @@ class CheckReport:
     first: list[Problem] = field(default_factory=list)
     #: samples that training would cut at max_length (not a problem: counted in the stage report too)
     truncated: int = 0
+    #: with which tokenizer/template/max_length answers past max_length and truncation were judged; None: not
+    #: judged (no --model, --preset or --recipe), which the report says rather than implying "none"
+    judged_with: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -77,7 +80,7 @@ class CheckReport:
         return {"file": self.file, "dataset": self.dataset, "records": self.records, "checked": self.checked,
                 "ok_records": self.checked - self.bad_records, "bad_records": self.bad_records,
                 "problems": dict(sorted(self.counts.items())), "first": [p.as_dict() for p in self.first],
-                "truncated": self.truncated, "ok": self.ok}
+                "truncated": self.truncated, "truncation_judged_with": self.judged_with, "ok": self.ok}
 
 
 def box_problems(sample: Sample, meta_root: str | None = None, strict_regions: bool = False) -> Iterable[Problem]:
@@ -127,17 +130,23 @@ def open_dataset(path: str, image_root: str | None = None, dataset: str = "llava
 def check_file(path: str, image_root: str | None = None, dataset: str = "llava-json", limit: int | None = None,
                max_examples: int = 20, progress: bool | None = None,
                callback: ProgressCallback | None = None, meta_root: str | None = None,
-               processor: Any = None) -> CheckReport:
+               processor: Any = None, judged_with: str | None = None) -> CheckReport:
     """Check every record (or the first ``limit``) and return the counts and first problems.
 
     ``processor`` (a ``vlmkit.data.processing.MultimodalProcessor``) adds the tokenised checks."""
     report = CheckReport(file=path, dataset=dataset)
+    if processor is not None:
+        report.judged_with = judged_with or "the given processor"
     try:
         ds = open_dataset(path, image_root, dataset)
     except DataError as exc:  # the file as a whole is unreadable (missing, broken JSON structure): no record
         report.add(Problem.from_error(exc), max_examples)
         return report
     report.records = len(ds)
+    if report.records == 0:  # nothing to train on is a problem, not a pass ("0 of 0 with problems")
+        report.add(Problem("empty", f"{path}: no records (the file is empty); training would refuse it", path),
+                   max_examples)
+        return report
     n = len(ds) if limit is None else min(limit, len(ds))
     with ProgressReporter(f"checking {os.path.basename(path)}", n, progress, callback, unit="records") as rep:
         for i in range(n):
@@ -180,7 +189,9 @@ def _check_one(ds: Any, i: int, meta_root: str | None, strict_regions: bool, pro
 
 
 def format_report(report: CheckReport) -> str:
-    if report.records == 0 and report.counts:
+    if report.records == 0 and "empty" in report.counts:
+        lines = [f"{report.file}: no records (the file is empty)"]
+    elif report.records == 0 and report.counts:
         lines = [f"{report.file}: the file could not be read as a whole; no record was checked"]
     else:
         lines = [f"checked {report.checked:,} of {report.records:,} records in {report.file}: "
@@ -192,6 +203,10 @@ def format_report(report: CheckReport) -> str:
         lines.append(f"first {len(report.first)}:")
         lines += [f"  {p.message}" if p.file and p.message.startswith(p.file) else f"  {p.where}: {p.message}"
                   for p in report.first]
-    if report.truncated:
-        lines.append(f"{report.truncated:,} sample(s) would be cut at max_length (trained on, and counted)")
+    if report.judged_with is None:
+        lines.append("answers past max_length and truncation: not judged (no tokenizer; give --recipe, --model or "
+                     "--preset to tokenise as training would)")
+    else:
+        lines.append(f"tokenised as training would, with {report.judged_with}: {report.truncated:,} sample(s) would "
+                     "be cut at max_length (trained on, and counted)")
     return "\n".join(lines)

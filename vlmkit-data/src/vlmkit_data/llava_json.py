@@ -42,6 +42,7 @@ from vlmkit.progress import ProgressCallback, ProgressReporter
 from .box_checks import box_problem
 from .json_index import CHUNK_SIZE, RecordIndex, cache_path, load_or_build_index, write_cache
 from .paths import OUTSIDE_ROOT, outside_message, resolve_under
+from .record_caps import OVER_LIMIT, RecordLimits, over
 
 #: record roles -> template roles
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -67,7 +68,9 @@ class LlavaJsonDataset:
     def __init__(self, path: str, image_root: str | None = None, boxes: bool | None = None,
                  regions: bool | None = None, scan_records: int = 64, index_cache: bool | None = None,
                  progress: bool | None = None, progress_callback: ProgressCallback | None = None,
-                 allow_outside_root: bool = False, box_file: str | None = None, missing_boxes: str = "error"):
+                 allow_outside_root: bool = False, box_file: str | None = None, missing_boxes: str = "error",
+                 limits: dict[str, int] | None = None):
+        self.limits = RecordLimits.parse(limits, "dataset 'llava-json': limits")
         if not os.path.isfile(path):
             raise DataError("data file not found", file=path, kind="missing_file")
         self.path = os.fspath(path)
@@ -93,7 +96,8 @@ class LlavaJsonDataset:
         if box_file is not None:
             from .box_files import BoxJoin
 
-            self.box_join = BoxJoin(_Unjoined(self), box_file, missing=missing_boxes)
+            self.box_join = BoxJoin(_Unjoined(self), box_file, missing=missing_boxes,
+                                    max_boxes=self.limits.max_boxes)
         self.require_boxes = False if box_file is not None else declared(boxes, "boxes")
         self.provides: frozenset[str] = frozenset(
             {IMAGES} | ({BOXES} if self.require_boxes or box_file is not None else set())
@@ -127,8 +131,12 @@ class LlavaJsonDataset:
             return f.read(int(self.index.ends[i] - self.index.starts[i]))
 
     def record(self, i: int) -> dict[str, Any]:
-        """The parsed JSON object of record ``i`` (no checks beyond being a JSON object)."""
+        """The parsed JSON object of record ``i`` (no checks beyond being a JSON object and its size)."""
         i = self._check_index(i)
+        size = int(self.index.ends[i] - self.index.starts[i])
+        if size > self.limits.max_record_bytes:
+            raise self._error(i, None, over("record size in bytes", size, self.limits.max_record_bytes,
+                                            "max_record_bytes"), OVER_LIMIT)
         return self._parse(i, self._raw(i))
 
     def _parse(self, i: int, raw: bytes) -> dict[str, Any]:
@@ -157,6 +165,7 @@ class LlavaJsonDataset:
         i = self._check_index(i)
         rec = self.record(i)
         paths = self._image_paths_checked(i, rec)
+        self._check_limits(i, rec, paths)
         turns = self._turns(i, rec, len(paths))
         images = [self.load_image(i, rec, p, f"image[{k}]" if isinstance(rec.get("image"), list) else "image")
                   for k, p in enumerate(paths)]
@@ -172,6 +181,29 @@ class LlavaJsonDataset:
         rid = rec.get("id")
         return Sample(id=str(rid) if rid is not None else str(i), turns=turns, images=images, boxes=boxes,
                       regions=regions, source=self.source(i), meta=meta)
+
+    def _check_limits(self, i: int, rec: dict[str, Any], paths: list[str]) -> None:
+        """The record's size against ``self.limits``, before any image is opened or box computed."""
+        lim = self.limits
+        if len(paths) > lim.max_images:
+            raise self._error(i, rec, over("images", len(paths), lim.max_images, "max_images"), OVER_LIMIT, "image")
+        conv = rec.get("conversations")
+        if isinstance(conv, list):
+            if len(conv) > lim.max_turns:
+                raise self._error(i, rec, over("turns", len(conv), lim.max_turns, "max_turns"), OVER_LIMIT,
+                                  "conversations")
+            chars = sum(len(t["value"]) for t in conv if isinstance(t, dict) and isinstance(t.get("value"), str))
+            if chars > lim.max_text_chars:
+                raise self._error(i, rec, over("characters", chars, lim.max_text_chars, "max_text_chars"),
+                                  OVER_LIMIT, "conversations")
+        boxes = rec.get("boxes")
+        if isinstance(boxes, list):
+            per_image = boxes if boxes and all(isinstance(b, list) and (not b or isinstance(b[0], list))
+                                               for b in boxes) else [boxes]
+            for k, b in enumerate(per_image):
+                if len(b) > lim.max_boxes:
+                    raise self._error(i, rec, over("boxes", len(b), lim.max_boxes, "max_boxes"), OVER_LIMIT,
+                                      f"boxes[{k}]")
 
     def _image_paths_checked(self, i: int, rec: dict[str, Any]) -> list[str]:
         img = rec.get("image")

@@ -14,11 +14,14 @@ from PIL import Image
 
 from vlmkit.data.image_processing import Affine, preprocess
 from vlmkit.data.templates import ChatTemplate, Encoded, Turn, get_template, truncate
+from vlmkit.errors import DataError
 from vlmkit.model.contracts import IGNORE_INDEX, IMAGE_PLACEHOLDER, ImageView
 
 
-class LabelPolicyError(ValueError):
-    """A sample would have no supervised token (all labels masked) or cannot fit the length budget."""
+class LabelPolicyError(DataError, ValueError):
+    """A sample would have no supervised token (all labels masked), cannot fit the length budget, or its image
+    placeholders and images do not pair up. A user error (``DataError``); still a ``ValueError`` for callers
+    that caught it as one."""
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from vlmkit.errors import DataError
 from vlmkit.inference.generation import generate_batch
 from vlmkit.model.vlm import VisionLanguageModel
 
@@ -41,8 +42,12 @@ def evaluate(model: VisionLanguageModel, dataset: Any, *, batch_size: int = 32, 
         samples = [dataset[i] for i in range(start, min(n, start + batch_size))]
         prompts, refs, imgs = [], [], []
         for s in samples:
-            if not s.turns or s.turns[-1].role != "assistant":
-                raise ValueError(f"{s.source or s.id}: an eval record must end with the reference answer")
+            if not s.turns or s.turns[-1].role != "assistant" or not s.turns[-1].text.strip():
+                found = ("has no turns" if not s.turns else f"ends with a {s.turns[-1].role} turn"
+                         if s.turns[-1].role != "assistant" else "ends with an empty answer")
+                raise DataError(f"an eval record must end with the reference answer (a non-empty last assistant "
+                                f"turn); this one {found}", file=s.source or None, record_id=s.id, field="conversations",
+                                kind="no_reference")
             prompts.append(s.turns[:-1])
             refs.append(s.turns[-1].text)
             imgs.append(s.images)
@@ -72,7 +77,6 @@ def evaluate_file(model_dir: str, data: str, *, dataset: str, image_root: str | 
     """Load a checkpoint and a data file through the registered ``dataset`` component, then evaluate."""
     from pathlib import Path
 
-    from vlmkit.errors import DataError
     from vlmkit.model.checkpoint import load_checkpoint
     from vlmkit.plugins.registry import registry
 

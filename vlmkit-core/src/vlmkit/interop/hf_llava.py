@@ -45,6 +45,7 @@ from vlmkit.interop.llava_conversion import LlavaConverters, LlavaProjectorConve
 from vlmkit.interop.tokenizer_files import require_tokenizer
 from vlmkit.interop.weights import WeightFiles
 from vlmkit.model.config import ComponentConfig, ModelConfig
+from vlmkit.output_folder import prepare_output_folder
 from vlmkit.progress import ProgressCallback
 
 if TYPE_CHECKING:
@@ -405,7 +406,7 @@ def export_hf(model_dir: str | Path, out: str | Path, *, family: str = "llava",
         hf.generation_config.suppress_tokens = sorted(set(hf.generation_config.suppress_tokens or []) | {image_id})
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output_folder(out, "export folder")
     hf.save_pretrained(out)
     processor = LlavaProcessor(image_processor=layout.vision.image_processor(enc), tokenizer=tok,
                                vision_feature_select_strategy=getattr(hf_cfg, "vision_feature_select_strategy",

@@ -44,6 +44,7 @@ from vlmkit.interop.llava_conversion import (
 from vlmkit.interop.tokenizer_files import copy_tokenizer
 from vlmkit.interop.weights import WeightFiles
 from vlmkit.model.config import ComponentConfig, ModelConfig
+from vlmkit.output_folder import prepare_output_folder
 
 if TYPE_CHECKING:
     import pluggy
@@ -414,7 +415,7 @@ def export_llava_repo(model_dir: str | Path, out: str | Path, *,
     assert tower_conv is not None and proj_conv is not None
     lm_base, lm_head = lm_layout(lm)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output_folder(out, "export folder")
     state: dict[str, torch.Tensor] = {}
     seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
     for k, v in model.persistent_state_dict().items():

@@ -13,7 +13,15 @@ from typing import Any
 
 import torch
 
-from vlmkit.errors import ConfigError, Incompatible, IncompatibleComponentsError, MissingPluginError, UnknownComponentError
+from vlmkit.errors import (
+    ComponentBuildError,
+    ConfigError,
+    Incompatible,
+    IncompatibleComponentsError,
+    MissingPluginError,
+    UnknownComponentError,
+    VlmkitError,
+)
 from vlmkit.model.build_context import legacy_pretrained_switch
 from vlmkit.model.config import ComponentConfig, ModelConfig
 from vlmkit.model.contracts import BuildOptions, Connector, Objective, ObjectiveContext, StreamSpec, VisionEncoder
@@ -54,6 +62,10 @@ def _construct(kind: str, cfg: ComponentConfig, context: dict[str, Any], install
     try:
         with legacy_pretrained_switch(build.pretrained):  # for plugins that still read load_pretrained()
             obj = factory(**context, **cfg.args)
+    except (VlmkitError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin's own failure, named with where it comes from
+        raise ComponentBuildError(_label(kind, cfg), f"{entry.distribution} {entry.version}", exc) from exc
     finally:
         _BUILDING_FROM.reset(token)
     if hasattr(obj, "component_name"):

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 import yaml
 
+from vlmkit import safe_yaml
 from vlmkit.errors import CheckpointError, ConfigError
 from vlmkit.model.assembly import build_model
 from vlmkit.model.config import ComponentConfig, ModelConfig
@@ -38,6 +39,7 @@ from vlmkit.model.integrity import (
 )
 from vlmkit.model.tensor_state import mismatch, storage_key
 from vlmkit.model.vlm import VisionLanguageModel
+from vlmkit.output_folder import prepare_output_folder
 from vlmkit.plugins.registry import registry
 
 log = logging.getLogger(__name__)
@@ -100,7 +102,7 @@ def save_checkpoint(model: VisionLanguageModel, directory: str | Path, extra: di
     from safetensors.torch import save_file
 
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
+    prepare_output_folder(d, "checkpoint folder")
     cfg = checkpoint_config(model)
     plugins = [_plugin_record("encoder", c.name) for c in model.config.encoders]
     plugins += [_plugin_record("connector", c.name) for c in model.config.fusion + [model.config.connector]]
@@ -144,7 +146,7 @@ def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
     if not f.is_file():
         raise CheckpointError(f"{f}: missing (is {d} a vlmkit checkpoint? `vlmkit import-hf` converts HF Llava folders)")
     try:
-        doc = yaml.safe_load(f.read_text())
+        doc = safe_yaml.load(f.read_text(), str(f))
     except yaml.YAMLError as exc:
         raise CheckpointError(f"{f}: not valid YAML: {exc}") from exc
     if not isinstance(doc, dict) or "model" not in doc:
@@ -237,13 +239,21 @@ def load_state_strict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], 
     for alias, target in aliases.items():
         if target in tensors:
             tensors[alias] = tensors[target]
-    known = set(model.state_dict())
+    own = model.state_dict()
+    known = set(own)
     rename_legacy_tensors(model, tensors, known, where)
     expected = known if expected is None else expected
     missing = sorted(expected - set(tensors))
     unexpected = sorted(set(tensors) - known)
     if missing or unexpected:
         raise CheckpointError(f"{where}: does not match the model: " + mismatch(missing, unexpected))
+    # (a ZeRO-3 partitioned parameter shows an empty local shape: its real one is not known here)
+    shaped = [f"{k} is {list(v.shape)}, the model needs {list(own[k].shape)}" for k, v in tensors.items()
+              if k in own and own[k].numel() and tuple(v.shape) != tuple(own[k].shape)]
+    if shaped:
+        more = f" (and {len(shaped) - 1} more)" if len(shaped) > 1 else ""
+        raise CheckpointError(f"{where}: tensor {shaped[0]}{more}; the weights were saved by another architecture "
+                              "than the one its config builds")
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise CheckpointError(f"{where}: non-finite values (NaN or inf) in {len(bad)} tensor(s), e.g. {', '.join(bad[:3])}")
@@ -278,12 +288,13 @@ def rename_legacy_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tenso
 
 
 def load_checkpoint_weights(model: Any, directory: str | Path, doc: dict[str, Any] | None = None,
-                            allow_unverified: bool | None = None) -> None:
+                            allow_unverified: bool | None = None, verified: bool = False) -> None:
     """A checkpoint folder's weights into ``model`` (a VisionLanguageModel): parsed (a cut file is named as
     such), checked against the recorded SHA-256, then loaded strictly. Used by loading and by resume."""
     d = Path(directory)
     tensors, aliases = load_weights(d / WEIGHTS_FILE)
-    verify_checkpoint_files(d, doc, allow_unverified)
+    if not verified:
+        verify_checkpoint_files(d, doc, allow_unverified)
     load_state_strict(model, tensors, aliases, d / WEIGHTS_FILE, expected=set(model.persistent_state_dict()))
 
 
@@ -301,7 +312,13 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
                 tensors[k] = f.get_tensor(k)
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
         raise CheckpointError(f"{p}: corrupt or truncated safetensors file ({type(exc).__name__}: {exc})") from exc
-    aliases = json.loads(meta.get("aliases", "{}") or "{}")
+    try:
+        aliases = json.loads(meta.get("aliases", "{}") or "{}")
+    except ValueError as exc:
+        raise CheckpointError(f"{p}: the 'aliases' metadata (names of tied tensors) is not JSON: {exc}") from None
+    if not isinstance(aliases, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()):
+        raise CheckpointError(f"{p}: the 'aliases' metadata must map tensor names to tensor names, got "
+                              f"{type(aliases).__name__}")
     return tensors, aliases
 
 
@@ -399,16 +416,18 @@ def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu"
     llm_doc = doc["model"].get("llm")
     if isinstance(llm_doc, dict) and llm_doc.get("name") == "hf" and llm_path is None and not (d / "llm").is_dir():
         raise CheckpointError(f"{d}: no llm/ folder (the LLM's config and tokenizer); the checkpoint is incomplete")
+    if not meta:  # every file against its digest before anything is built from them
+        verify_checkpoint_files(d, doc, allow_unverified)
     model_doc = _own_llm(doc["model"], d / CONFIG_FILE, trust_remote_code, llm_path)
     try:
         cfg = ModelConfig.from_dict(_substitute(model_doc, d), where=f"{d / CONFIG_FILE}: model")
     except ConfigError as exc:
         raise CheckpointError(str(exc)) from exc
-    installed_from = {p["name"]: p["distribution"] for p in doc.get("plugins", []) if p.get("distribution")}
     check_provenance(doc.get("plugins", []), d / CONFIG_FILE, allow_other_plugins)
+    installed_from = {p["name"]: p["distribution"] for p in doc.get("plugins", []) if p.get("distribution")}
     warn_version_changes(doc.get("plugins", []), d / CONFIG_FILE)
     model = build_model(cfg, meta=meta, pretrained=False, installed_from=installed_from)
     if meta:
         return model
-    load_checkpoint_weights(model, d, doc, allow_unverified)
+    load_checkpoint_weights(model, d, doc, allow_unverified, verified=True)
     return model.to(device)

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from vlmkit import safe_yaml
 from vlmkit.errors import ConfigError
 
 
@@ -75,7 +76,7 @@ def parse_assignment(assignment: str, form: str) -> tuple[str, Any]:
     key, _, raw = assignment.partition("=")
     key = key.strip()
     try:
-        return key, (yaml.safe_load(raw) if raw.strip() else "")
+        return key, (safe_yaml.load(raw, f"--set {key}") if raw.strip() else "")
     except yaml.YAMLError as exc:
         reason = str(exc).splitlines()[0]
         raise ConfigError(f"--set {key}: the value {raw!r} is not valid YAML ({reason})") from None
@@ -221,6 +222,6 @@ def load_yaml(path: str | Path) -> Any:
     if not p.is_file():
         raise ConfigError(f"{p}: no such file")
     try:
-        return yaml.safe_load(p.read_text())
+        return safe_yaml.load(p.read_text(), str(p))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from exc

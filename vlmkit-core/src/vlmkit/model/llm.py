@@ -119,11 +119,15 @@ class LanguageModel(Component, nn.Module):
             try:
                 self.model = AutoModelForCausalLM.from_pretrained(
                     path, dtype=torch_dtype, attn_implementation=self._attn, trust_remote_code=trust_remote_code)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 raise ConfigError(f"llm: cannot load '{path}': {str(exc).splitlines()[0]}") from exc
         else:
             if path is not None:
-                hf_config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+                try:
+                    hf_config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+                except (OSError, ValueError) as exc:  # no config.json, not JSON, no model_type
+                    raise ConfigError(f"llm: cannot read the config in '{path}' ({str(exc).splitlines()[0][:200]}); "
+                                      "it needs a transformers config.json with a model_type") from exc
             else:
                 cfg = dict(named_config(config) if isinstance(config, str) else config)
                 model_type = cfg.pop("model_type", None)
@@ -228,6 +232,11 @@ def load_tokenizer(source: str | None) -> Any:
     from transformers import AutoTokenizer
 
     require_tokenizer_packages(source)
+    folder = Path(source)
+    if folder.is_dir() and not any(folder.glob("tokenizer*")) and not any(
+            (folder / f).is_file() for f in ("vocab.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model")):
+        raise ConfigError(f"llm: '{source}' holds no tokenizer files (tokenizer.json, tokenizer.model, vocab.json + "
+                          "merges.txt, ...); copy the tokenizer that goes with these weights into it")
     try:
         tok = AutoTokenizer.from_pretrained(source)
     except OSError as exc:

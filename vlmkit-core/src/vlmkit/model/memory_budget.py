@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from vlmkit.errors import ConfigError
+from vlmkit.errors import ComponentBuildError, ConfigError
 
 log = logging.getLogger(__name__)
 GIB = 1024 ** 3
@@ -45,15 +45,16 @@ def check_fits(build_on_meta: Callable[[], Any], parts: Callable[[Any], dict[str
         return
     try:
         shell = build_on_meta()
-    except ConfigError:
-        raise  # the real build would refuse the same way: say it now
-    except RuntimeError as exc:
-        if "overflow" in str(exc).lower():  # sizes whose product does not fit in 64 bits: no machine has it
-            raise ConfigError(f"the model asks for a tensor too large to exist ({str(exc).splitlines()[0][:160]}): "
-                              "nothing was allocated; check the sizes in its config (a width, a layer count)") from None
+    except ComponentBuildError as exc:  # a constructor failed on the meta device
+        if "overflow" in str(exc.original).lower():  # sizes whose product does not fit in 64 bits: no machine has it
+            raise ConfigError(f"{exc.label} asks for a tensor too large to exist "
+                              f"({str(exc.original).splitlines()[0][:160]}): nothing was allocated; check the sizes "
+                              "in its config (a width, a layer count)") from None
         log.debug("no memory estimate (meta build failed: %s)", exc)
         return
-    except Exception as exc:  # noqa: BLE001 - a component without meta support: no estimate, build as asked
+    except ConfigError:
+        raise  # the real build would refuse the same way: say it now
+    except Exception as exc:  # noqa: BLE001 - no meta support: no estimate, build as asked
         log.debug("no memory estimate (meta build failed: %s)", exc)
         return
     sizes = {name: module_bytes(m) for name, m in parts(shell).items()}

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from vlmkit.errors import VlmkitError
+from vlmkit.errors import ComponentBuildError, VlmkitError
 from vlmkit.model.assembly import build_component
 from vlmkit.model.config import ComponentConfig, ModelConfig
 from vlmkit.model.contracts import Connector, StreamSpec, VisualContext, VisualFeatures
@@ -145,6 +145,12 @@ class ConnectorConformance(ModuleConformance):
         for what, inputs in self.unfit_inputs():
             try:
                 con = build_component("connector", self.component_config(), inputs=inputs, d_llm=self.d_llm)
+            except ComponentBuildError as wrapped:  # the assembler named the crash for users; the kit reports it
+                exc = wrapped.original
+                raise AssertionError(
+                    f"'{self.component_name}' crashed on {what} at build time ({type(exc).__name__}: {exc}); refuse "
+                    "inputs it cannot take by raising vlmkit.errors.Incompatible(quantity, expected, got) in __init__"
+                ) from exc
             except VlmkitError:
                 continue
             except Exception as exc:  # noqa: BLE001 - the message says what the plugin must do instead

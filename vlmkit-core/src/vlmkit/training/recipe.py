@@ -258,5 +258,6 @@ def schema_error(exc: ValidationError, where: str) -> ConfigError:
     first = exc.errors()[0]
     loc = ".".join(str(x) for x in first["loc"] if not str(x).startswith(("function-", "lax-or-strict")))
     got = first.get("input")
+    msg = first["msg"].removeprefix("Value error, ")  # a validator's own message reads as pydantic's do
     more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
-    return ConfigError(f"{where}.{loc}: {first['msg'][0].lower()}{first['msg'][1:]}, got {got!r}{more}")
+    return ConfigError(f"{where}.{loc}: {msg[0].lower()}{msg[1:]}, got {got!r}{more}")

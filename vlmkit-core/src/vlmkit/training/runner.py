@@ -31,6 +31,7 @@ from vlmkit.model.checkpoint import load_checkpoint
 from vlmkit.model.lm_objective import LanguageModelingObjective
 from vlmkit.model.selectors import set_trainable
 from vlmkit.model.vlm import VisionLanguageModel
+from vlmkit.output_folder import prepare_output_folder
 from vlmkit.plugins.hooks import get_plugin_manager
 from vlmkit.plugins.registry import registry
 from vlmkit.training.activation_checkpointing import enable_gradient_checkpointing
@@ -91,7 +92,16 @@ def build_dataset(stage: Stage) -> Any:
     from vlmkit.plugins.arguments import validate_args
 
     validate_args(f"dataset '{stage.data.dataset}'", factory, stage.data.args)
-    return factory(**stage.data.args)
+    dataset = factory(**stage.data.args)
+    try:
+        n = len(dataset)
+    except TypeError:  # a streaming dataset: its length is not known up front
+        return dataset
+    if n == 0:
+        source = next((f"{k} {v}" for k, v in stage.data.args.items() if k in ("path", "file", "root", "data")), "")
+        raise ConfigError(f"stage '{stage.name}': dataset '{stage.data.dataset}' has no records"
+                          + (f" ({source})" if source else "") + "; nothing to train on")
+    return dataset
 
 
 def check_data_compatibility(model: VisionLanguageModel, dataset: Any, stage: Stage) -> None:
@@ -248,7 +258,7 @@ def run_recipe(recipe: Recipe, resume: bool = False, weights_only: bool = False)
     for i, stage in enumerate(recipe.stages):
         check_deepspeed(stage.deepspeed, f"{recipe.source}.stages[{i}]")
     out = Path(recipe.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output_folder(out, f"{recipe.source}: output_dir")
     if is_main_process():
         (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     prev: Path | None = Path(recipe.init_from) if recipe.init_from else None

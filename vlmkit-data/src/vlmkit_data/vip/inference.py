@@ -7,6 +7,7 @@ names it ("within the red rectangle") is returned for the user to put in the que
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Sequence
 
@@ -25,6 +26,8 @@ def parse_bbox(text: str | Sequence[float]) -> tuple[float, float, float, float]
         vals = [float(v) for v in (text.split(",") if isinstance(text, str) else text)]
     except ValueError:
         vals = []
+    if len(vals) == 4 and not all(math.isfinite(v) for v in vals):
+        raise ConfigError(f"vip: bbox {text!r}: coordinates must be finite numbers (no NaN or inf)")
     if len(vals) != 4 or vals[2] < vals[0] or vals[3] < vals[1]:
         raise ConfigError(f"vip: bbox {text!r}: expected x1,y1,x2,y2 in image pixels with x2 >= x1 and y2 >= y1")
     return vals[0], vals[1], vals[2], vals[3]

@@ -7,6 +7,7 @@ ViP mix (LLaVA-665K + region records) goes through one transform.
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -53,6 +54,9 @@ class VisualPromptTransform:
             parse_color(color)
             if shapes is not None and len(shapes) != 1:
                 raise ConfigError(f"vip: with bbox, give one shape to draw (shapes: [rectangle]), got {shapes}")
+            for k, poly in enumerate(polygons or []):
+                if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in poly) or len(poly) % 2:
+                    raise ConfigError(f"vip: polygons[{k}]: expected finite x, y pairs (no NaN or inf), got {poly!r:.80}")
         elif polygons is not None:
             raise ConfigError("vip: polygons outline the object of bbox; give bbox too")
         if alpha is not None and not 0 <= alpha <= 255:
