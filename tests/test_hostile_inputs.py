@@ -39,6 +39,9 @@ class Case:
     may_create: tuple[str, ...] = ()
     #: undoes what ``make`` registered in-process (plugin cases)
     teardown: Callable[[], None] | None = None
+    #: how the input ends: a named error; a counted skip (the run goes on and counts it); or refused unless the
+    #: caller passes a flag (the error names it)
+    outcome: str = "named error"
 
 
 # -- helpers that damage a copy of the tiny checkpoint ----------------------------------------------------
@@ -74,11 +77,23 @@ def gen(ck: str = "ck") -> list[str]:
     return ["generate", "--model", ck, "--prompt", "hi", "--max-new-tokens", "2"]
 
 
-def ck_case(id: str, damage: Callable[[Path], None], message: str, argv: list[str] | None = None) -> Case:
+def ck_case(id: str, damage: Callable[[Path], None], message: str, argv: list[str] | None = None,
+            outcome: str = "named error") -> Case:
     def make(root: Path) -> list[str]:
         damage(root / "ck")
         return argv or gen()
-    return Case(id, "checkpoint", make, message)
+    return Case(id, "checkpoint", make, message, outcome=outcome)
+
+
+FLAG = "refused unless a flag"
+SKIP = "counted skip"
+
+
+def _skip_run(root: Path, bad: str) -> list[str]:
+    """Three good records and a bad one, trained with on_bad_sample: skip."""
+    _write(root, "d.jsonl", _record() * 3 + bad)
+    return _recipe(root, max_steps=2, save_steps=100, data={"dataset": "llava-json", "on_bad_sample": "skip",
+                                                            "args": {"path": "d.jsonl", "image_root": "."}})
 
 
 def _first_float(tensors) -> str:
@@ -101,10 +116,6 @@ def _recipe(root: Path, **stage) -> list[str]:
            "stages": [{"name": "s", "max_steps": 1, "batch_size": 2,
                        "data": {"dataset": "llava-json", "args": {"path": "data.jsonl", "image_root": "."}},
                        **stage}]}
-    top = stage.pop("_top", None)
-    if top:
-        doc.update(top)
-        doc["stages"][0].pop("_top", None)
     (root / "r.yaml").write_text(yaml.safe_dump(doc))
     return ["train", "r.yaml"]
 
@@ -183,7 +194,7 @@ CASES = [
          r"depth.*width", teardown=_unregister("arg-tower")),
     # -- checkpoints: integrity the data cannot switch off ------------------------------------------------------
     ck_case("digests-deleted", lambda ck: _doc(ck, lambda d: (d.pop("files"), d.pop("weights"))),
-            r"records no digests of its files .*--allow-unverified"),
+            r"records no digests of its files .*--allow-unverified", outcome=FLAG),
     ck_case("weights-not-a-mapping", lambda ck: _doc(ck, lambda d: d.update(weights="abc")),
             r"'weights' must be a mapping with a 'sha256' string, got 'abc'"),
     ck_case("files-not-a-mapping", lambda ck: _doc(ck, lambda d: d.update(files=["model.safetensors"])),
@@ -201,7 +212,8 @@ CASES = [
             r"llm/evil\.py: not part of the checkpoint as saved"),
     ck_case("other-distribution", lambda ck: _doc(ck, lambda d: [r.update(distribution="acme-towers")
                                                                  for r in d["plugins"] if r["kind"] == "encoder"]),
-            r"encoder 'tiny-conv' was saved by acme-towers, and vlmkit-encoders .*--allow-other-plugins"),
+            r"encoder 'tiny-conv' was saved by acme-towers, and vlmkit-encoders .*--allow-other-plugins",
+            outcome=FLAG),
     ck_case("plugins-not-a-list", lambda ck: _doc(ck, lambda d: d.update(plugins="all")),
             r"'plugins' must be a list of records, got str"),
     ck_case("config-not-yaml", lambda ck: (ck / CONFIG_FILE).write_text("model: [unclosed\n"),
@@ -226,11 +238,11 @@ CASES = [
     ck_case("weights-truncated", lambda ck: ((ck / WEIGHTS_FILE).write_bytes((ck / WEIGHTS_FILE).read_bytes()[:100]),
                                              _rerecord(ck)), r"model\.safetensors: corrupt or truncated safetensors"),
     ck_case("pre-0.2-format", lambda ck: _doc(ck, lambda d: (d.pop("files"), d.update(format=1))),
-            r"written by a vlmkit before 0\.2.*vlmkit checkpoint seal PATH"),
+            r"written by a vlmkit before 0\.2.*vlmkit checkpoint seal PATH", outcome=FLAG),
     ck_case("verify-command", lambda ck: _flip(ck / WEIGHTS_FILE), r"model\.safetensors: changed since it was saved",
             ["checkpoint", "verify", "ck"]),
     ck_case("seal-without-any-digest", lambda ck: _doc(ck, lambda d: (d.pop("files"), d.pop("weights"))),
-            r"records no digest of model\.safetensors.*--allow-unverified", ["checkpoint", "seal", "ck"]),
+            r"records no digest of model\.safetensors.*--allow-unverified", ["checkpoint", "seal", "ck"], outcome=FLAG),
     ck_case("no-such-checkpoint", lambda ck: None, r"nosuch: no such checkpoint folder", gen("nosuch")),
     ck_case("config-billion-laughs", lambda ck: (ck / CONFIG_FILE).write_text(LAUGHS + (ck / CONFIG_FILE).read_text()),
             r"vlmkit\.yaml: the YAML expands to more than 200,000 values through its anchors and aliases"),
@@ -305,6 +317,13 @@ CASES = [
     Case("record-too-many-boxes", "data", lambda r: (_write(r, "d.jsonl", _record(boxes=[[1, 1, 2, 2]] * 20_000)),
                                                      ["data", "check", "d.jsonl"])[1],
          r"field 'boxes\[0\]': boxes: 20,000, over the limit of 10,000 per record \(max_boxes", code=1),
+    Case("skip-record-over-limit", "data", lambda r: _skip_run(r, _record(id="big", image=["red.png"] * 100)),
+         r'"skipped": 1,\s*"by_kind": \{\s*"over_limit": 1\s*\}', code=0, may_create=("out",), outcome=SKIP),
+    Case("skip-undecodable-image", "data", lambda r: (_write(r, "bad.png", "not a png"),
+                                                      _skip_run(r, _record(id="bad", image="bad.png")))[1],
+         r'"skipped": 1,\s*"by_kind": \{\s*"\w+": 1\s*\}.*"id": "bad"', code=0, may_create=("out",), outcome=SKIP),
+    Case("skip-malformed-json", "data", lambda r: _skip_run(r, "{not json\n"),
+         r'"skipped": 1,\s*"by_kind": \{\s*"malformed_json": 1\s*\}', code=0, may_create=("out",), outcome=SKIP),
     Case("data-check-empty", "data", lambda r: (_write(r, "d.jsonl", ""), ["data", "check", "d.jsonl"])[1],
          r"d\.jsonl: no records \(the file is empty\)", code=1),
     Case("data-check-bad-json", "data", lambda r: (_write(r, "d.jsonl", "{not json\n"), ["data", "check",
@@ -351,6 +370,8 @@ def test_hostile_input_is_a_named_error_and_nothing_is_written(case, template, t
         if case.teardown is not None:
             case.teardown()
     out = res.output
+    if case.outcome == SKIP:  # the run went on; what it skipped is counted in the stage's report
+        out += (root / "out" / "01-s" / "final" / "skipped.json").read_text()
     assert res.exit_code == case.code, f"{case.id}: exit {res.exit_code}\n{out}"
     assert re.search(case.message, out, re.S), f"{case.id}: message not found in\n{out}"
     assert not RAW.search(out), f"{case.id}: a raw exception\n{out}"
@@ -361,6 +382,7 @@ def test_hostile_input_is_a_named_error_and_nothing_is_written(case, template, t
 
 
 def test_the_table_covers_every_class():
+    assert {c.outcome for c in CASES} == {"named error", SKIP, FLAG}
     kinds = {c.kind for c in CASES}
     assert {"checkpoint", "recipe", "set", "data", "path", "cli", "plugin"} <= kinds and len(CASES) >= 60
     assert len({c.id for c in CASES}) == len(CASES)
