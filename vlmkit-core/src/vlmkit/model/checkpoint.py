@@ -289,12 +289,13 @@ def rename_legacy_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tenso
 
 def load_checkpoint_weights(model: Any, directory: str | Path, doc: dict[str, Any] | None = None,
                             allow_unverified: bool | None = None, verified: bool = False) -> None:
-    """A checkpoint folder's weights into ``model`` (a VisionLanguageModel): parsed (a cut file is named as
-    such), checked against the recorded SHA-256, then loaded strictly. Used by loading and by resume."""
+    """A checkpoint folder's weights into ``model`` (a VisionLanguageModel): checked against the recorded SHA-256
+    (unless ``verified`` already), parsed (a cut file is named as such), then loaded strictly. Used by loading and
+    by resume."""
     d = Path(directory)
-    tensors, aliases = load_weights(d / WEIGHTS_FILE)
-    if not verified:
+    if not verified:  # first: a changed file is named as such, before parsing can fail on it
         verify_checkpoint_files(d, doc, allow_unverified)
+    tensors, aliases = load_weights(d / WEIGHTS_FILE)
     load_state_strict(model, tensors, aliases, d / WEIGHTS_FILE, expected=set(model.persistent_state_dict()))
 
 
