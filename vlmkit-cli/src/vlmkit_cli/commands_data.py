@@ -176,9 +176,9 @@ def _processor(model: Optional[Path], preset: Optional[str], recipe: Optional[Pa
 
         r = load_recipe(str(recipe))
         names = [s.name for s in r.stages]
-        pick = 0 if stage is None else (int(stage) - 1 if stage.isdigit() else names.index(stage)
-                                        if stage in names else -1)
-        if not 0 <= pick < len(names):
+        by_number = {str(i + 1): i for i in range(len(names))}
+        pick = 0 if stage is None else {**by_number, **{n: i for i, n in enumerate(names)}}.get(stage, -1)
+        if pick < 0:
             fail(f"--stage {stage}: {recipe} has the stages {', '.join(names)} (a name, or 1 to {len(names)})")
         st = r.stages[pick]
         if r.init_from and pick == 0:

@@ -132,10 +132,16 @@ def save_checkpoint(model: VisionLanguageModel, directory: str | Path, extra: di
     save_file(tensors, str(tmp), metadata={"format": "pt", "aliases": json.dumps(aliases)})
     doc["weights"] = {"file": WEIGHTS_FILE, "sha256": file_sha256(tmp)}
     os.replace(tmp, d / WEIGHTS_FILE)
-    llm_files = [f.relative_to(d).as_posix() for f in sorted((d / "llm").rglob("*")) if f.is_file()]
-    doc["files"] = {WEIGHTS_FILE: doc["weights"]["sha256"], **folder_digests(d, llm_files)}
+    doc["files"] = {WEIGHTS_FILE: doc["weights"]["sha256"], **_covered_digests(d)}
     write_atomic(d / CONFIG_FILE, yaml.safe_dump(doc, sort_keys=False))  # last: the folder is now whole
     return d
+
+
+def _covered_digests(d: Path) -> dict[str, str]:
+    """SHA-256 of every file under the covered folders (the LLM's config and tokenizer), by relative name."""
+    names = [f.relative_to(d).as_posix() for folder in COVERED_FOLDERS for f in sorted((d / folder).rglob("*"))
+             if f.is_file()]
+    return folder_digests(d, names)
 
 
 def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
@@ -224,9 +230,8 @@ def seal_checkpoint(directory: str | Path, allow: bool | None = None) -> int:
     if expected is not None and actual != expected:
         raise CheckpointError(f"{d / WEIGHTS_FILE}: checksum mismatch against the SHA-256 {CONFIG_FILE} records; "
                               "the weights changed since they were saved and are not sealed")
-    llm_files = [f.relative_to(d).as_posix() for f in sorted((d / "llm").rglob("*")) if f.is_file()]
     doc["weights"] = {"file": WEIGHTS_FILE, "sha256": actual}
-    doc["files"] = {WEIGHTS_FILE: actual, **folder_digests(d, llm_files)}
+    doc["files"] = {WEIGHTS_FILE: actual, **_covered_digests(d)}
     doc["format"] = FORMAT_VERSION
     write_atomic(d / CONFIG_FILE, yaml.safe_dump(doc, sort_keys=False))
     log.info("%s: sealed %d file(s)", d, len(doc["files"]))
