@@ -499,6 +499,13 @@ def test_a_component_from_another_distribution_is_an_error_naming_both(saved, mo
         load_checkpoint(saved)
     assert load_checkpoint(saved, allow_other_plugins=True) is not None
     assert "(allowed by the caller)" in caplog.text
+    # the name docs/design.md gave this check in 0.2 still works, with its removal version
+    from vlmkit.model.checkpoint import check_provenance
+
+    doc = yaml.safe_load((saved / CONFIG_FILE).read_text())
+    with pytest.warns(DeprecationWarning, match="check_plugin_records.*removed in vlmkit-core 0.4"), \
+            pytest.raises(CheckpointError, match="was saved by acme-vision-towers"):
+        check_provenance(doc["plugins"], saved / CONFIG_FILE)
 
 
 def test_seal_records_digests_of_an_older_checkpoint_whose_weights_still_match(saved, tmp_path, tiny_config):

@@ -198,6 +198,67 @@ def _processor(model: Optional[Path], preset: Optional[str], recipe: Optional[Pa
     return processor, f"{what} (max_length {processor.max_length})"
 
 
+#: recipe discovery reads at most this many YAML files of at most this size (a folder of big YAML is not a scan)
+_RECIPE_SCAN_FILES, _RECIPE_SCAN_BYTES = 64, 1 << 20
+
+
+def recipes_training_on(data_file: Path) -> list[tuple[Path, str]]:
+    """(recipe, stage name) for every recipe YAML beside ``data_file`` or in the working folder whose stage reads
+    that file: the tokenizer that file will be trained with, without being told. A stage's dataset argument
+    names the file relative to the working folder (as ``vlmkit train`` reads it) or to the recipe's folder."""
+    from vlmkit import safe_yaml
+
+    target = data_file.resolve()
+    folders = list(dict.fromkeys([data_file.resolve().parent, Path.cwd().resolve()]))
+    found: list[tuple[Path, str]] = []
+    for folder in folders:
+        candidates = sorted(p for ext in ("*.yaml", "*.yml") for p in folder.glob(ext))[:_RECIPE_SCAN_FILES]
+        for path in candidates:
+            try:
+                if path.stat().st_size > _RECIPE_SCAN_BYTES:
+                    continue
+                doc = safe_yaml.load(path.read_text(encoding="utf-8"), str(path))
+            except Exception:  # noqa: BLE001 - not a readable YAML file: not a recipe, so not a candidate
+                continue
+            stages = doc.get("stages") if isinstance(doc, dict) else None
+            for st in stages if isinstance(stages, list) else []:
+                data = st.get("data") if isinstance(st, dict) else None
+                args = data.get("args") if isinstance(data, dict) else None
+                for value in (args or {}).values() if isinstance(args, dict) else ():
+                    if isinstance(value, str) and value and any(
+                            (base / value).resolve() == target for base in (Path.cwd(), path.parent)):
+                        found.append((path, str(st.get("name", "")) or str(stages.index(st) + 1)))
+                        break
+    return list(dict.fromkeys(found))
+
+
+def _default_judge(file: Path, template: Optional[str], max_length: Optional[int]
+                   ) -> tuple[Any, Optional[str], Optional[str]]:
+    """(processor, what it is, why not) when no --recipe/--model/--preset is given: a recipe found training on
+    FILE, else the default model's tokenizer, template and max_length. Any failure to build one is a reason said
+    in the report, not an error: the record checks stand on their own."""
+    from vlmkit.errors import VlmkitError
+
+    found = recipes_training_on(file)
+    try:
+        if found:
+            recipe, stage = found[0]
+            processor, what = _processor(None, None, recipe, stage, template, max_length)
+            others = f"; also trained on by {', '.join(f'{r.name}:{s}' for r, s in found[1:])}" if found[1:] else ""
+            return processor, f"{what}, found training on {file.name}{others}", None
+        from .model_config import DEFAULT_CONNECTOR_NEED, DEFAULT_PRESET, DEFAULT_PRESET_NEED
+        from .siblings import missing_components
+
+        missing = missing_components(DEFAULT_PRESET_NEED, DEFAULT_CONNECTOR_NEED)
+        if missing:
+            return None, None, ("the default model needs " + ", ".join(f"{k} '{n}' ({d})" for k, n, d in missing)
+                                + f" and no recipe beside {file.name} trains on it")
+        processor, what = _processor(None, DEFAULT_PRESET, None, None, template, max_length)
+        return processor, f"the default model, {what} (no recipe beside {file.name} trains on it)", None
+    except (VlmkitError, OSError, ValueError) as exc:
+        return None, None, f"no tokenizer could be built: {exc}"
+
+
 @data_app.command("check")
 @friendly
 def check_cmd(
@@ -217,6 +278,9 @@ def check_cmd(
                                                               "default: the first)."),
     template: Optional[str] = typer.Option(None, "--template", help="Chat template (default: the model's)."),
     max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Token budget (default: the model's)."),
+    judge: bool = typer.Option(True, "--judge/--no-judge", help="Tokenise as training would (default: with a "
+                               "recipe found training on FILE, else the default model) to find answers past "
+                               "max_length and truncation; --no-judge checks records only."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
                                             help="Progress bar (default: on a terminal)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable report."),
@@ -229,12 +293,20 @@ def check_cmd(
     from vlmkit_data.check import check_file, format_report
 
     show_progress = (sys.stderr.isatty() and not as_json) if progress is None else progress
-    processor, judged_with = None, None
+    processor, judged_with, why_not = None, None, None
     if model is not None or preset is not None or recipe is not None:
+        if not judge:
+            fail("--no-judge with --recipe, --model or --preset: drop one")
         processor, judged_with = _processor(model, preset, recipe, stage, template, max_length)
+    elif stage is not None:
+        fail("--stage names a stage of --recipe")
+    elif not judge:
+        why_not = "--no-judge"
+    elif file.is_file():
+        processor, judged_with, why_not = _default_judge(file, template, max_length)
     report = check_file(str(file), image_root=str(images) if images else None, dataset=dataset, limit=limit,
                         max_examples=show, progress=show_progress, meta_root=str(meta_root) if meta_root else None,
-                        processor=processor, judged_with=judged_with)
+                        processor=processor, judged_with=judged_with, not_judged_because=why_not)
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:

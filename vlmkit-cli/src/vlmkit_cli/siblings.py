@@ -26,18 +26,23 @@ def require_module(dist: str, purpose: str) -> None:
         fail(f"{purpose} needs {dist}, which is not installed: {install_hint(dist)}")
 
 
-def require_components(purpose: str, *needs: tuple[str, str, str]) -> None:
-    """Fail with one line when a component the CLI names by default is not installed.
-
-    ``needs`` holds ``(kind, name, distribution that ships it)``; all missing ones are named together.
-    """
+def missing_components(*needs: tuple[str, str, str]) -> list[tuple[str, str, str]]:
+    """The ``(kind, bare name, distribution)`` of each of ``needs`` that is not installed."""
     from vlmkit.plugins.registry import registry
 
     def installed(kind: str, name: str) -> bool:
         qualified = {e.qualified_name for e in registry.entries(kind, include_hooks=True)}
         return name in qualified if ":" in name else name in registry.names(kind)
 
-    missing = [(kind, name.split(":")[-1], dist) for kind, name, dist in needs if not installed(kind, name)]
+    return [(kind, name.split(":")[-1], dist) for kind, name, dist in needs if not installed(kind, name)]
+
+
+def require_components(purpose: str, *needs: tuple[str, str, str]) -> None:
+    """Fail with one line when a component the CLI names by default is not installed.
+
+    ``needs`` holds ``(kind, name, distribution that ships it)``; all missing ones are named together.
+    """
+    missing = missing_components(*needs)
     if missing:
         what = ", ".join(f"{kind} '{name}' ({dist})" for kind, name, dist in missing)
         dists = " ".join(dict.fromkeys(dist for _, _, dist in missing))

@@ -62,6 +62,8 @@ class CheckReport:
     #: with which tokenizer/template/max_length answers past max_length and truncation were judged; None: not
     #: judged (no --model, --preset or --recipe), which the report says rather than implying "none"
     judged_with: str | None = None
+    #: why it was not judged (no tokenizer could be built, or the caller asked not to), said in the report
+    not_judged_because: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -80,7 +82,8 @@ class CheckReport:
         return {"file": self.file, "dataset": self.dataset, "records": self.records, "checked": self.checked,
                 "ok_records": self.checked - self.bad_records, "bad_records": self.bad_records,
                 "problems": dict(sorted(self.counts.items())), "first": [p.as_dict() for p in self.first],
-                "truncated": self.truncated, "truncation_judged_with": self.judged_with, "ok": self.ok}
+                "truncated": self.truncated, "truncation_judged_with": self.judged_with,
+                "truncation_not_judged_because": self.not_judged_because, "ok": self.ok}
 
 
 def box_problems(sample: Sample, meta_root: str | None = None, strict_regions: bool = False) -> Iterable[Problem]:
@@ -130,13 +133,16 @@ def open_dataset(path: str, image_root: str | None = None, dataset: str = "llava
 def check_file(path: str, image_root: str | None = None, dataset: str = "llava-json", limit: int | None = None,
                max_examples: int = 20, progress: bool | None = None,
                callback: ProgressCallback | None = None, meta_root: str | None = None,
-               processor: Any = None, judged_with: str | None = None) -> CheckReport:
+               processor: Any = None, judged_with: str | None = None,
+               not_judged_because: str | None = None) -> CheckReport:
     """Check every record (or the first ``limit``) and return the counts and first problems.
 
     ``processor`` (a ``vlmkit.data.processing.MultimodalProcessor``) adds the tokenised checks."""
     report = CheckReport(file=path, dataset=dataset)
     if processor is not None:
         report.judged_with = judged_with or "the given processor"
+    else:
+        report.not_judged_because = not_judged_because or "no tokenizer was given"
     try:
         ds = open_dataset(path, image_root, dataset)
     except DataError as exc:  # the file as a whole is unreadable (missing, broken JSON structure): no record
@@ -204,8 +210,8 @@ def format_report(report: CheckReport) -> str:
         lines += [f"  {p.message}" if p.file and p.message.startswith(p.file) else f"  {p.where}: {p.message}"
                   for p in report.first]
     if report.judged_with is None:
-        lines.append("answers past max_length and truncation: not judged (no tokenizer; give --recipe, --model or "
-                     "--preset to tokenise as training would)")
+        lines.append(f"answers past max_length and truncation: not judged ({report.not_judged_because}; give "
+                     "--recipe, --model or --preset to tokenise as training would)")
     else:
         lines.append(f"tokenised as training would, with {report.judged_with}: {report.truncated:,} sample(s) would "
                      "be cut at max_length (trained on, and counted)")

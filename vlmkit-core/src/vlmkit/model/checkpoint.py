@@ -332,38 +332,21 @@ def _minor(version: str) -> tuple[str, ...]:
     return tuple(str(version).split(".")[:2])
 
 
-def warn_version_changes(plugins: list[dict[str, Any]], where: Path) -> list[str]:
-    """Warn (once per component) when the distribution a checkpoint recorded is installed at another major
-    or minor version than the one that saved it; returns the warnings."""
-    out = []
-    for rec in plugins:
-        dist, saved = rec.get("distribution"), rec.get("version")
-        if not dist or dist == "unknown" or not saved or saved == "unknown":
-            continue
-        try:
-            entry = registry.resolve(rec.get("kind", ""), rec.get("name", ""), prefer=(dist,))
-        except Exception:  # noqa: BLE001 - a missing plugin is reported when the model is built
-            continue
-        if entry.distribution == dist and _minor(entry.version) != _minor(saved):
-            out.append(f"{where}: {rec['kind']} '{rec['name']}' was saved with {dist} {saved}; {dist} "
-                       f"{entry.version} is installed (another minor version: check its changelog if results differ)")
-    for msg in out:
-        log.warning(msg)
-    return out
+def check_plugin_records(plugins: Any, where: Path, allow: bool | None = None) -> list[str]:
+    """Check what the checkpoint records of each component against what is installed, resolving each once.
 
-
-def check_provenance(plugins: Any, where: Path, allow: bool | None = None) -> None:
-    """Each component the checkpoint records must be built by the distribution that saved it: a plugin of the
-    same name from another distribution may compute something else. An error names both, unless allowed."""
+    Provenance: a component must be built by the distribution that saved it (a plugin of the same name from
+    another distribution may compute something else); an error names both, unless allowed. Version: the same
+    distribution at another major or minor version is a warning (once per component). Returns the warnings."""
     from vlmkit.plugins.registry import normalise_distribution
 
     if not isinstance(plugins, list):
         raise CheckpointError(f"{where}: 'plugins' must be a list of records, got {type(plugins).__name__}")
-    others = []
+    others, versions = [], []
     for rec in plugins:
         if not isinstance(rec, dict):
             raise CheckpointError(f"{where}: 'plugins' holds {rec!r:.60}, not a record")
-        dist, kind, name = rec.get("distribution"), rec.get("kind", ""), rec.get("name", "")
+        dist, kind, name, saved = rec.get("distribution"), rec.get("kind", ""), rec.get("name", ""), rec.get("version")
         if not dist or dist == "unknown":
             continue
         try:
@@ -373,15 +356,28 @@ def check_provenance(plugins: Any, where: Path, allow: bool | None = None) -> No
         if entry.distribution != normalise_distribution(dist):
             others.append((f"{kind} '{name}' was saved by {dist}, and {entry.distribution} {entry.version} provides "
                            f"it here ({dist} is not installed)", dist))
-    if not others:
-        return
-    if allow_other_plugins(allow):
-        for msg, _ in others:
-            log.warning("%s: %s (allowed by the caller)", where, msg)
-        return
-    more = f" (and {len(others) - 1} more)" if len(others) > 1 else ""
-    raise CheckpointError(f"{where}: {others[0][0]}{more}; install {others[0][1]}, or pass --allow-other-plugins "
-                          "(Python: allow_other_plugins=True) to build it with what is installed")
+        elif saved and saved != "unknown" and _minor(entry.version) != _minor(saved):
+            versions.append(f"{where}: {kind} '{name}' was saved with {dist} {saved}; {dist} {entry.version} is "
+                            "installed (another minor version: check its changelog if results differ)")
+    if others and not allow_other_plugins(allow):
+        more = f" (and {len(others) - 1} more)" if len(others) > 1 else ""
+        raise CheckpointError(f"{where}: {others[0][0]}{more}; install {others[0][1]}, or pass "
+                              "--allow-other-plugins (Python: allow_other_plugins=True) to build it with what is "
+                              "installed")
+    for msg, _ in others:
+        log.warning("%s: %s (allowed by the caller)", where, msg)
+    for msg in versions:
+        log.warning(msg)
+    return versions
+
+
+def check_provenance(plugins: Any, where: Path, allow: bool | None = None) -> None:
+    """Deprecated name (docs/design.md named it in 0.2; removed in vlmkit-core 0.4): ``check_plugin_records``."""
+    import warnings
+
+    warnings.warn("vlmkit.model.checkpoint.check_provenance is check_plugin_records now (it also warns about "
+                  "version changes); check_provenance is removed in vlmkit-core 0.4", DeprecationWarning, stacklevel=2)
+    check_plugin_records(plugins, where, allow)
 
 
 def _own_llm(model_doc: dict[str, Any], where: Path, trust_remote_code: bool, llm_path: str | None) -> dict[str, Any]:
@@ -429,9 +425,8 @@ def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu"
         cfg = ModelConfig.from_dict(_substitute(model_doc, d), where=f"{d / CONFIG_FILE}: model")
     except ConfigError as exc:
         raise CheckpointError(str(exc)) from exc
-    check_provenance(doc.get("plugins", []), d / CONFIG_FILE, allow_other_plugins)
+    check_plugin_records(doc.get("plugins", []), d / CONFIG_FILE, allow_other_plugins)
     installed_from = {p["name"]: p["distribution"] for p in doc.get("plugins", []) if p.get("distribution")}
-    warn_version_changes(doc.get("plugins", []), d / CONFIG_FILE)
     model = build_model(cfg, meta=meta, pretrained=False, installed_from=installed_from)
     if meta:
         return model
