@@ -69,6 +69,8 @@ DATASET_SETUPS: dict[str, dict[str, Any]] = {
     "vip-regions": {"make_args": write_vip_mix, "transforms": ["vip"]},
     "synthetic-shapes": {"make_args": lambda workdir: {"root": str(workdir), "n_train": 6, "n_test": 2,
                                                        "image_size": 32}},
+    "synthetic-details": {"make_args": lambda workdir: {"root": str(workdir), "n_train": 6, "n_test": 3,
+                                                        "image_size": 64}},
 }
 
 ENCODERS = generate_suites(globals(), "encoder", distributions=BUILTIN_DISTRIBUTIONS)

@@ -31,6 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "inference": BASE | {"cpu_threads", "plugins", "model", "data"},
     "training": BASE | {"cpu_threads", "plugins", "model", "data"},
     "integrations": BASE | {"cpu_threads", "plugins", "model", "data", "inference"},
+    "sweep": BASE | {"cpu_threads", "plugins", "model", "data", "inference", "training"},
     "testing": BASE | {"cpu_threads", "plugins", "model", "data", "interop", "inference", "training"},
 }
 #: the package's front door and the old-path aliases name the layers by design

@@ -31,7 +31,7 @@ TINY = ["--encoder", "tiny-conv", "--set", "encoder.image_size=32", "--connector
 @dataclass
 class Case:
     id: str
-    kind: str  # checkpoint | recipe | set | data | path | cli
+    kind: str  # checkpoint | recipe | set | data | path | cli | plugin | sweep
     make: Callable[[Path], list[str]]  # prepares the folder, returns the command line
     message: str  # a regex the output must contain
     code: int = 2
@@ -118,6 +118,11 @@ def _recipe(root: Path, **stage) -> list[str]:
                        **stage}]}
     (root / "r.yaml").write_text(yaml.safe_dump(doc))
     return ["train", "r.yaml"]
+
+
+def _sweep(root: Path, vary: str, eval_data: str = "data.jsonl") -> list[str]:
+    _recipe(root)
+    return ["sweep", "r.yaml", "--vary", vary, "--eval-data", eval_data, "--eval-images", ".", "-o", "sw"]
 
 
 def _write(root: Path, name: str, text: str) -> Path:
@@ -267,6 +272,23 @@ CASES = [
     Case("recipe-not-found", "recipe", lambda r: ["train", "missing.yaml"], r"missing\.yaml"),
     Case("recipe-not-a-mapping", "recipe", lambda r: (_write(r, "r.yaml", "- 1\n- 2\n"), ["train", "r.yaml"])[1],
          r"r\.yaml: expected a mapping"),
+    # -- sweeps: every variant checked before anything trains ------------------------------------------------
+    Case("sweep-key-unknown", "sweep", lambda r: _sweep(r, "stages.0.lrr=1,2"),
+         r"variant 'lrr=1' \(group 1 of 2\): r\.yaml\.stages\[0\]: unknown key 'lrr'.*nothing was trained"),
+    Case("sweep-value-wrong-type", "sweep", lambda r: _sweep(r, "stages.0.batch_size=2,two"),
+         r"variant 'batch_size=two' \(group 2 of 2\): r\.yaml\.stages\[0\]\.batch_size: input should be a valid "
+         r"integer"),
+    Case("sweep-model-incompatible", "sweep", lambda r: _sweep(r, "model.encoders.0.args.image_size=32,-4"),
+         r"variant 'image_size=-4' \(group 2 of 2\): .*image_size"),
+    Case("sweep-axis-malformed", "sweep", lambda r: _sweep(r, "stages.0.lr"), r"--vary 'stages\.0\.lr': expected KEY=V1,V2"),
+    Case("sweep-seeds-repeated", "sweep", lambda r: [*_sweep(r, "stages.0.lr=1,2"), "--seeds", "1,1"],
+         r"--seeds '1,1': seeds must be distinct"),
+    Case("sweep-eval-empty", "sweep", lambda r: (_write(r, "empty.jsonl", ""), _sweep(r, "stages.0.lr=1,2",
+                                                                                      "empty.jsonl"))[1],
+         r"empty\.jsonl.*the held-out set has no records"),
+    Case("sweep-other-grid-in-folder", "sweep", lambda r: ((r / "sw").mkdir(), _write(r, "sw/sweep.json", json.dumps(
+        {"format": 1, "grid": {"seeds": [7]}})), _sweep(r, "stages.0.lr=1,2"))[2],
+         r"sw holds another sweep \(its .*seeds.* differ"),
     # -- --set and build ------------------------------------------------------------------------------------
     Case("width-overflows", "set", lambda r: ["build", *TINY, "--set", "encoder.width=1000000000"],
          r"a tensor too large to exist"),
@@ -384,5 +406,15 @@ def test_hostile_input_is_a_named_error_and_nothing_is_written(case, template, t
 def test_the_table_covers_every_class():
     assert {c.outcome for c in CASES} == {"named error", SKIP, FLAG}
     kinds = {c.kind for c in CASES}
-    assert {"checkpoint", "recipe", "set", "data", "path", "cli", "plugin"} <= kinds and len(CASES) >= 60
+    assert {"checkpoint", "recipe", "set", "data", "path", "cli", "plugin", "sweep"} <= kinds and len(CASES) >= 60
     assert len({c.id for c in CASES}) == len(CASES)
+
+
+def test_the_readme_reports_the_tables_counts():
+    """The README's Errors section gives the table's size and its counts by class: they are this table's."""
+    text = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    by = {o: sum(c.outcome == o for c in CASES) for o in ("named error", SKIP, FLAG)}
+    assert f"runs {len(CASES)} cases through the CLI" in text
+    assert f"**{by['named error']} named errors**" in text and f"**{by[SKIP]} counted skips**" in text
+    assert f"**{by[FLAG]} refused unless a flag is given**" in text
+

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -39,20 +38,12 @@ DEMO_RECIPE: dict[str, Any] = {
 }
 
 
-def majority_baseline(dataset: Any) -> dict[str, float]:
-    answers: dict[str, Counter] = {}
-    for i in range(len(dataset)):
-        s = dataset[i]
-        answers.setdefault(str(s.meta.get("category", "all")), Counter())[s.turns[-1].text.strip().lower()] += 1
-    return {cat: c.most_common(1)[0][1] / sum(c.values()) for cat, c in answers.items()}
-
-
 def run_demo(output: Path, steps: int | None = None, seed: int = 0, n_train: int = 6000, n_test: int = 600) -> dict[str, Any]:
     import copy
 
     from rich.console import Console
 
-    from vlmkit.inference.evaluation import evaluate
+    from vlmkit.inference.evaluation import evaluate, majority_answer_rates
     from vlmkit.model.checkpoint import load_checkpoint
     from vlmkit.plugins.registry import registry
     from vlmkit.training.recipe import parse_recipe
@@ -85,7 +76,7 @@ def run_demo(output: Path, steps: int | None = None, seed: int = 0, n_train: int
     console.print(f"[b]4/4[/b] evaluating on {n_test} held-out questions")
     model = load_checkpoint(final)
     report = evaluate(model, test, batch_size=64)
-    report["chance_majority"] = majority_baseline(test)
+    report["chance_majority"] = {k: v for k, v in majority_answer_rates(test).items() if k != "all"}
     report["seconds_total"] = round(time.time() - t0, 1)
     report["seconds_train"] = round(t_train, 1)
     report["checkpoint"] = str(final)

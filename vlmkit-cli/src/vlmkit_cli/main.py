@@ -5,7 +5,7 @@ Only typer and the torch-free registry are imported at start-up; each command im
 
 from __future__ import annotations
 
-from . import commands_core, commands_data, commands_train  # noqa: F401 - register the commands
+from . import commands_core, commands_data, commands_sweep, commands_train  # noqa: F401 - register the commands
 from .app import app
 
 

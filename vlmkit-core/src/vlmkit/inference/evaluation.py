@@ -72,6 +72,21 @@ def evaluate(model: VisionLanguageModel, dataset: Any, *, batch_size: int = 32, 
     }
 
 
+def majority_answer_rates(dataset: Any, limit: int | None = None) -> dict[str, float]:
+    """The accuracy of always giving each category's most common reference answer, per category and overall
+    (``all``, over every record): the chance level a score should be read against. One pass over the records."""
+    from collections import Counter
+
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    answers: dict[str, Counter] = defaultdict(Counter)
+    for i in range(n):
+        s = dataset[i]
+        answers[str(s.meta.get("category", "all"))][normalise_answer(s.turns[-1].text) if s.turns else ""] += 1
+    rates = {cat: c.most_common(1)[0][1] / sum(c.values()) for cat, c in answers.items()}
+    rates["all"] = sum(c.most_common(1)[0][1] for c in answers.values()) / max(1, n)
+    return rates
+
+
 def evaluate_file(model_dir: str, data: str, *, dataset: str, image_root: str | None = None, batch_size: int = 32,
                   limit: int | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
     """Load a checkpoint and a data file through the registered ``dataset`` component, then evaluate."""
