@@ -172,6 +172,26 @@ def test_dry_run_lists_the_groups_and_trains_nothing(sweep_dir):
     assert "  2  lr=3e-3  (baseline)" in res.output and not (sweep_dir / "out").exists()
 
 
+def test_without_axes_the_recipe_is_one_group_and_names_name_it(sweep_dir):
+    res = CliRunner().invoke(app, ["sweep", "r.yaml", "--set", "stages.0.lr=3e-3", "--names", "reference",
+                                   "--seeds", "0,1", "--eval-data", "data/test.jsonl", "-o", "out", "--dry-run"])
+    assert res.exit_code == 0 and "1 group(s) x 2 seed(s) = 2 variant(s); baseline: reference" in res.output
+
+
+def test_a_second_sweep_in_a_running_sweeps_folder_is_refused(sweep_dir):
+    import fcntl
+
+    (sweep_dir / "out").mkdir()
+    with open(sweep_dir / "out" / ".sweep.lock", "a+") as held:
+        held.write("4242")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running sweep holds it
+        res = CliRunner().invoke(app, ["sweep", "r.yaml", "--vary", "stages.0.lr=1e-3,3e-3", "--eval-data",
+                                       "data/test.jsonl", "-o", "out"])
+    assert res.exit_code == 2 and "a sweep is running there already (pid 4242)" in res.output, res.output
+    assert not (sweep_dir / "out" / "variants").exists()
+
+
 def _sweep_cmd(*extra: str) -> list[str]:
     return [sys.executable, "-m", "vlmkit_cli", "sweep", "r.yaml", "--vary",
             "stages.0.data.args.path=data/train.jsonl,data/broken.jsonl", "--seeds", "0,1",
@@ -206,6 +226,9 @@ def test_a_failed_variant_is_recorded_and_the_sweep_goes_on_to_the_table_and_pic
     doc = json.loads((out / "results.json").read_text())
     good, bad = doc["groups"]
     assert good["seeds_ok"] == 2 and set(good["per_seed"]) == {"0", "1"} and good["versus_baseline"] is None
+    colour = good["categories"]["colour"]
+    assert set(colour["per_seed"]) == {"0", "1"}
+    assert colour["mean"] == pytest.approx(sum(colour["per_seed"].values()) / 2, abs=1e-6)
     assert bad["seeds_ok"] == 0 and len(bad["failures"]) == 2 and bad["accuracy_mean"] is None
     table = (out / "results.md").read_text()
     assert "| path=data/broken.jsonl | 0/2 (failed: see below) |" in table and "Failed variants:" in table

@@ -26,6 +26,8 @@ class GroupRow:
     failures: list[str]
     #: per category, the paired difference to the baseline (empty for the baseline itself)
     categories_versus_baseline: dict[str, Difference] = field(default_factory=dict)
+    #: per category, each seed's accuracy (what the summaries and differences are computed from)
+    categories_per_seed: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
 def table_rows(plan: SweepPlan, results: list[dict[str, Any]]) -> list[GroupRow]:
@@ -52,7 +54,8 @@ def table_rows(plan: SweepPlan, results: list[dict[str, Any]]) -> list[GroupRow]
             per_seed=per_seed[g.name],
             failures=[f"seed {r['seed']}: {r.get('error', 'failed')}" for r in rs if r.get("status") != "ok"],
             categories_versus_baseline={} if g.name == plan.baseline else {
-                c: paired_difference(by_seed(g.name, c), by_seed(plan.baseline, c)) for c in cats}))
+                c: paired_difference(by_seed(g.name, c), by_seed(plan.baseline, c)) for c in cats},
+            categories_per_seed={c: by_seed(g.name, c) for c in cats}))
     return rows
 
 
@@ -109,7 +112,8 @@ def to_json(plan: SweepPlan, rows: list[GroupRow], chance: dict[str, float] | No
     return {"baseline": plan.baseline, "seeds": list(plan.seeds), "chance_majority_answer": chance, "groups": [{
         "name": r.name, "seeds_ok": r.ok, "seeds": r.seeds, "accuracy_mean": num(r.accuracy.mean),
         "accuracy_sd": num(r.accuracy.sd), "per_seed": {str(k): v for k, v in sorted(r.per_seed.items())},
-        "categories": {c: {"mean": num(s.mean), "sd": num(s.sd), **({"versus_baseline": {
+        "categories": {c: {"mean": num(s.mean), "sd": num(s.sd), "per_seed": {
+            str(k): v for k, v in sorted(r.categories_per_seed.get(c, {}).items())}, **({"versus_baseline": {
             "mean": num(r.categories_versus_baseline[c].mean),
             "ci95": [num(r.categories_versus_baseline[c].low), num(r.categories_versus_baseline[c].high)]}}
             if c in r.categories_versus_baseline else {})} for c, s in r.categories.items()},

@@ -112,9 +112,10 @@ def prepare_variant(out: Path, plan: SweepPlan, v: Variant) -> Path:
 
 def launch(folder: Path, slot: Slot, cwd: str) -> subprocess.Popen:
     env = {**os.environ, **slot.env}
-    log = open(folder / LOG_FILE, "ab")
-    return subprocess.Popen([sys.executable, "-m", "vlmkit.sweep.worker", str(folder), "--parent", str(os.getpid())],
-                            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    with open(folder / LOG_FILE, "ab") as log:  # the child keeps its own copy; ours closes (no leak per variant)
+        return subprocess.Popen([sys.executable, "-m", "vlmkit.sweep.worker", str(folder), "--parent",
+                                 str(os.getpid())], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
 
 
 def log_tail(folder: Path, lines: int = 3) -> str:
