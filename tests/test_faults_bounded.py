@@ -84,8 +84,11 @@ def test_yaml_that_expands_without_bound_is_refused_at_once_and_deep_yaml_is_mea
 @pytest.mark.parametrize("after", [2.0, 8.0])  # while torch and transformers load (the default judge), and well into the check
 def test_ctrl_c_stops_a_long_command_within_a_second(tmp_path, after):
     f = _data(tmp_path, [_rec(i) for i in range(150_000)])
+    # a test run started in the background (`.ci/run &`) ignores SIGINT, and a child inherits that: Python then
+    # installs no KeyboardInterrupt handler, and the check would rightly run on. Ctrl-C at a terminal is on.
     p = subprocess.Popen([sys.executable, "-m", "vlmkit_cli", "data", "check", str(f)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+                         stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(after)
     assert p.poll() is None, "the check finished before it could be interrupted: make the file larger"
     t = time.perf_counter()

@@ -22,7 +22,7 @@ def main() -> None:
         if exc.code != INTERRUPTED:
             raise
         # Ctrl-C: the command has said so and what it wrote is whole (files are written by rename). Leave now:
-        # finalising torch, tokenizers and their thread pools took 0.8 s on a quiet machine, and can hang
+        # finalising torch, tokenizers and their thread pools took 0.8 s on a quiet machine
         import logging
         import os
         import sys
