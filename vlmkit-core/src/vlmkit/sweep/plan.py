@@ -175,7 +175,7 @@ def write_spec(out: Path, plan: SweepPlan) -> None:
 
 
 def write_json_atomic(path: Path, doc: Any) -> None:
-    """Whole or not at all: a kill mid-write leaves the previous file (or none)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
+    """Whole or not at all (``checkpoint.write_atomic``): a kill mid-write leaves the previous file or none."""
+    from vlmkit.model.checkpoint import write_atomic
+
+    write_atomic(path, json.dumps(doc, indent=1))

@@ -36,19 +36,18 @@ def watch_parent(parent: int, every: float = 0.5) -> None:
 
 
 def loss_curve(run_dir: Path) -> list[list[float]]:
-    """(step, loss) over every stage, in stage order, the steps of later stages offset to follow on."""
+    """(step, total loss) over every stage, in stage order, the steps of later stages offset to follow on."""
+    from vlmkit.training.plots import loss_terms
+
     points: list[list[float]] = []
     offset = 0
     for stage_dir in sorted(p for p in run_dir.iterdir() if p.is_dir() and p.name[:2].isdigit()):
         history = stage_dir / "final" / "log_history.json"
         if not history.is_file():
             continue
-        last = 0
-        for row in json.loads(history.read_text()):
-            if "loss" in row and "step" in row:
-                points.append([offset + int(row["step"]), float(row["loss"])])
-                last = max(last, int(row["step"]))
-        offset += last
+        total = loss_terms(json.loads(history.read_text())).get("total", [])
+        points += [[offset + step, loss] for step, loss in total]
+        offset += max((step for step, _ in total), default=0)
     return points
 
 
