@@ -60,9 +60,35 @@ def test_random_teacher_is_the_failure_the_builtin_one_fixes(shapes_images):
     assert stats["posterior_std"] > stats["spread"], stats  # its targets are mostly noise
 
 
+def test_the_details_teacher_carries_held_out_images_and_keeps_what_it_records_of_the_stripes(tmp_path):
+    """builtin:details-tiny (the Ross claim's teacher) on synthetic-details test images it never saw, and
+    its recorded stripe visibility recomputed by the script that made it."""
+    import importlib.util
+
+    from vlmkit_data.synthetic_details import SyntheticDetailsDataset
+
+    vae, ready = build_vae("builtin:details-tiny", "tiny")
+    assert ready
+    ds = SyntheticDetailsDataset(str(tmp_path), split="test", n_train=1, n_test=48, image_size=128, progress=False)
+    arr = np.stack([np.asarray(ds[i].images[0]) for i in range(len(ds))])
+    images = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    stats = latent_statistics(vae, images)
+    assert stats["posterior_std"] < 0.1 * stats["spread"], stats
+    assert stats["recon_mse"] < 0.15 * stats["mean_image_mse"], stats
+    record = json.loads((ASSETS / BUILTIN_VAES["details-tiny"] / "teacher.json").read_text())
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_shapes_vae.py"
+    spec = importlib.util.spec_from_file_location("make_shapes_vae", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    again = module.stripe_visibility(vae)
+    assert again["kept"] == pytest.approx(record["statistics"]["stripes_kept"], abs=1e-4)
+    assert again["latent_separation"] == pytest.approx(record["statistics"]["stripes_latent_separation"], abs=1e-4)
+
+
 def test_builtin_names_resolve_and_unknown_ones_are_refused():
-    assert Path(resolve_vae_path("builtin:shapes-tiny")) == ASSETS / BUILTIN_VAES["shapes-tiny"]
-    assert (ASSETS / BUILTIN_VAES["shapes-tiny"] / "config.json").is_file()
+    for name, folder in BUILTIN_VAES.items():
+        assert Path(resolve_vae_path(f"builtin:{name}")) == ASSETS / folder
+        assert (ASSETS / folder / "config.json").is_file() and (ASSETS / folder / "teacher.json").is_file()
     assert resolve_vae_path("/some/folder") == "/some/folder"
     with pytest.raises(ConfigError, match="builtin:shapes-tiny"):
         resolve_vae_path("builtin:flux")
@@ -126,3 +152,35 @@ def test_long_samplers_stay_bounded_with_the_clip_and_diverge_without():
     assert unclipped.abs().max() > 100
     with pytest.raises(ConfigError, match="clip"):
         obj.sample(hidden, (4, 4), steps=2, clip=0.0)
+
+
+def test_a_stage_that_leaves_the_denoiser_frozen_is_warned_about(caplog):
+    """The trap the Ross claim's first sweep fell into: ``trainable: [encoders, connector, llm]`` leaves the
+    denoiser at its initial weights (its last layer starts at zero: the loss stays at 1.0 and sends no
+    gradient back), and nothing said so."""
+    import logging
+
+    from vlmkit.training.recipe import parse_recipe
+    from vlmkit.training.runner import prepare_stage_model
+
+    def stage(trainable, weight=1.0):
+        doc = {"model": {"preset": "vlmkit-objectives:ross-tiny"},
+               "stages": [{"name": "s", "data": {"dataset": "llava-json", "args": {"path": "x.jsonl"}},
+                           "trainable": trainable}]}
+        recipe = parse_recipe(doc)
+        recipe.model.objectives[1].weight = weight
+        return recipe.model, recipe.stages[0]
+
+    for trainable, weight, frozen in [(["encoders", "connector", "llm"], 1.0, ["ross"]),
+                                      (["encoders", "connector", "llm", "objective.ross:denoiser"], 1.0, []),
+                                      (["encoders", "connector", "llm"], 0.0, [])]:
+        config, st = stage(trainable, weight)
+        model = build_model(config)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="vlmkit.training.runner"):
+            done = prepare_stage_model(model, st)
+        assert done["frozen_objectives"] == frozen, (trainable, weight)
+        warned = [r.getMessage() for r in caplog.records if "none of its own parameters train" in r.getMessage()]
+        assert len(warned) == len(frozen)
+        if frozen:
+            assert "objective 'ross'" in warned[0] and "add 'objective.ross' to the stage's trainable" in warned[0]

@@ -182,6 +182,19 @@ class LlavaJsonDataset:
         return Sample(id=str(rid) if rid is not None else str(i), turns=turns, images=images, boxes=boxes,
                       regions=regions, source=self.source(i), meta=meta)
 
+    def text_sample(self, i: int) -> Sample:
+        """Record ``i``'s conversation and fields without opening its images (``images`` empty): for passes
+        that read only the text, such as chance rates over a held-out set. The turns are checked as in
+        :meth:`sample`, against the number of images the record names."""
+        i = self._check_index(i)
+        rec = self.record(i)
+        turns = self._turns(i, rec, len(_image_paths(rec)))
+        meta = {k: v for k, v in rec.items() if k not in _RESERVED}
+        meta["index"] = i
+        rid = rec.get("id")
+        return Sample(id=str(rid) if rid is not None else str(i), turns=turns, images=[], source=self.source(i),
+                      meta=meta)
+
     def _check_limits(self, i: int, rec: dict[str, Any], paths: list[str]) -> None:
         """The record's size against ``self.limits``, before any image is opened or box computed."""
         lim = self.limits

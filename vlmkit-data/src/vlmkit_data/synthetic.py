@@ -58,6 +58,9 @@ COLORS: dict[str, tuple[int, int, int]] = {
 }
 SHAPES = ("circle", "square", "triangle", "cross")
 CATEGORIES = ("color", "shape", "position", "count")
+#: ``style``: a question per image (the default), or a dense caption of every object per image
+STYLES = ("vqa", "dense-caption")
+CAPTION_PROMPT = "Describe every object in the image."
 COUNT_WORDS = ("zero", "one", "two", "three", "four")
 BACKGROUND = (255, 255, 255)
 #: every shape has the same size (this fraction of its cell, 13 px at 16 px cells); only its place in
@@ -121,15 +124,28 @@ def _question(rng: random.Random, category: str, objects: list[dict[str, Any]]) 
     return "How many shapes are there?", COUNT_WORDS[len(objects)]
 
 
-def _write_split(out: Path, split: str, n: int, seed: int, image_size: int, cell: int, distractors: bool) -> Path:
+def dense_caption(objects: list[dict[str, Any]], cell: int) -> str:
+    """Every object with all its attributes, in reading order (row by row): "two shapes. red circle top
+    left. blue square bottom right." A DenseFusion-style caption in the generator's own words, each one
+    token of the tiny tokenizer, so a caption stage teaches exactly what the questions ask about."""
+    def reading_order(o: dict[str, Any]) -> tuple[int, int]:
+        return o["box"][1] // cell, o["box"][0] // cell
+
+    parts = [f"{COUNT_WORDS[len(objects)]} shape{'s' if len(objects) > 1 else ''}."]
+    parts += [f"{o['color']} {o['shape']} {o['vertical']} {o['horizontal']}." for o in sorted(objects, key=reading_order)]
+    return " ".join(parts)
+
+
+def _write_split(out: Path, split: str, n: int, seed: int, image_size: int, cell: int, distractors: bool,
+                 style: str = "vqa") -> Path:
     rng = random.Random(seed * 1_000_003 + _SPLIT_STREAM[split])
     img_dir = out / "images" / split
     img_dir.mkdir(parents=True, exist_ok=True)
     path = out / f"{split}.jsonl"
     with open(path, "w", encoding="utf-8") as f:
         for i in range(n):
-            category = CATEGORIES[i % len(CATEGORIES)]  # cycling: every split is balanced
-            many = category == "count" or distractors
+            category = CATEGORIES[i % len(CATEGORIES)] if style == "vqa" else "caption"  # cycling: balanced
+            many = category in ("count", "caption") or distractors
             objects = _scene(rng, image_size, cell, rng.randint(1, MAX_SHAPES) if many else 1)
             img = Image.new("RGB", (image_size, image_size), BACKGROUND)
             draw = ImageDraw.Draw(img)
@@ -137,7 +153,10 @@ def _write_split(out: Path, split: str, n: int, seed: int, image_size: int, cell
                 _draw_shape(draw, o["shape"], tuple(o["box"]), COLORS[o["color"]])
             rel = f"images/{split}/{i:06d}.png"
             img.save(out / rel, compress_level=1)
-            question, answer = _question(rng, category, objects)
+            if style == "vqa":
+                question, answer = _question(rng, category, objects)
+            else:
+                question, answer = CAPTION_PROMPT, dense_caption(objects, cell)
             rec = {
                 "id": f"shapes-{split}-{i:06d}",
                 "image": rel,
@@ -153,7 +172,8 @@ def _write_split(out: Path, split: str, n: int, seed: int, image_size: int, cell
 
 
 def generate_shapes(out_dir: str | os.PathLike, n_train: int = 5000, n_test: int = 500, seed: int = 0,
-                    image_size: int = 64, cell_size: int = 16, distractors: bool = False) -> dict[str, str]:
+                    image_size: int = 64, cell_size: int = 16, distractors: bool = False,
+                    style: str = "vqa") -> dict[str, str]:
     """Write ``train.jsonl``, ``test.jsonl`` and ``images/{train,test}/*.png`` under ``out_dir``.
 
     One record (one image, one question) per sample; categories cycle color/shape/position/count.
@@ -164,18 +184,25 @@ def generate_shapes(out_dir: str | os.PathLike, n_train: int = 5000, n_test: int
     Returns ``{"root", "train", "test", "images"}`` paths. ``image_size / cell_size`` must be an even
     number of cells per side (so every cell is in the left or right half, the top or bottom half); match
     ``cell_size`` to the encoder's patch (16 for tiny-conv) so each shape lies in one visual token.
+
+    ``style="dense-caption"``: each image (1-3 shapes) comes with :func:`dense_caption` as the answer to
+    :data:`CAPTION_PROMPT` instead of a question (category ``caption``), for a DenseFusion-style caption
+    stage before instruction tuning.
     """
+    if style not in STYLES:
+        raise ConfigError(f"synthetic shapes: style must be one of {', '.join(STYLES)}, got {style!r}")
     side, rest = divmod(image_size, cell_size)
     if cell_size < 8 or rest or side < 2 or side % 2:
         raise ConfigError(f"synthetic shapes: image_size ({image_size}) must be an even multiple of cell_size "
                           f"({cell_size} >= 8)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    train = _write_split(out, "train", n_train, seed, image_size, cell_size, distractors)
-    test = _write_split(out, "test", n_test, seed, image_size, cell_size, distractors)
+    train = _write_split(out, "train", n_train, seed, image_size, cell_size, distractors, style)
+    test = _write_split(out, "test", n_test, seed, image_size, cell_size, distractors, style)
     manifest = {"generator": "synthetic-shapes", "version": GENERATOR_VERSION, "n_train": n_train, "n_test": n_test,
-                "seed": seed, "image_size": image_size, "cell_size": cell_size,
-                "distractors": distractors, "categories": list(CATEGORIES),
+                "seed": seed, "image_size": image_size, "cell_size": cell_size, "distractors": distractors,
+                **({"style": style} if style != "vqa" else {}),
+                "categories": list(CATEGORIES) if style == "vqa" else ["caption"],
                 "answers": answer_vocabulary()}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return {"root": str(out), "train": str(train), "test": str(test), "images": str(out / "images")}
@@ -188,14 +215,29 @@ def default_cache_dir() -> Path:
 
 
 def ensure_shapes(root: str | os.PathLike | None = None, n_train: int = 5000, n_test: int = 500, seed: int = 0,
-                  image_size: int = 64, cell_size: int = 16, distractors: bool = False) -> dict[str, str]:
+                  image_size: int = 64, cell_size: int = 16, distractors: bool = False,
+                  style: str = "vqa") -> dict[str, str]:
     """Generate once into ``root/<parameters>`` (default: the vlmkit cache) and reuse it afterwards."""
     folder = Path(root) if root is not None else default_cache_dir()
     name = (f"v{GENERATOR_VERSION}-seed{seed}-train{n_train}-test{n_test}-{image_size}px-cell{cell_size}"
-            + ("-distractors" if distractors else ""))
+            + ("-distractors" if distractors else "") + (f"-{style}" if style != "vqa" else ""))
     return generate_once(folder, name, lambda tmp: generate_shapes(
         tmp, n_train=n_train, n_test=n_test, seed=seed, image_size=image_size, cell_size=cell_size,
-        distractors=distractors))
+        distractors=distractors, style=style))
+
+
+def write_splits(out_dir: str | os.PathLike, write_split: Any, manifest: dict[str, Any], n_train: int, n_test: int,
+                 seed: int, image_size: int) -> dict[str, str]:
+    """The generators' common last step: both splits through ``write_split(out, split, n, seed, image_size)``,
+    then ``manifest.json`` (``manifest`` plus the sizes and seed). Returns ``{"root", "train", "test",
+    "images"}``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train = write_split(out, "train", n_train, seed, image_size)
+    test = write_split(out, "test", n_test, seed, image_size)
+    (out / "manifest.json").write_text(json.dumps({
+        **manifest, "n_train": n_train, "n_test": n_test, "seed": seed, "image_size": image_size}, indent=2) + "\n")
+    return {"root": str(out), "train": str(train), "test": str(test), "images": str(out / "images")}
 
 
 def generate_once(folder: Path, name: str, generate: Any) -> dict[str, str]:
@@ -226,12 +268,12 @@ class SyntheticShapesDataset(LlavaJsonDataset):
 
     def __init__(self, root: str | None = None, split: Literal["train", "test"] = "train", n_train: int = 5000,
                  n_test: int = 500, seed: int = 0, image_size: int = 64, cell_size: int = 16,
-                 distractors: bool = False, progress: bool | None = None,
-                 progress_callback: ProgressCallback | None = None):
+                 distractors: bool = False, style: Literal["vqa", "dense-caption"] = "vqa",
+                 progress: bool | None = None, progress_callback: ProgressCallback | None = None):
         if split not in _SPLIT_STREAM:
             raise ConfigError(f"synthetic-shapes: split must be one of {', '.join(_SPLIT_STREAM)}, got {split!r}")
         self.paths = ensure_shapes(root, n_train=n_train, n_test=n_test, seed=seed, image_size=image_size,
-                                   cell_size=cell_size, distractors=distractors)
+                                   cell_size=cell_size, distractors=distractors, style=style)
         self.split = split
         super().__init__(self.paths[split], boxes=True, regions=False, index_cache=False, progress=progress,
                          progress_callback=progress_callback)

@@ -36,7 +36,7 @@ from vlmkit.errors import ConfigError
 from vlmkit.progress import ProgressCallback
 
 from .llava_json import LlavaJsonDataset
-from .synthetic import COLORS, default_cache_dir, generate_once
+from .synthetic import COLORS, default_cache_dir, generate_once, write_splits
 
 #: bump when the generator's output changes (invalidates generated folders)
 GENERATOR_VERSION = 2
@@ -112,14 +112,8 @@ def generate_details(out_dir: str | os.PathLike, n_train: int = 6000, n_test: in
     if image_size < 8 * TAPER or image_size % 8:
         raise ConfigError(f"synthetic-details: image_size ({image_size}) must be a multiple of 8, at least "
                           f"{8 * TAPER} (the square, a quarter of it, fades its stripes in over {TAPER} px a side)")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    train = _write_split(out, "train", n_train, seed, image_size)
-    test = _write_split(out, "test", n_test, seed, image_size)
-    (out / "manifest.json").write_text(json.dumps({
-        "generator": "synthetic-details", "version": GENERATOR_VERSION, "n_train": n_train, "n_test": n_test,
-        "seed": seed, "image_size": image_size, "categories": list(CATEGORIES)}, indent=2) + "\n")
-    return {"root": str(out), "train": str(train), "test": str(test), "images": str(out / "images")}
+    return write_splits(out_dir, _write_split, {"generator": "synthetic-details", "version": GENERATOR_VERSION,
+                                                "categories": list(CATEGORIES)}, n_train, n_test, seed, image_size)
 
 
 class SyntheticDetailsDataset(LlavaJsonDataset):

@@ -3,7 +3,8 @@
 Real weights come from ``path`` (a folder holding the VAE's ``config.json`` and weights, e.g.
 ``FLUX.1-dev/vae``), or from a teacher shipped with this package, named ``builtin:<name>``
 (``builtin:shapes-tiny``: a tiny VAE trained on the synthetic-shapes images, whose latents carry the
-image; made by ``scripts/make_shapes_vae.py``). Without a path the architecture is built from a named config ("flux": the full
+image; ``builtin:details-tiny``: the same on the 128 px synthetic-details images, for the Ross claim; both
+made by ``scripts/make_shapes_vae.py``). Without a path the architecture is built from a named config ("flux": the full
 FLUX.1 layout; "tiny": the same 8x downsampling and 16 latent channels at a fraction of the cost,
 for tests) or from an explicit config mapping, with random weights drawn from a fixed seed, so that
 a rebuilt model (after loading a checkpoint, which never stores the teacher) has the same teacher.
@@ -34,7 +35,7 @@ TINY_VAE: dict[str, Any] = dict(FLUX_VAE, block_out_channels=[8, 16, 16, 16], la
                                 sample_size=64)
 VAE_CONFIGS: dict[str, dict[str, Any]] = {"flux": FLUX_VAE, "tiny": TINY_VAE}
 #: trained teachers shipped in the package (``vae_path: builtin:<name>``) -> folder under ``assets/``
-BUILTIN_VAES: dict[str, str] = {"shapes-tiny": "shapes-tiny-vae"}
+BUILTIN_VAES: dict[str, str] = {"shapes-tiny": "shapes-tiny-vae", "details-tiny": "details-tiny-vae"}
 BUILTIN_PREFIX = "builtin:"
 ASSETS = Path(__file__).resolve().parent / "assets"
 

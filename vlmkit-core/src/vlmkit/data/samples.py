@@ -64,6 +64,9 @@ class Sample:
 
 @runtime_checkable
 class VisionLanguageDataset(Protocol):
+    """Samples by index. Optional: ``text_sample(i)``, the sample without its images decoded, which passes
+    that read only the text use when a dataset has it (chance rates in ``inference.evaluation``)."""
+
     provides: ClassVar[frozenset[str]] | frozenset[str]
 
     def __len__(self) -> int: ...

@@ -74,13 +74,15 @@ def evaluate(model: VisionLanguageModel, dataset: Any, *, batch_size: int = 32, 
 
 def majority_answer_rates(dataset: Any, limit: int | None = None) -> dict[str, float]:
     """The accuracy of always giving each category's most common reference answer, per category and overall
-    (``all``, over every record): the chance level a score should be read against. One pass over the records."""
+    (``all``, over every record): the chance level a score should be read against. One pass over the records,
+    through the dataset's ``text_sample(i)`` where it has one (the text without decoding images)."""
     from collections import Counter
 
     n = len(dataset) if limit is None else min(limit, len(dataset))
+    get = getattr(dataset, "text_sample", None) or dataset.__getitem__
     answers: dict[str, Counter] = defaultdict(Counter)
     for i in range(n):
-        s = dataset[i]
+        s = get(i)
         answers[str(s.meta.get("category", "all"))][normalise_answer(s.turns[-1].text) if s.turns else ""] += 1
     rates = {cat: c.most_common(1)[0][1] / sum(c.values()) for cat, c in answers.items()}
     rates["all"] = sum(c.most_common(1)[0][1] for c in answers.values()) / max(1, n)

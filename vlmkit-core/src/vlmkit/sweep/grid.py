@@ -90,8 +90,6 @@ def parse_axis(text: str) -> Axis:
     values = split_values(raw)
     if not key or any(not v for v in values):
         raise ConfigError(f"--vary '{text}': a key and non-empty values are needed (KEY=V1,V2)")
-    if len(set(values)) != len(values):
-        raise ConfigError(f"--vary {key}: a value is listed twice ({raw})")
     for v in values:
         parse_assignment(f"{key}={v}", "KEY=VALUE")  # YAML errors name the axis now, not at training time
     return Axis(key, tuple(values))
@@ -133,7 +131,17 @@ def expand(axes: list[Axis], seeds: tuple[int, ...], zipped: bool = False,
     if zipped and len({len(a.values) for a in axes}) > 1:
         raise ConfigError("--zip takes the axes together, so each needs as many values: "
                           + ", ".join(f"{a.key} has {len(a.values)}" for a in axes))
-    combos = zip(*(a.values for a in axes)) if zipped and axes else product(*(a.values for a in axes))
+    if zipped:  # a value may repeat along one axis (the groups differ on another); a whole group may not
+        combos = list(zip(*(a.values for a in axes)))
+        twice = [c for c in combos if combos.count(c) > 1]
+        if twice:
+            raise ConfigError("--zip: a group is listed twice (" + ", ".join(f"{k}={v}" for k, v in zip(keys, twice[0]))
+                              + ")")
+    else:
+        for a in axes:
+            if len(set(a.values)) != len(a.values):
+                raise ConfigError(f"--vary {a.key}: a value is listed twice ({','.join(a.values)})")
+        combos = list(product(*(a.values for a in axes)))
     groups = [Group(i, tuple(zip(keys, combo)), labels) for i, combo in enumerate(combos)]
     if names:
         if len(names) != len(groups) or len(set(names)) != len(names) or not all(names):

@@ -28,6 +28,7 @@ from vlmkit.data.samples import BOXES, provides
 from vlmkit.errors import ConfigError, IncompatibleComponentsError
 from vlmkit.model.assembly import build_component, build_model
 from vlmkit.model.checkpoint import load_checkpoint
+from vlmkit.model.contracts import non_persistent_prefixes
 from vlmkit.model.lm_objective import LanguageModelingObjective
 from vlmkit.model.selectors import set_trainable
 from vlmkit.model.vlm import VisionLanguageModel
@@ -240,6 +241,12 @@ def prepare_stage_model(model: VisionLanguageModel, stage: Stage) -> dict[str, A
     if not trainable:
         raise ConfigError(f"stage '{stage.name}': 'trainable' selects no parameter")
     done["trainable"] = trainable
+    done["frozen_objectives"] = frozen_objectives(model)
+    for name in done["frozen_objectives"]:
+        log.warning("stage %s: objective '%s' counts in the loss (weight %g) but none of its own parameters train, "
+                    "so its loss cannot fall and the gradient it sends back comes from its initial weights; add "
+                    "'objective.%s' to the stage's trainable (or set its weight to 0) unless that is the intent",
+                    stage.name, name, model.loss_weights.get(name, 1.0), name)
     if stage.gradient_checkpointing:
         done["gradient_checkpointing"] = enable_gradient_checkpointing(model, stage.gradient_checkpointing)
     if stage.packing:
@@ -250,6 +257,20 @@ def prepare_stage_model(model: VisionLanguageModel, stage: Stage) -> dict[str, A
                               f"{', '.join(unsupported)} do not declare they support (supports_packing); "
                               "drop 'packing' for this stage")
     return done
+
+
+def frozen_objectives(model: VisionLanguageModel) -> list[str]:
+    """Objectives that count in the loss (weight above 0) and own parameters (their frozen teachers aside),
+    none of which trains: a stage that forgot to list them in ``trainable``."""
+    teachers = tuple(f"{t}." for t in non_persistent_prefixes(model))
+    out = []
+    for name, objective in model.objectives.items():
+        if model.loss_weights.get(name, 1.0) <= 0:
+            continue
+        own = [p for n, p in objective.named_parameters(prefix=f"objectives.{name}") if not n.startswith(teachers)]
+        if own and not any(p.requires_grad for p in own):
+            out.append(name)
+    return out
 
 
 def run_recipe(recipe: Recipe, resume: bool = False, weights_only: bool = False) -> Path:

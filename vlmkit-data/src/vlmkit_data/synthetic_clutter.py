@@ -1,0 +1,118 @@
+"""Synthetic clutter: one small coloured object among small grey ones, for MG-LLaVA's claim.
+
+MG-LLaVA claims that object tokens (RoI features pooled from a high-resolution map inside detected boxes)
+and a high-resolution stream fused into the low-resolution tokens (Conv-Gate) help with small objects among
+clutter. This task makes a small object's shape the question and puts it among distractors:
+
+* 128 px images, a grid of 16 px cells (8x8); every object is ``OBJECT_SIZE`` px (8) inside its own cell,
+  so at the low-resolution stream's 64 px an object is 4 px and its outline is mostly gone, while a 128 px
+  stream sees it at full size;
+* ``CLUTTER`` grey objects (6 to 10, random shapes) and one **target** in one of the six saturated colours;
+  "the colored object" names it without a lookup by attribute (a 2-layer LLM learns those slowly; see
+  synthetic-shapes);
+* questions cycle over **shape** ("What shape is the colored object?": the small detail), and two controls
+  that the low resolution answers, **color** and **position** (left or right);
+* every record carries the boxes of all objects, target and clutter alike, in reading order, as a detector
+  would give them, and ``objects`` (shape, colour, box, whether it is the target).
+
+Written as LLaVA JSONL plus PNG files (read by ``LlavaJsonDataset`` with boxes), generated once into the
+vlmkit cache, deterministic given the seed; the test split has its own random stream. Every answer is one
+token of the tiny tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Literal
+
+from PIL import Image, ImageDraw
+
+from vlmkit.errors import ConfigError
+from vlmkit.progress import ProgressCallback
+
+from .llava_json import LlavaJsonDataset
+from .synthetic import BACKGROUND, COLORS, SHAPES, _draw_shape, default_cache_dir, generate_once, write_splits
+
+#: bump when the generator's output changes (invalidates generated folders)
+GENERATOR_VERSION = 1
+CATEGORIES = ("shape", "color", "position")
+CELL = 16
+OBJECT_SIZE = 8
+#: how many grey distractors an image holds (inclusive)
+CLUTTER = (6, 10)
+GREY = (150, 150, 150)
+_SPLIT_STREAM = {"train": 1, "test": 2}
+
+
+def _write_split(out: Path, split: str, n: int, seed: int, image_size: int) -> Path:
+    rng = random.Random(seed * 1_000_003 + _SPLIT_STREAM[split])
+    img_dir = out / "images" / split
+    img_dir.mkdir(parents=True, exist_ok=True)
+    side = image_size // CELL
+    path = out / f"{split}.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            category = CATEGORIES[i % len(CATEGORIES)]
+            cells = rng.sample(range(side * side), 1 + rng.randint(*CLUTTER))
+            color = rng.choice(list(COLORS))
+            objects = []
+            for k, c in enumerate(cells):
+                row, col = divmod(c, side)
+                x0 = col * CELL + rng.randint(1, CELL - OBJECT_SIZE - 1)
+                y0 = row * CELL + rng.randint(1, CELL - OBJECT_SIZE - 1)
+                objects.append({"shape": rng.choice(SHAPES), "color": color if k == 0 else "gray",
+                                "box": [x0, y0, x0 + OBJECT_SIZE, y0 + OBJECT_SIZE], "target": k == 0})
+            target = objects[0]
+            objects.sort(key=lambda o: (o["box"][1] // CELL, o["box"][0] // CELL))  # reading order, as boxes come
+            img = Image.new("RGB", (image_size, image_size), BACKGROUND)
+            draw = ImageDraw.Draw(img)
+            for o in objects:
+                _draw_shape(draw, o["shape"], tuple(o["box"]), COLORS[o["color"]] if o["target"] else GREY)
+            rel = f"images/{split}/{i:06d}.png"
+            img.save(out / rel, compress_level=1)
+            if category == "shape":
+                question, answer = "What shape is the colored object?", target["shape"]
+            elif category == "color":
+                question, answer = "What color is the colored object?", target["color"]
+            else:
+                cx = (target["box"][0] + target["box"][2]) / 2
+                question, answer = "Is the colored object on the left or right?", \
+                    "left" if cx < image_size / 2 else "right"
+            f.write(json.dumps({
+                "id": f"clutter-{split}-{i:06d}", "image": rel, "category": category, "answer": answer,
+                "conversations": [{"from": "human", "value": f"<image>\n{question}"},
+                                  {"from": "gpt", "value": answer}],
+                "boxes": [[o["box"] for o in objects]], "objects": objects}) + "\n")
+    return path
+
+
+def generate_clutter(out_dir: str | os.PathLike, n_train: int = 6000, n_test: int = 300, seed: int = 0,
+                     image_size: int = 128) -> dict[str, str]:
+    """Write ``train.jsonl``, ``test.jsonl`` and ``images/{train,test}/*.png`` under ``out_dir``."""
+    side, rest = divmod(image_size, CELL)
+    if rest or side < 4 or side % 2 or side * side < 1 + CLUTTER[1]:
+        raise ConfigError(f"synthetic-clutter: image_size ({image_size}) must be an even multiple of {CELL}, "
+                          f"at least {4 * CELL}")
+    return write_splits(out_dir, _write_split, {"generator": "synthetic-clutter", "version": GENERATOR_VERSION,
+                                                "categories": list(CATEGORIES)}, n_train, n_test, seed, image_size)
+
+
+class SyntheticClutterDataset(LlavaJsonDataset):
+    """The ``synthetic-clutter`` dataset: generated on first use (into ``root``, default the vlmkit cache),
+    then read through ``LlavaJsonDataset`` with its boxes."""
+
+    def __init__(self, root: str | None = None, split: Literal["train", "test"] = "train", n_train: int = 6000,
+                 n_test: int = 300, seed: int = 0, image_size: int = 128, progress: bool | None = None,
+                 progress_callback: ProgressCallback | None = None):
+        if split not in _SPLIT_STREAM:
+            raise ConfigError(f"synthetic-clutter: split must be one of {', '.join(_SPLIT_STREAM)}, got {split!r}")
+        folder = Path(root) if root is not None else default_cache_dir().parent / "synthetic-clutter"
+        name = f"v{GENERATOR_VERSION}-seed{seed}-train{n_train}-test{n_test}-{image_size}px"
+        self.paths = generate_once(folder, name, lambda tmp: generate_clutter(
+            tmp, n_train=n_train, n_test=n_test, seed=seed, image_size=image_size))
+        self.split = split
+        super().__init__(self.paths[split], boxes=True, regions=False, index_cache=False, progress=progress,
+                         progress_callback=progress_callback)
