@@ -263,6 +263,19 @@ def generate_once(folder: Path, name: str, generate: Any) -> dict[str, str]:
     return paths
 
 
+def open_generated(dataset: LlavaJsonDataset, generator: str, root: str | None, split: str, name: str,
+                   generate: Any, boxes: bool, progress: bool | None, progress_callback: ProgressCallback | None) -> None:
+    """Initialise ``dataset`` (a ``LlavaJsonDataset`` subclass) on ``split`` of the task ``generator``,
+    generated once by ``generate(tmp)`` into ``root/name`` (default root: the vlmkit cache)."""
+    if split not in _SPLIT_STREAM:
+        raise ConfigError(f"{generator}: split must be one of {', '.join(_SPLIT_STREAM)}, got {split!r}")
+    folder = Path(root) if root is not None else default_cache_dir().parent / generator
+    dataset.paths = generate_once(folder, name, generate)
+    dataset.split = split
+    LlavaJsonDataset.__init__(dataset, dataset.paths[split], boxes=boxes, regions=False, index_cache=False,
+                              progress=progress, progress_callback=progress_callback)
+
+
 class SyntheticShapesDataset(LlavaJsonDataset):
     """The ``synthetic-shapes`` dataset: generated on first use, then read through ``LlavaJsonDataset``."""
 

@@ -34,7 +34,7 @@ from vlmkit.errors import ConfigError
 from vlmkit.progress import ProgressCallback
 
 from .llava_json import LlavaJsonDataset
-from .synthetic import BACKGROUND, COLORS, SHAPES, _draw_shape, default_cache_dir, generate_once, write_splits
+from .synthetic import BACKGROUND, COLORS, SHAPES, _draw_shape, open_generated, write_splits
 
 #: bump when the generator's output changes (invalidates generated folders)
 GENERATOR_VERSION = 1
@@ -107,12 +107,6 @@ class SyntheticClutterDataset(LlavaJsonDataset):
     def __init__(self, root: str | None = None, split: Literal["train", "test"] = "train", n_train: int = 6000,
                  n_test: int = 300, seed: int = 0, image_size: int = 128, progress: bool | None = None,
                  progress_callback: ProgressCallback | None = None):
-        if split not in _SPLIT_STREAM:
-            raise ConfigError(f"synthetic-clutter: split must be one of {', '.join(_SPLIT_STREAM)}, got {split!r}")
-        folder = Path(root) if root is not None else default_cache_dir().parent / "synthetic-clutter"
         name = f"v{GENERATOR_VERSION}-seed{seed}-train{n_train}-test{n_test}-{image_size}px"
-        self.paths = generate_once(folder, name, lambda tmp: generate_clutter(
-            tmp, n_train=n_train, n_test=n_test, seed=seed, image_size=image_size))
-        self.split = split
-        super().__init__(self.paths[split], boxes=True, regions=False, index_cache=False, progress=progress,
-                         progress_callback=progress_callback)
+        open_generated(self, "synthetic-clutter", root, split, name, lambda tmp: generate_clutter(
+            tmp, n_train=n_train, n_test=n_test, seed=seed, image_size=image_size), True, progress, progress_callback)

@@ -36,7 +36,7 @@ from vlmkit.errors import ConfigError
 from vlmkit.progress import ProgressCallback
 
 from .llava_json import LlavaJsonDataset
-from .synthetic import COLORS, default_cache_dir, generate_once, write_splits
+from .synthetic import COLORS, open_generated, write_splits
 
 #: bump when the generator's output changes (invalidates generated folders)
 GENERATOR_VERSION = 2
@@ -123,13 +123,7 @@ class SyntheticDetailsDataset(LlavaJsonDataset):
     def __init__(self, root: str | None = None, split: Literal["train", "test"] = "train", n_train: int = 6000,
                  n_test: int = 300, seed: int = 0, image_size: int = 256, progress: bool | None = None,
                  progress_callback: ProgressCallback | None = None):
-        if split not in _SPLIT_STREAM:
-            raise ConfigError(f"synthetic-details: split must be one of {', '.join(_SPLIT_STREAM)}, got {split!r}")
-        folder = Path(root) if root is not None else default_cache_dir().parent / "synthetic-details"
         name = f"v{GENERATOR_VERSION}-seed{seed}-train{n_train}-test{n_test}-{image_size}px"
-        self.paths = generate_once(folder, name, lambda tmp: generate_details(
-            tmp, n_train=n_train, n_test=n_test, seed=seed, image_size=image_size))
-        self.split = split
-        super().__init__(self.paths[split], boxes=False, regions=False, index_cache=False, progress=progress,
-                         progress_callback=progress_callback)
+        open_generated(self, "synthetic-details", root, split, name, lambda tmp: generate_details(
+            tmp, n_train=n_train, n_test=n_test, seed=seed, image_size=image_size), False, progress, progress_callback)
 
