@@ -45,24 +45,25 @@ TEACHERS = {
 }
 
 
+def split_images(paths: dict[str, str], split: str) -> torch.Tensor:
+    """Every image of a generated split (``paths`` as the generators return them) as (N, 3, H, W) in [-1, 1]."""
+    records = [json.loads(line) for line in Path(paths[split]).read_text().splitlines()]
+    arr = np.stack([np.asarray(Image.open(Path(paths["root"]) / r["image"]).convert("RGB")) for r in records])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
 def shapes_images(root: Path, split: str = "train") -> torch.Tensor:
     """The synthetic-shapes images of ``split`` as (N, 3, 64, 64) in [-1, 1]."""
     from vlmkit_data.synthetic import ensure_shapes
 
-    paths = ensure_shapes(root)
-    records = [json.loads(line) for line in Path(paths[split]).read_text().splitlines()]
-    arr = np.stack([np.asarray(Image.open(Path(paths["root"]) / r["image"]).convert("RGB")) for r in records])
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return split_images(ensure_shapes(root), split)
 
 
 def details_images(root: Path, split: str = "train") -> torch.Tensor:
     """The synthetic-details images of ``split`` (the claim's 128 px) as (N, 3, 128, 128) in [-1, 1]."""
     from vlmkit_data.synthetic_details import SyntheticDetailsDataset
 
-    paths = SyntheticDetailsDataset(str(root), split=split, image_size=128, progress=False).paths
-    records = [json.loads(line) for line in Path(paths[split]).read_text().splitlines()]
-    arr = np.stack([np.asarray(Image.open(Path(paths["root"]) / r["image"]).convert("RGB")) for r in records])
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return split_images(SyntheticDetailsDataset(str(root), split=split, image_size=128, progress=False).paths, split)
 
 
 @torch.no_grad()
