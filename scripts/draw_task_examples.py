@@ -21,6 +21,7 @@ def datasets(tmp: str) -> dict:
     from vlmkit_data.synthetic import SyntheticShapesDataset
     from vlmkit_data.synthetic_clutter import SyntheticClutterDataset
     from vlmkit_data.synthetic_details import SyntheticDetailsDataset
+    from vlmkit_data.synthetic_vip import SyntheticVipDataset
 
     return {
         "details": lambda: SyntheticDetailsDataset(tmp, split="test", n_train=1, n_test=12, image_size=128,
@@ -28,7 +29,13 @@ def datasets(tmp: str) -> dict:
         "clutter": lambda: SyntheticClutterDataset(tmp, split="test", n_train=1, n_test=12, progress=False),
         "dense_captions": lambda: SyntheticShapesDataset(tmp, split="test", n_train=1, n_test=12,
                                                          style="dense-caption", progress=False),
+        # the first 8 test records: one per prompt shape
+        "vip": lambda: SyntheticVipDataset(tmp, split="test", n_train=1, n_test=8, progress=False),
     }
+
+
+#: how many examples a task's picture shows (default 6)
+COUNT = {"vip": 8}
 
 
 def draw(name: str, ds, n: int = 6) -> Path:
@@ -55,7 +62,7 @@ def draw(name: str, ds, n: int = 6) -> Path:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("tasks", nargs="*", help="details, clutter, dense_captions (default: all)")
+    ap.add_argument("tasks", nargs="*", help="details, clutter, dense_captions, vip (default: all)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         made = datasets(tmp)
@@ -63,7 +70,7 @@ def main() -> int:
         if unknown:
             ap.error(f"unknown task(s) {', '.join(sorted(unknown))}; choose from {', '.join(made)}")
         for name in args.tasks or list(made):
-            print(draw(name, made[name]()))
+            print(draw(name, made[name](), COUNT.get(name, 6)))
     return 0
 
 

@@ -22,7 +22,17 @@ def clutter(tmp_path_factory):
     return generate_clutter(tmp_path_factory.mktemp("clutter"), n_train=60, n_test=12, seed=3)
 
 
-def test_records_answer_from_the_drawn_target_and_box_every_object(clutter):
+@pytest.fixture(scope="module")
+def clutter_knobs(tmp_path_factory):
+    """The knobs tried on the way (docs/claims.md): cells as large as a low-res token, bigger objects, less clutter."""
+    return generate_clutter(tmp_path_factory.mktemp("clutter-knobs"), n_train=30, n_test=3, seed=4, cell=32,
+                            object_size=16, clutter=[0, 2])
+
+
+@pytest.mark.parametrize("data, cell, size, lo_hi", [("clutter", 16, OBJECT_SIZE, CLUTTER),
+                                                    ("clutter_knobs", 32, 16, (0, 2))])
+def test_records_answer_from_the_drawn_target_and_box_every_object(data, cell, size, lo_hi, request):
+    clutter = request.getfixturevalue(data)
     ds = LlavaJsonDataset(clutter["train"], boxes=True, progress=False)
     tok = build_tiny_tokenizer()
     cats = collections.Counter()
@@ -33,13 +43,13 @@ def test_records_answer_from_the_drawn_target_and_box_every_object(clutter):
         img = np.asarray(s.images[0])
         assert img.shape == (128, 128, 3)
         (target,) = [o for o in objs if o["target"]]
-        assert CLUTTER[0] <= len(objs) - 1 <= CLUTTER[1]
+        assert lo_hi[0] <= len(objs) - 1 <= lo_hi[1]
         assert s.boxes[0].tolist() == [o["box"] for o in objs]  # every object, target and clutter alike
         cells = set()
         for o in objs:
             x0, y0, x1, y1 = o["box"]
-            assert x1 - x0 == y1 - y0 == OBJECT_SIZE and x0 // 16 == (x1 - 1) // 16 and y0 // 16 == (y1 - 1) // 16
-            cells.add((x0 // 16, y0 // 16))
+            assert x1 - x0 == y1 - y0 == size and x0 // cell == (x1 - 1) // cell and y0 // cell == (y1 - 1) // cell
+            cells.add((x0 // cell, y0 // cell))
             # the drawn pixels inside the box are the object's colour: saturated for the target, grey otherwise
             want = COLORS[o["color"]] if o["target"] else GREY
             patch = img[y0:y1, x0:x1].reshape(-1, 3)
@@ -80,5 +90,12 @@ def test_entry_point_generates_once_and_refuses_bad_arguments(tmp_path):
     assert ds[0].boxes is not None
     with pytest.raises(ConfigError, match="split must be one of"):
         cls(root=str(tmp_path), split="val", n_train=6, n_test=3)
-    with pytest.raises(ConfigError, match="even multiple of 16"):
+    with pytest.raises(ConfigError, match=r"even multiple of cell \(16\)"):
         generate_clutter(tmp_path / "bad", n_train=1, n_test=1, image_size=120)
+    with pytest.raises(ConfigError, match="cell at least object_size"):
+        generate_clutter(tmp_path / "bad", n_train=1, n_test=1, cell=16, object_size=15)
+    with pytest.raises(ConfigError, match=r"clutter \[3, 20\] must be a range"):
+        generate_clutter(tmp_path / "bad", n_train=1, n_test=1, cell=32, clutter=[3, 20])
+    # the knobs name their own folder; the defaults keep the name the sweeps' caches already have
+    knobs = cls(root=str(tmp_path), n_train=6, n_test=3, cell=32, clutter=[0, 1], progress=False)
+    assert knobs.paths["root"].endswith("-cell32-clutter0to1-object8") and ds.paths["root"].endswith("-128px")

@@ -200,6 +200,22 @@ def test_dry_run_lists_the_groups_and_trains_nothing(sweep_dir):
     assert "  2  lr=3e-3  (baseline)" in res.output and not (sweep_dir / "out").exists()
 
 
+def test_a_group_whose_objective_cannot_train_is_warned_about_before_anything_trains(sweep_dir):
+    """The Ross claim's first sweep trained 31 minutes with the denoiser frozen; the warning came from each
+    variant's log. The plan says it first, naming the group, and only for the group that has the trap."""
+    doc = yaml.safe_load((sweep_dir / "r.yaml").read_text())
+    doc["model"] = {"preset": "vlmkit-objectives:ross-tiny"}
+    (sweep_dir / "ross.yaml").write_text(yaml.safe_dump(doc))
+    res = CliRunner().invoke(app, [
+        "sweep", "ross.yaml", "--zip", "--names", "frozen,trained",
+        "--vary", "stages.0.trainable=[encoders, connector, llm],[encoders, connector, llm, 'objective.ross:denoiser']",
+        "--eval-data", "data/test.jsonl", "-o", "out", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    warned = [line for line in res.output.splitlines() if "none of its own parameters train" in line]
+    assert len(warned) == 1 and "variant 'frozen', stage 's': objective 'ross'" in warned[0], res.output
+    assert not (sweep_dir / "out").exists()
+
+
 def test_without_axes_the_recipe_is_one_group_and_names_name_it(sweep_dir):
     res = CliRunner().invoke(app, ["sweep", "r.yaml", "--set", "stages.0.lr=3e-3", "--names", "reference",
                                    "--seeds", "0,1", "--eval-data", "data/test.jsonl", "-o", "out", "--dry-run"])
@@ -317,7 +333,8 @@ def test_a_sweep_killed_with_sigkill_resumes_without_rerunning_finished_variants
 
 
 #: each measured claim -> the category its verdict reads (None: accuracy over all questions)
-CLAIM_METRIC = {"s2": "detail", "convllava": "detail", "ross": "detail", "densefusion": None}
+CLAIM_METRIC = {"s2": "detail", "convllava": "detail", "ross": "detail", "densefusion": None, "mg-llava": "shape",
+                "vip-llava": None}
 
 
 @pytest.mark.parametrize("claim", sorted(CLAIM_METRIC))

@@ -47,26 +47,27 @@ GREY = (150, 150, 150)
 _SPLIT_STREAM = {"train": 1, "test": 2}
 
 
-def _write_split(out: Path, split: str, n: int, seed: int, image_size: int) -> Path:
+def _write_split(out: Path, split: str, n: int, seed: int, image_size: int, cell: int = CELL,
+                 clutter: tuple[int, int] = CLUTTER, size: int = OBJECT_SIZE) -> Path:
     rng = random.Random(seed * 1_000_003 + _SPLIT_STREAM[split])
     img_dir = out / "images" / split
     img_dir.mkdir(parents=True, exist_ok=True)
-    side = image_size // CELL
+    side = image_size // cell
     path = out / f"{split}.jsonl"
     with open(path, "w", encoding="utf-8") as f:
         for i in range(n):
             category = CATEGORIES[i % len(CATEGORIES)]
-            cells = rng.sample(range(side * side), 1 + rng.randint(*CLUTTER))
+            cells = rng.sample(range(side * side), 1 + rng.randint(*clutter))
             color = rng.choice(list(COLORS))
             objects = []
             for k, c in enumerate(cells):
                 row, col = divmod(c, side)
-                x0 = col * CELL + rng.randint(1, CELL - OBJECT_SIZE - 1)
-                y0 = row * CELL + rng.randint(1, CELL - OBJECT_SIZE - 1)
+                x0 = col * cell + rng.randint(1, cell - size - 1)
+                y0 = row * cell + rng.randint(1, cell - size - 1)
                 objects.append({"shape": rng.choice(SHAPES), "color": color if k == 0 else "gray",
-                                "box": [x0, y0, x0 + OBJECT_SIZE, y0 + OBJECT_SIZE], "target": k == 0})
+                                "box": [x0, y0, x0 + size, y0 + size], "target": k == 0})
             target = objects[0]
-            objects.sort(key=lambda o: (o["box"][1] // CELL, o["box"][0] // CELL))  # reading order, as boxes come
+            objects.sort(key=lambda o: (o["box"][1] // cell, o["box"][0] // cell))  # reading order, as boxes come
             img = Image.new("RGB", (image_size, image_size), BACKGROUND)
             draw = ImageDraw.Draw(img)
             for o in objects:
@@ -90,14 +91,25 @@ def _write_split(out: Path, split: str, n: int, seed: int, image_size: int) -> P
 
 
 def generate_clutter(out_dir: str | os.PathLike, n_train: int = 6000, n_test: int = 300, seed: int = 0,
-                     image_size: int = 128) -> dict[str, str]:
-    """Write ``train.jsonl``, ``test.jsonl`` and ``images/{train,test}/*.png`` under ``out_dir``."""
-    side, rest = divmod(image_size, CELL)
-    if rest or side < 4 or side % 2 or side * side < 1 + CLUTTER[1]:
-        raise ConfigError(f"synthetic-clutter: image_size ({image_size}) must be an even multiple of {CELL}, "
-                          f"at least {4 * CELL}")
-    return write_splits(out_dir, _write_split, {"generator": "synthetic-clutter", "version": GENERATOR_VERSION,
-                                                "categories": list(CATEGORIES)}, n_train, n_test, seed, image_size)
+                     image_size: int = 128, cell: int = CELL, clutter: tuple[int, int] | list[int] = CLUTTER,
+                     object_size: int = OBJECT_SIZE) -> dict[str, str]:
+    """Write ``train.jsonl``, ``test.jsonl`` and ``images/{train,test}/*.png`` under ``out_dir``.
+
+    ``cell`` is the side of the grid cells (one object each); ``clutter`` the inclusive range of grey
+    objects per image; ``object_size`` the side of every object in pixels."""
+    side, rest = divmod(image_size, cell) if cell > 0 else (0, 1)
+    if object_size < 2 or cell < object_size + 2 or rest or side < 2 or side % 2:
+        raise ConfigError(f"synthetic-clutter: image_size ({image_size}) must be an even multiple of cell "
+                          f"({cell}), at least {2 * cell}, and cell at least object_size + 2 ({object_size + 2})")
+    lo, hi = (int(v) for v in clutter)
+    if not 0 <= lo <= hi or side * side < 1 + hi:
+        raise ConfigError(f"synthetic-clutter: clutter {list(clutter)} must be a range lo <= hi of grey objects "
+                          f"that fits, with the target, in the {side * side} cells of a {image_size} px image")
+    meta = {"generator": "synthetic-clutter", "version": GENERATOR_VERSION, "categories": list(CATEGORIES),
+            "cell": cell, "clutter": [lo, hi], "object_size": object_size}
+    return write_splits(out_dir, lambda o, sp, n, sd, size: _write_split(o, sp, n, sd, size, cell, (lo, hi),
+                                                                         object_size),
+                        meta, n_train, n_test, seed, image_size)
 
 
 class SyntheticClutterDataset(LlavaJsonDataset):
@@ -105,8 +117,14 @@ class SyntheticClutterDataset(LlavaJsonDataset):
     then read through ``LlavaJsonDataset`` with its boxes."""
 
     def __init__(self, root: str | None = None, split: Literal["train", "test"] = "train", n_train: int = 6000,
-                 n_test: int = 300, seed: int = 0, image_size: int = 128, progress: bool | None = None,
+                 n_test: int = 300, seed: int = 0, image_size: int = 128, cell: int = CELL,
+                 clutter: tuple[int, int] | list[int] = CLUTTER, object_size: int = OBJECT_SIZE,
+                 progress: bool | None = None,
                  progress_callback: ProgressCallback | None = None):
         name = f"v{GENERATOR_VERSION}-seed{seed}-train{n_train}-test{n_test}-{image_size}px"
+        if (cell, tuple(clutter), object_size) != (CELL, CLUTTER, OBJECT_SIZE):  # defaults keep their old name
+            name += f"-cell{cell}-clutter{clutter[0]}to{clutter[1]}-object{object_size}"
         open_generated(self, "synthetic-clutter", root, split, name, lambda tmp: generate_clutter(
-            tmp, n_train=n_train, n_test=n_test, seed=seed, image_size=image_size), True, progress, progress_callback)
+            tmp, n_train=n_train, n_test=n_test, seed=seed, image_size=image_size, cell=cell, clutter=clutter,
+            object_size=object_size),
+            True, progress, progress_callback)

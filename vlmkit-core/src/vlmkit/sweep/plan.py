@@ -53,6 +53,8 @@ class SweepPlan:
     recipes: dict[int, dict[str, Any]]
     names: list[str] | None = None
     warnings: list[str] = field(default_factory=list)
+    #: the held-out set's majority-answer accuracy per category and overall, read when the plan opened it
+    chance: dict[str, float] | None = None
 
     def grid(self) -> dict[str, Any]:
         """What makes two runs the same sweep (a resumed run must match it)."""
@@ -109,20 +111,41 @@ def make_plan(recipe: str, axes: list[Axis], seeds: tuple[int, ...], evaluation:
             rec = load_recipe(recipe, overrides=[*sets, *g.sets()])
             if prepare is not None:
                 prepare(rec)
-            build_model(rec.model, meta=True)
+            model = build_model(rec.model, meta=True)
         except VlmkitError as exc:
             raise ConfigError(f"variant '{g.name}' (group {g.index + 1} of {len(groups)}): {exc}; nothing was "
                               "trained") from None
+        warnings += frozen_objective_warnings(g.name, model, rec.stages)
         for st in rec.stages:
             if st.seed is not None and len(seeds) > 1:
                 warnings.append(f"stage '{st.name}' sets its own seed ({st.seed}): --seeds then varies the initial "
                                 "weights only, not the data order")
         recipes[g.index] = rec.to_dict()
-    check_evaluation(evaluation)
+    from vlmkit.inference.evaluation import majority_answer_rates
+
+    chance = majority_answer_rates(check_evaluation(evaluation), evaluation.limit)
     return SweepPlan(recipe=recipe, recipe_digest=recipe_digest(recipe), sets=sets, axes=axes, zipped=zipped,
                      seeds=seeds, evaluation=evaluation, baseline=pick_baseline(groups, baseline), cwd=os.getcwd(),
                      groups=groups, variants=variants, recipes=recipes, names=names,
-                     warnings=list(dict.fromkeys(warnings)))
+                     warnings=list(dict.fromkeys(warnings)), chance=chance)
+
+
+def frozen_objective_warnings(group: str, model: Any, stages: list[Any]) -> list[str]:
+    """The training runner's warning about an objective that weighs in the loss with none of its own
+    parameters training (a void comparison: its loss cannot fall), said before the first variant trains."""
+    from vlmkit.model.selectors import set_trainable
+    from vlmkit.training.runner import frozen_objectives
+
+    out = []
+    for st in stages:
+        try:
+            set_trainable(model, st.trainable)
+        except VlmkitError:  # a selector the built model lacks: the run itself names it
+            continue
+        out += [f"variant '{group}', stage '{st.name}': objective '{name}' counts in the loss but none of its own "
+                f"parameters train; add 'objective.{name}' to the stage's trainable (or set its weight to 0) "
+                "unless that is the intent" for name in frozen_objectives(model)]
+    return out
 
 
 def open_eval_dataset(evaluation: EvalSpec) -> Any:
@@ -134,8 +157,8 @@ def open_eval_dataset(evaluation: EvalSpec) -> Any:
     return registry.load("dataset", evaluation.dataset)(**args)
 
 
-def check_evaluation(evaluation: EvalSpec) -> None:
-    """The held-out set opens and holds records, before anything trains."""
+def check_evaluation(evaluation: EvalSpec) -> Any:
+    """The held-out set opens and holds records, before anything trains. Returns it, opened."""
     from vlmkit.errors import DataError
 
     try:
@@ -148,6 +171,7 @@ def check_evaluation(evaluation: EvalSpec) -> None:
     if len(ds) == 0:
         raise DataError("the held-out set has no records", file=str(evaluation.args.get("path", evaluation.dataset)),
                         kind="empty")
+    return ds
 
 
 def check_same_sweep(out: Path, plan: SweepPlan) -> None:
