@@ -94,8 +94,13 @@ def test_entry_point_generates_once_and_refuses_bad_arguments(tmp_path):
         generate_clutter(tmp_path / "bad", n_train=1, n_test=1, image_size=120)
     with pytest.raises(ConfigError, match="cell at least object_size"):
         generate_clutter(tmp_path / "bad", n_train=1, n_test=1, cell=16, object_size=15)
-    with pytest.raises(ConfigError, match=r"clutter \[3, 20\] must be a range"):
+    with pytest.raises(ConfigError, match=r"clutter \[3, 20\] does not fit, with the target, in the 16 cells"):
         generate_clutter(tmp_path / "bad", n_train=1, n_test=1, cell=32, clutter=[3, 20])
+    with pytest.raises(ConfigError, match="cell must be a whole number of pixels, got '32'"):
+        cls(root=str(tmp_path), n_train=6, n_test=3, cell="32", progress=False)
+    for bad in ([5, 2], [-1, 2], [1], "6-10", [1.5, 3], None):
+        with pytest.raises(ConfigError, match="clutter must be a range"):
+            cls(root=str(tmp_path), n_train=6, n_test=3, clutter=bad, progress=False)
     # the knobs name their own folder; the defaults keep the name the sweeps' caches already have
     knobs = cls(root=str(tmp_path), n_train=6, n_test=3, cell=32, clutter=[0, 1], progress=False)
     assert knobs.paths["root"].endswith("-cell32-clutter0to1-object8") and ds.paths["root"].endswith("-128px")

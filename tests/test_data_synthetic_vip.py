@@ -95,3 +95,8 @@ def test_entry_point_generates_once_per_twin_and_refuses_bad_arguments(tmp_path)
         generate_vip(tmp_path / "bad", n_train=1, n_test=1, n_objects=5)
     with pytest.raises(ConfigError, match="image_size"):
         generate_vip(tmp_path / "bad", n_train=1, n_test=1, image_size=126)
+    # a string where a switch belongs would draw the prompts in the twin that must have none
+    with pytest.raises(ConfigError, match="prompts must be true or false, got 'false'"):
+        cls(root=str(tmp_path), n_train=8, n_test=8, prompts="false", progress=False)
+    with pytest.raises(ConfigError, match="n_objects must be a whole number"):
+        generate_vip(tmp_path / "bad", n_train=1, n_test=1, n_objects=2.0)

@@ -90,6 +90,32 @@ def _write_split(out: Path, split: str, n: int, seed: int, image_size: int, cell
     return path
 
 
+def clutter_range(clutter: object) -> tuple[int, int]:
+    """``clutter`` as ``(lo, hi)``: two whole numbers, 0 <= lo <= hi (a recipe gives a list)."""
+    ok = (isinstance(clutter, (list, tuple)) and len(clutter) == 2
+          and all(isinstance(v, int) and not isinstance(v, bool) for v in clutter) and 0 <= clutter[0] <= clutter[1])
+    if not ok:
+        raise ConfigError(f"synthetic-clutter: clutter must be a range [lo, hi] of grey objects per image, two whole "
+                          f"numbers with 0 <= lo <= hi, got {clutter!r:.80}")
+    return int(clutter[0]), int(clutter[1])
+
+
+def check_arguments(image_size: object, cell: object, clutter: object, object_size: object) -> tuple[int, int]:
+    """Refuse a grid that cannot be drawn, before a cached folder is named or reused; returns ``clutter``."""
+    for name, value in (("image_size", image_size), ("cell", cell), ("object_size", object_size)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"synthetic-clutter: {name} must be a whole number of pixels, got {value!r:.40}")
+    lo, hi = clutter_range(clutter)
+    side, rest = divmod(image_size, cell) if cell > 0 else (0, 1)
+    if object_size < 2 or cell < object_size + 2 or rest or side < 2 or side % 2:
+        raise ConfigError(f"synthetic-clutter: image_size ({image_size}) must be an even multiple of cell "
+                          f"({cell}), at least {2 * cell}, and cell at least object_size + 2 ({object_size + 2})")
+    if side * side < 1 + hi:
+        raise ConfigError(f"synthetic-clutter: clutter {[lo, hi]} does not fit, with the target, in the "
+                          f"{side * side} cells of a {image_size} px image")
+    return lo, hi
+
+
 def generate_clutter(out_dir: str | os.PathLike, n_train: int = 6000, n_test: int = 300, seed: int = 0,
                      image_size: int = 128, cell: int = CELL, clutter: tuple[int, int] | list[int] = CLUTTER,
                      object_size: int = OBJECT_SIZE) -> dict[str, str]:
@@ -97,14 +123,7 @@ def generate_clutter(out_dir: str | os.PathLike, n_train: int = 6000, n_test: in
 
     ``cell`` is the side of the grid cells (one object each); ``clutter`` the inclusive range of grey
     objects per image; ``object_size`` the side of every object in pixels."""
-    side, rest = divmod(image_size, cell) if cell > 0 else (0, 1)
-    if object_size < 2 or cell < object_size + 2 or rest or side < 2 or side % 2:
-        raise ConfigError(f"synthetic-clutter: image_size ({image_size}) must be an even multiple of cell "
-                          f"({cell}), at least {2 * cell}, and cell at least object_size + 2 ({object_size + 2})")
-    lo, hi = (int(v) for v in clutter)
-    if not 0 <= lo <= hi or side * side < 1 + hi:
-        raise ConfigError(f"synthetic-clutter: clutter {list(clutter)} must be a range lo <= hi of grey objects "
-                          f"that fits, with the target, in the {side * side} cells of a {image_size} px image")
+    lo, hi = check_arguments(image_size, cell, clutter, object_size)
     meta = {"generator": "synthetic-clutter", "version": GENERATOR_VERSION, "categories": list(CATEGORIES),
             "cell": cell, "clutter": [lo, hi], "object_size": object_size}
     return write_splits(out_dir, lambda o, sp, n, sd, size: _write_split(o, sp, n, sd, size, cell, (lo, hi),
@@ -122,8 +141,9 @@ class SyntheticClutterDataset(LlavaJsonDataset):
                  progress: bool | None = None,
                  progress_callback: ProgressCallback | None = None):
         name = f"v{GENERATOR_VERSION}-seed{seed}-train{n_train}-test{n_test}-{image_size}px"
-        if (cell, tuple(clutter), object_size) != (CELL, CLUTTER, OBJECT_SIZE):  # defaults keep their old name
-            name += f"-cell{cell}-clutter{clutter[0]}to{clutter[1]}-object{object_size}"
+        lo, hi = check_arguments(image_size, cell, clutter, object_size)
+        if (cell, (lo, hi), object_size) != (CELL, CLUTTER, OBJECT_SIZE):  # the defaults keep their old name
+            name += f"-cell{cell}-clutter{lo}to{hi}-object{object_size}"
         open_generated(self, "synthetic-clutter", root, split, name, lambda tmp: generate_clutter(
             tmp, n_train=n_train, n_test=n_test, seed=seed, image_size=image_size, cell=cell, clutter=clutter,
             object_size=object_size),

@@ -119,16 +119,27 @@ def _write_split(out: Path, split: str, n: int, seed: int, image_size: int, n_ob
     return path
 
 
-def generate_vip(out_dir: str | os.PathLike, n_train: int = 6000, n_test: int = 400, seed: int = 0,
-                 image_size: int = 128, n_objects: int = 3, prompts: bool = True,
-                 anchor: int = ANCHOR) -> dict[str, str]:
-    """Write ``train.jsonl``, ``test.jsonl`` and ``images/{train,test}/*.png`` under ``out_dir``."""
+def check_arguments(image_size: object, n_objects: object, prompts: object, anchor: object) -> None:
+    """Refuse arguments that would write a different task than asked (``prompts: "false"`` is truthy), before
+    a cached folder of that name is reused."""
+    for name, value, kind in (("image_size", image_size, int), ("n_objects", n_objects, int), ("anchor", anchor, int),
+                              ("prompts", prompts, bool)):
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(f"synthetic-vip: {name} must be {'true or false' if kind is bool else 'a whole number'}, "
+                              f"got {value!r:.40}")
     if image_size % (2 * GRID) or image_size < 64:
         raise ConfigError(f"synthetic-vip: image_size ({image_size}) must be a multiple of {2 * GRID}, at least 64")
     if not 1 <= n_objects <= min(GRID * GRID, len(OBJECT_COLORS)):
         raise ConfigError(f"synthetic-vip: n_objects ({n_objects}) must be 1 to {GRID * GRID} (one per cell)")
     if anchor < 1:
         raise ConfigError(f"synthetic-vip: anchor must be >= 1 pixel, got {anchor}")
+
+
+def generate_vip(out_dir: str | os.PathLike, n_train: int = 6000, n_test: int = 400, seed: int = 0,
+                 image_size: int = 128, n_objects: int = 3, prompts: bool = True,
+                 anchor: int = ANCHOR) -> dict[str, str]:
+    """Write ``train.jsonl``, ``test.jsonl`` and ``images/{train,test}/*.png`` under ``out_dir``."""
+    check_arguments(image_size, n_objects, prompts, anchor)
     meta = {"generator": "synthetic-vip", "version": GENERATOR_VERSION, "categories": list(PROMPT_SHAPES),
             "n_objects": n_objects, "prompts": prompts, "anchor": anchor}
     return write_splits(out_dir, lambda o, sp, n, sd, size: _write_split(o, sp, n, sd, size, n_objects, prompts,
@@ -142,6 +153,7 @@ class SyntheticVipDataset(LlavaJsonDataset):
     def __init__(self, root: str | None = None, split: Literal["train", "test"] = "train", n_train: int = 6000,
                  n_test: int = 400, seed: int = 0, image_size: int = 128, n_objects: int = 3, prompts: bool = True,
                  anchor: int = ANCHOR, progress: bool | None = None, progress_callback: ProgressCallback | None = None):
+        check_arguments(image_size, n_objects, prompts, anchor)
         name = (f"v{GENERATOR_VERSION}-seed{seed}-train{n_train}-test{n_test}-{image_size}px-{n_objects}objects"
                 f"-anchor{anchor}-{'prompts' if prompts else 'noprompts'}")
         open_generated(self, "synthetic-vip", root, split, name, lambda tmp: generate_vip(
