@@ -334,7 +334,7 @@ def test_a_sweep_killed_with_sigkill_resumes_without_rerunning_finished_variants
 
 #: each measured claim -> the category its verdict reads (None: accuracy over all questions)
 CLAIM_METRIC = {"s2": "detail", "convllava": "detail", "ross": "detail", "densefusion": None, "mg-llava": "shape",
-                "vip-llava": None}
+                "vip-llava": None, "vip-llava-2400": None}
 
 
 @pytest.mark.parametrize("claim", sorted(CLAIM_METRIC))
