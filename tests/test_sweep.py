@@ -177,6 +177,8 @@ def sweep_dir(tmp_path, monkeypatch):
     ("stages.0.lr=1e-3,fast", "variant 'lr=fast' (group 2 of 2): r.yaml.stages[0].lr: input should be a valid number"),
     ("model.encoders.0.name=tiny-conv,no-such-encoder", "variant 'name=no-such-encoder' (group 2 of 2): "),
     ("model.encoders.0.args.image_size=16,big", "variant 'image_size=big' (group 2 of 2): "),
+    ("stages.0.trainable=[llm],[no_such_part]",
+     "variant 'trainable=[no_such_part]' (group 2 of 2): trainable selector 'no_such_part'"),
 ])
 def test_a_bad_variant_is_refused_before_anything_trains(sweep_dir, vary, message):
     res = CliRunner().invoke(app, ["sweep", "r.yaml", "--vary", vary, "--eval-data", "data/test.jsonl",

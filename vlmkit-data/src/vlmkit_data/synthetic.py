@@ -67,7 +67,8 @@ BACKGROUND = (255, 255, 255)
 #: the cell varies (by up to 2 px), so a shape differs from another by its outline alone
 SHAPE_FILL = 0.8
 MAX_SHAPES = 3
-_SPLIT_STREAM = {"train": 1, "test": 2}
+#: each split's own random stream (every generator offsets its seed by it)
+SPLIT_STREAM = {"train": 1, "test": 2}
 
 
 def answer_vocabulary() -> list[str]:
@@ -138,7 +139,7 @@ def dense_caption(objects: list[dict[str, Any]], cell: int) -> str:
 
 def _write_split(out: Path, split: str, n: int, seed: int, image_size: int, cell: int, distractors: bool,
                  style: str = "vqa") -> Path:
-    rng = random.Random(seed * 1_000_003 + _SPLIT_STREAM[split])
+    rng = random.Random(seed * 1_000_003 + SPLIT_STREAM[split])
     img_dir = out / "images" / split
     img_dir.mkdir(parents=True, exist_ok=True)
     path = out / f"{split}.jsonl"
@@ -267,8 +268,8 @@ def open_generated(dataset: LlavaJsonDataset, generator: str, root: str | None, 
                    generate: Any, boxes: bool, progress: bool | None, progress_callback: ProgressCallback | None) -> None:
     """Initialise ``dataset`` (a ``LlavaJsonDataset`` subclass) on ``split`` of the task ``generator``,
     generated once by ``generate(tmp)`` into ``root/name`` (default root: the vlmkit cache)."""
-    if split not in _SPLIT_STREAM:
-        raise ConfigError(f"{generator}: split must be one of {', '.join(_SPLIT_STREAM)}, got {split!r}")
+    if split not in SPLIT_STREAM:
+        raise ConfigError(f"{generator}: split must be one of {', '.join(SPLIT_STREAM)}, got {split!r}")
     folder = Path(root) if root is not None else default_cache_dir().parent / generator
     dataset.paths = generate_once(folder, name, generate)
     dataset.split = split
@@ -283,8 +284,8 @@ class SyntheticShapesDataset(LlavaJsonDataset):
                  n_test: int = 500, seed: int = 0, image_size: int = 64, cell_size: int = 16,
                  distractors: bool = False, style: Literal["vqa", "dense-caption"] = "vqa",
                  progress: bool | None = None, progress_callback: ProgressCallback | None = None):
-        if split not in _SPLIT_STREAM:
-            raise ConfigError(f"synthetic-shapes: split must be one of {', '.join(_SPLIT_STREAM)}, got {split!r}")
+        if split not in SPLIT_STREAM:
+            raise ConfigError(f"synthetic-shapes: split must be one of {', '.join(SPLIT_STREAM)}, got {split!r}")
         self.paths = ensure_shapes(root, n_train=n_train, n_test=n_test, seed=seed, image_size=image_size,
                                    cell_size=cell_size, distractors=distractors, style=style)
         self.split = split

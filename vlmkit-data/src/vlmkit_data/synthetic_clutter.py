@@ -34,7 +34,7 @@ from vlmkit.errors import ConfigError
 from vlmkit.progress import ProgressCallback
 
 from .llava_json import LlavaJsonDataset
-from .synthetic import BACKGROUND, COLORS, SHAPES, _draw_shape, open_generated, write_splits
+from .synthetic import BACKGROUND, COLORS, SHAPES, SPLIT_STREAM, _draw_shape, open_generated, write_splits
 
 #: bump when the generator's output changes (invalidates generated folders)
 GENERATOR_VERSION = 1
@@ -44,12 +44,11 @@ OBJECT_SIZE = 8
 #: how many grey distractors an image holds (inclusive)
 CLUTTER = (6, 10)
 GREY = (150, 150, 150)
-_SPLIT_STREAM = {"train": 1, "test": 2}
 
 
 def _write_split(out: Path, split: str, n: int, seed: int, image_size: int, cell: int = CELL,
                  clutter: tuple[int, int] = CLUTTER, size: int = OBJECT_SIZE) -> Path:
-    rng = random.Random(seed * 1_000_003 + _SPLIT_STREAM[split])
+    rng = random.Random(seed * 1_000_003 + SPLIT_STREAM[split])
     img_dir = out / "images" / split
     img_dir.mkdir(parents=True, exist_ok=True)
     side = image_size // cell

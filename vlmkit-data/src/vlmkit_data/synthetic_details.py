@@ -36,12 +36,11 @@ from vlmkit.errors import ConfigError
 from vlmkit.progress import ProgressCallback
 
 from .llava_json import LlavaJsonDataset
-from .synthetic import COLORS, open_generated, write_splits
+from .synthetic import COLORS, SPLIT_STREAM, open_generated, write_splits
 
 #: bump when the generator's output changes (invalidates generated folders)
 GENERATOR_VERSION = 2
 CATEGORIES = ("detail", "color", "position")
-_SPLIT_STREAM = {"train": 1, "test": 2}
 
 
 #: the stripes fade in over this many pixels from each edge of the square (a Hann ramp). A sharp edge would
@@ -75,7 +74,7 @@ def draw_square(image_size: int, x0: int, y0: int, side: int, color: tuple[int, 
 
 
 def _write_split(out: Path, split: str, n: int, seed: int, image_size: int) -> Path:
-    rng = random.Random(seed * 1_000_003 + _SPLIT_STREAM[split])
+    rng = random.Random(seed * 1_000_003 + SPLIT_STREAM[split])
     img_dir = out / "images" / split
     img_dir.mkdir(parents=True, exist_ok=True)
     side = image_size // 4

@@ -35,7 +35,7 @@ from vlmkit.errors import ConfigError
 from vlmkit.progress import ProgressCallback
 
 from .llava_json import LlavaJsonDataset
-from .synthetic import BACKGROUND, COLORS, SHAPES, _draw_shape, open_generated, write_splits
+from .synthetic import BACKGROUND, COLORS, SHAPES, SPLIT_STREAM, _draw_shape, open_generated, write_splits
 from .vip.drawing import ANCHOR, Region, VisualPrompt, draw_prompts, sample_alpha
 from .vip.phrases import SHAPES as PROMPT_SHAPES
 from .vip.phrases import phrase
@@ -50,7 +50,6 @@ QUESTIONS = ("color", "shape")
 GRID = 2
 #: the side of an object, as a fraction of its cell (the rest leaves room for the prompt around it)
 OBJECT_FILL = 0.34
-_SPLIT_STREAM = {"train": 1, "test": 2}
 
 
 def outline(shape: str, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -73,7 +72,7 @@ def outline(shape: str, box: tuple[int, int, int, int]) -> np.ndarray:
 
 def _write_split(out: Path, split: str, n: int, seed: int, image_size: int, n_objects: int, prompts: bool,
                  anchor: int) -> Path:
-    rng = random.Random(seed * 1_000_003 + _SPLIT_STREAM[split])
+    rng = random.Random(seed * 1_000_003 + SPLIT_STREAM[split])
     img_dir = out / "images" / split
     img_dir.mkdir(parents=True, exist_ok=True)
     cell = image_size // GRID

@@ -54,7 +54,7 @@ class SweepPlan:
     names: list[str] | None = None
     warnings: list[str] = field(default_factory=list)
     #: the held-out set's majority-answer accuracy per category and overall, read when the plan opened it
-    chance: dict[str, float] | None = None
+    chance: dict[str, float] = field(default_factory=dict)
 
     def grid(self) -> dict[str, Any]:
         """What makes two runs the same sweep (a resumed run must match it)."""
@@ -115,7 +115,11 @@ def make_plan(recipe: str, axes: list[Axis], seeds: tuple[int, ...], evaluation:
         except VlmkitError as exc:
             raise ConfigError(f"variant '{g.name}' (group {g.index + 1} of {len(groups)}): {exc}; nothing was "
                               "trained") from None
-        warnings += frozen_objective_warnings(g.name, model, rec.stages)
+        try:
+            warnings += frozen_objective_warnings(g.name, model, rec.stages)
+        except VlmkitError as exc:
+            raise ConfigError(f"variant '{g.name}' (group {g.index + 1} of {len(groups)}): {exc}; nothing was "
+                              "trained") from None
         for st in rec.stages:
             if st.seed is not None and len(seeds) > 1:
                 warnings.append(f"stage '{st.name}' sets its own seed ({st.seed}): --seeds then varies the initial "
@@ -132,16 +136,14 @@ def make_plan(recipe: str, axes: list[Axis], seeds: tuple[int, ...], evaluation:
 
 def frozen_objective_warnings(group: str, model: Any, stages: list[Any]) -> list[str]:
     """The training runner's warning about an objective that weighs in the loss with none of its own
-    parameters training (a void comparison: its loss cannot fall), said before the first variant trains."""
+    parameters training (a void comparison: its loss cannot fall), said before the first variant trains.
+    Raises the selectors' ``ConfigError`` for a ``trainable`` the model lacks."""
     from vlmkit.model.selectors import set_trainable
     from vlmkit.training.runner import frozen_objectives
 
     out = []
     for st in stages:
-        try:
-            set_trainable(model, st.trainable)
-        except VlmkitError:  # a selector the built model lacks: the run itself names it
-            continue
+        set_trainable(model, st.trainable)  # a selector the model lacks is refused here, before anything trains
         out += [f"variant '{group}', stage '{st.name}': objective '{name}' counts in the loss but none of its own "
                 f"parameters train; add 'objective.{name}' to the stage's trainable (or set its weight to 0) "
                 "unless that is the intent" for name in frozen_objectives(model)]
