@@ -32,8 +32,9 @@ BENCHMARKS: dict[str, tuple[str, str, list[str]]] = {
     "seeds": ("bench_seed_parity.py", "seed_parity.json", []),
     "dtype": ("bench_import_dtype.py", "import_dtype.json", []),
     "threads": ("bench_threads.py", "threads.json", []),
+    "anyres": ("bench_anyres.py", "anyres.json", []),
 }
-ORDER = ["cli", "data", "seeds", "dtype", "llava", "threads", "gpu"]  # quick ones first: a failure shows early
+ORDER = ["cli", "data", "seeds", "dtype", "anyres", "llava", "threads", "gpu"]  # quick ones first: a failure shows early
 DOC = common.ROOT / "docs" / "benchmarks.md"
 #: hand-written analysis of the committed results (profiles, causes, proposed fixes), included in the page
 FINDINGS = common.ROOT / "benchmarks" / "findings.md"

@@ -123,6 +123,14 @@ def test_gpu_flop_formula():
     assert gpu.peak_flops("NVIDIA H100 80GB HBM3", None) == 989e12 and gpu.peak_flops("x", 100) == 1e14
 
 
+def test_anyres_quick_checks_pixels_then_times_both_resamplers(results):
+    """The script asserts equal crops before it times anything; both pairs are reported."""
+    r = run_quick("bench_anyres.py", results / "anyres.json")
+    names = set(by_name(r))
+    assert {"images/s, vlmkit-pil vs transformers hf-pil", "images/s, vlmkit-torch vs transformers hf-torchvision"} == names
+    assert all(m["ratio"] > 0 and m["reference"] > 0 for m in r["metrics"])
+
+
 def test_render_page_from_results(results, tmp_path):
     """Runs after the quick benchmarks above (module order); renders whatever results exist."""
     run_all = _module("run_all")

@@ -366,7 +366,8 @@ def test_export_adds_image_token(tmp_path, vocab_rows, grows):
 def test_export_refuses_non_clip_encoder(tmp_path):
     ckpt = _vlmkit_checkpoint(tmp_path / "vlmkit", {"encoders": [{"name": "tiny-conv"}], "connector": "mlp2x_gelu",
                                                     "llm": "tiny-llama"})
-    with pytest.raises(ConfigError, match=r"encoder\.0 'tiny-conv': HF Llava export supports only the 'clip' encoder"):
+    with pytest.raises(ConfigError, match=r"encoder\.0 'tiny-conv': HF Llava export supports only the 'clip', 'siglip' "
+                                          r"encoders"):
         export_hf(ckpt, tmp_path / "hf")
     assert not (tmp_path / "hf").exists()
 
@@ -423,7 +424,7 @@ def test_converters_are_found_through_the_plugins_hooks():
 
     from vlmkit.interop.llava_conversion import llava_converters
     from vlmkit.plugins.hooks import get_plugin_manager
-    from vlmkit_encoders.llava import CLIPLlavaVision, CLIPVipLlavaVision
+    from vlmkit_encoders.llava import CLIPLlavaVision, CLIPVipLlavaVision, SigLIPLlavaVision
     from vlmkit_fusion.llava import LnMLPVipLlavaProjector, MLP2xGeluLlavaProjector
 
     eps = {ep.name: ep.value for ep in metadata.entry_points(group="vlmkit.hooks")}
@@ -431,7 +432,7 @@ def test_converters_are_found_through_the_plugins_hooks():
     impls = {i.plugin_name for i in get_plugin_manager().hook.vlmkit_llava_converters.get_hookimpls()}
     assert {"vlmkit_encoders.hooks", "vlmkit_fusion.hooks"} <= impls
     found = llava_converters()
-    assert [type(c) for c in found.vision] == [CLIPLlavaVision, CLIPVipLlavaVision]
+    assert [type(c) for c in found.vision] == [CLIPLlavaVision, CLIPVipLlavaVision, SigLIPLlavaVision]
     assert [type(c) for c in found.projector] == [MLP2xGeluLlavaProjector, LnMLPVipLlavaProjector]
     assert found.for_encoder("clip") is found.vision[0] and found.for_encoder("tiny-conv") is None
     assert found.for_encoder("clip-multilayer", "vipllava") is found.vision[1]
@@ -453,9 +454,9 @@ def test_import_names_the_part_no_installed_plugin_converts(hf_reference, tmp_pa
         import_hf(src, tmp_path / "b", plugin_manager=_plugin_manager(vlmkit_encoders.hooks))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     # a tower no converter reads is named by its model_type, with the types the installed ones read
-    other = _hf_folder(src, tmp_path / "siglip", config_patch={"vision_config": {"model_type": "siglip_vision_model"}})
-    with pytest.raises(ConfigError, match=r"model_type 'siglip_vision_model'.*installed converters read "
-                                          r"'clip_vision_model'"):
+    other = _hf_folder(src, tmp_path / "dinov2", config_patch={"vision_config": {"model_type": "dinov2"}})
+    with pytest.raises(ConfigError, match=r"model_type 'dinov2'.*installed converters read "
+                                          r"'clip_vision_model', 'siglip_vision_model'"):
         import_hf(other, tmp_path / "c")
 
 

@@ -345,17 +345,20 @@ def test_unsupported_fields_are_refused_by_name(tmp_path, monkeypatch):
     _empty_hub_cache(monkeypatch)
     tower = str(FIXTURES / "llava-1.5" / "clip-tower")
     for field, value, message, given in [
-        ("image_aspect_ratio", "anyres", r"image_aspect_ratio 'anyres' is not supported", tower),
-        ("mm_patch_merge_type", "spatial_unpad", r"mm_patch_merge_type 'spatial_unpad' .* not supported", tower),
+        ("image_aspect_ratio", "crop_split", r"image_aspect_ratio 'crop_split' is not supported", tower),
+        ("image_aspect_ratio", "anyres", r"image_aspect_ratio 'anyres' without image_grid_pinpoints", tower),
+        ("mm_patch_merge_type", "spatial_unpad", r"mm_patch_merge_type 'spatial_unpad' needs image_aspect_ratio "
+                                                 r"'anyres'", tower),
         ("mm_projector_type", "qformer", r"mm_projector_type 'qformer': no installed plugin", tower),
         ("mm_vision_tower", "facebook/dinov2-large", r"mm_vision_tower 'facebook/dinov2-large': no installed", None),
     ]:
-        src = _copy_model("llava-1.5", tmp_path / field)
+        src = _copy_model("llava-1.5", tmp_path / f"{field}-{value.replace('/', '_')}")
         config = json.loads((src / "config.json").read_text())
         config[field] = value
         (src / "config.json").write_text(json.dumps(config))
         with pytest.raises(ConfigError, match=message):
-            import_checkpoint(src, tmp_path / f"out-{field}", options=ImportOptions(vision_tower=given))
+            import_checkpoint(src, tmp_path / f"out-{field}-{value.replace('/', '_')}",
+                              options=ImportOptions(vision_tower=given))
 
 
 def test_a_pickled_shard_that_would_run_code_is_refused(tmp_path):
@@ -440,9 +443,9 @@ def test_code_in_the_folder_is_never_run(tmp_path):
 
 
 @pytest.mark.parametrize("name, target, reason", [
-    ("convllava", "hf-llava", r"encoder\.0 'convnext5': HF Llava export supports only the 'clip' encoder"),
-    ("llava-s2", "hf-llava", r"encoder\.0 's2': HF Llava export supports only the 'clip' encoder"),
-    ("ross", "hf-llava", r"llm: base model .* is not what AutoModel builds|encoder\.0 'siglip'"),
+    ("convllava", "hf-llava", r"encoder\.0 'convnext5': HF Llava export supports only the 'clip', 'siglip' encoders"),
+    ("llava-s2", "hf-llava", r"encoder\.0 's2': HF Llava export supports only the 'clip', 'siglip' encoders"),
+    ("ross", "hf-vip-llava", r"encoder\.0 'siglip'"),
     ("vip-llava", "hf-llava", r"encoder\.0 'clip-multilayer'"),
 ])
 def test_exports_a_release_does_not_allow_are_refused_with_the_reason(name, target, reason, tmp_path):
@@ -450,3 +453,33 @@ def test_exports_a_release_does_not_allow_are_refused_with_the_reason(name, targ
         vision_tower=str(FIXTURES / name / TOWERS[name]), sets=SETS.get(name, [])))
     with pytest.raises(ConfigError, match=rf"cannot be written as {target}: .*({reason})"):
         export_checkpoint(ckpt, tmp_path / "out", format=target)
+
+
+def test_a_siglip_release_exports_as_transformers_llava_with_its_logits(tmp_path):
+    """Ross (a SigLIP tower read at layer -2, no CLS, and a Qwen2 LLM) written as transformers'
+    LlavaForConditionalGeneration (strategy 'full', as llava-interleave's SigLIP Llavas are): its denoiser is left
+    out with a warning, and transformers gives the original's logits on the fixture's batch."""
+    from transformers import LlavaForConditionalGeneration
+
+    ckpt = import_checkpoint(FIXTURES / "ross" / "model", tmp_path / "ckpt",
+                             options=ImportOptions(vision_tower=str(FIXTURES / "ross" / "siglip-tower")))
+    with pytest.warns(UserWarning, match="ross are training-only"):
+        out = export_checkpoint(ckpt, tmp_path / "hf", format="hf-llava")
+    hf = LlavaForConditionalGeneration.from_pretrained(out, attn_implementation="sdpa").eval()
+    assert hf.config.vision_feature_select_strategy == "full" and hf.config.vision_feature_layer == -2
+    ref = reference("ross")
+    image_id = int(getattr(hf.config, "image_token_id", None) or hf.config.image_token_index)
+    rows = [r[m.bool()].tolist() for r, m in zip(ref["input_ids"], ref["attention_mask"])]
+    n_tokens = 16
+    expanded = [[t for x in r for t in ([image_id] * n_tokens if x == IMAGE_PLACEHOLDER else [x])] for r in rows]
+    width = max(len(r) for r in expanded)
+    pad = int(hf.config.text_config.pad_token_id or 0)
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in expanded])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in expanded])
+    n_images = sum(r.count(IMAGE_PLACEHOLDER) for r in rows)
+    with torch.no_grad():
+        logits = hf(input_ids=ids, attention_mask=mask, pixel_values=ref["pixel_values"][:n_images]).logits
+    w = min(width, ref["logits"].shape[1])
+    valid = mask.bool()[:, :w]
+    vocab = ref["logits"].shape[-1]
+    assert (logits[:, :w, :vocab] - ref["logits"][:, :w])[valid].abs().max().item() <= TOL

@@ -432,6 +432,54 @@ def check_against(model, ref, start_token: bool = True) -> dict:
     return {"ok": diff <= TOL and same, "max_abs_logit_diff": diff, "greedy_tokens_equal": same}
 
 
+# -- shared by the AnyRes fixture scripts (llava_next_original.py, onevision_original.py) -------------------------
+def real_rows(ref) -> list[list[int]]:
+    """A fixture batch's rows without their padding."""
+    return [[int(t) for t, m in zip(r, mk) if m] for r, mk in zip(ref["input_ids"].tolist(), ref["attention_mask"].tolist())]
+
+
+def greedy_with_sizes(model, rows, images, sizes, steps: int, eos: int, prompt_echoed: bool) -> list[list[int]]:
+    """The original's greedy tokens per row, each row alone with its images and their (width, height); a text-only
+    row skips the dummy image the batch holds for it. ``prompt_echoed``: haotian-liu/LLaVA's generate returns a start
+    token (or the prompt) before the new tokens, LLaVA-NeXT's the new tokens alone."""
+    tokens, k = [], 0
+    for r in rows:
+        n = r.count(IMAGE)
+        ims, szs = (images[k:k + n], sizes[k:k + n]) if n else (None, None)
+        k += max(n, 1)
+        with torch.no_grad():
+            out = model.generate(torch.tensor([r]), images=ims, image_sizes=szs, max_new_tokens=steps,
+                                 do_sample=False, eos_token_id=eos, pad_token_id=eos, use_cache=True)
+        seq = out[0].tolist()
+        tokens.append((seq[len(r):] if seq[:len(r)] == r else seq[1:]) if prompt_echoed else seq)
+    return tokens
+
+
+def same_tokens(tokens: list[list[int]], generated) -> bool:
+    """Whether greedy tokens agree with a fixture's (padded with -1) over its width."""
+    w = generated.shape[1]
+    return all(t[:w] + [-1] * (w - len(t[:w])) == g for t, g in zip(tokens, generated.tolist()))
+
+
+def anyres_main(description: str, make, check) -> None:
+    """``make --repo --tokenizer --out [--seed]`` and ``check --repo --fixture EXPORT``."""
+    p = argparse.ArgumentParser(description=description)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("make")
+    m.add_argument("--repo", type=Path, required=True)
+    m.add_argument("--tokenizer", type=Path, required=True)
+    m.add_argument("--out", type=Path, required=True)
+    m.add_argument("--seed", type=int, default=0)
+    c = sub.add_parser("check")
+    c.add_argument("--repo", type=Path, required=True)
+    c.add_argument("--fixture", type=Path, required=True)
+    c.add_argument("export", type=Path)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    {"make": make, "check": check}[args.cmd](args)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)

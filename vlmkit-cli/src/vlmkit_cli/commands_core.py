@@ -103,16 +103,24 @@ def build(
     meta: bool = typer.Option(False, "--meta", help="Build on the meta device: exact counts, no memory."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write a loadable checkpoint here."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    tiling: Optional[str] = typer.Option(None, "--tiling", help="AnyRes tiling on these pinpoints: a range of tiles "
+                                         "'(1x1),...,(3x3)' or HEIGHTxWIDTH px list '336x672,672x336'; "
+                                         "--set tiling.merge=flat|spatial|spatial_unpad, tiling.anyres_max=N."),
+    image_size: Optional[List[str]] = typer.Option(None, "--image-size", help="Report the visual tokens of an "
+                                                   "image of WIDTHxHEIGHT px (repeat for several)."),
 ) -> None:
     """Assemble a model from plugins and print its summary."""
     from .model_config import resolve_model_config
 
+    sizes = [_image_size(s) for s in image_size or []]  # refused before anything is built
     cfg = resolve_model_config(preset=preset, config=config, encoders=encoder, fusion=fusion, connector=connector,
-                               llm=llm, objectives=objective, sets=set_)
+                               llm=llm, objectives=objective, sets=set_, tiling=tiling)
     from vlmkit.model.assembly import build_model
 
     model = build_model(cfg, meta=meta)
     summary = model.summary()
+    if sizes:
+        summary["visual_tokens_for"] = {f"{w}x{h}": model.visual_tokens_for_image(h, w) for w, h in sizes}
     summary["config"] = cfg.to_dict()
     if out is not None:
         if meta:
@@ -127,6 +135,14 @@ def build(
         from .render import print_summary
 
         print_summary(summary, meta=meta)
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    """``--image-size 1344x672``: (width, height) in px."""
+    w, _, h = text.lower().partition("x")
+    if not (w.isdigit() and h.isdigit()) or int(w) < 1 or int(h) < 1:
+        fail(f"--image-size '{text}': expected WIDTHxHEIGHT in pixels, e.g. 1344x672")
+    return int(w), int(h)
 
 
 # --------------------------------------------------------------------------------------------- conversion

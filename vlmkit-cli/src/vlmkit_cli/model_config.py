@@ -29,7 +29,8 @@ def with_default_connector(cfg):
 def resolve_model_config(*, preset: str | None = None, config: Path | None = None,
                          encoders: Sequence[str] | None = None, fusion: Sequence[str] | None = None,
                          connector: str | None = None, llm: str | None = None,
-                         objectives: Sequence[str] | None = None, sets: Sequence[str] | None = None):
+                         objectives: Sequence[str] | None = None, sets: Sequence[str] | None = None,
+                         tiling: str | None = None):
     from vlmkit.errors import ConfigError
     from vlmkit.model.config import ComponentConfig, ModelConfig, load_yaml
     from vlmkit.plugins.presets import load_preset
@@ -65,6 +66,26 @@ def resolve_model_config(*, preset: str | None = None, config: Path | None = Non
             if o not in names:
                 cfg.objectives.append(ComponentConfig(o))
                 names.append(o)
+    if tiling:  # --tiling PINPOINTS: AnyRes with LLaVA-NeXT's merge; --set tiling.KEY=VALUE changes the rest
+        from vlmkit.model.tiling import Tiling
+
+        cfg.tiling = Tiling.from_dict({"pinpoints": _pinpoints_option(tiling)}, "--tiling")
     for s in sets or []:
         cfg.set(s)
     return cfg
+
+
+def _pinpoints_option(text: str):
+    """``(1x1),...,(3x3)`` (tiles) as is, or ``336x672,672x336`` (height x width in px) as a list."""
+    if "..." in text:
+        return text
+    from vlmkit.errors import ConfigError
+
+    out = []
+    for part in text.split(","):
+        h, _, w = part.strip().partition("x")
+        if not (h.isdigit() and w.isdigit()):
+            raise ConfigError(f"--tiling: '{part.strip()}' is not HEIGHTxWIDTH in pixels (e.g. 336x672), and "
+                              f"'{text}' is not a range of tiles like '(1x1),...,(3x3)'")
+        out.append([int(h), int(w)])
+    return out

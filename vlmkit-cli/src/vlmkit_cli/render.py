@@ -27,9 +27,17 @@ def print_summary(summary: dict[str, Any], meta: bool = False) -> None:
     views = ", ".join(f"{k}: {v['size']} px ({v['resize']})" for k, v in summary["views"].items()) or "none"
     tokens = summary["visual_tokens_per_image"]
     extra = " + object tokens (one per box)" if summary.get("extra_tokens") else ""
-    lines = [f"visual tokens per image: {tokens}{extra}   views: {views}",
+    per = "per crop (base crop or tile)" if summary.get("tiling") else "per image"
+    lines = [f"visual tokens {per}: {tokens}{extra}   views: {views}",
              f"llm: {summary['llm']} (hidden size {summary['d_llm']})   objectives: "
              + ", ".join(f"{k} x{w}" for k, w in summary["objectives"].items())]
+    if summary.get("tiling"):
+        t = summary["tiling"]
+        lines.append(f"tiling: {len(t['pinpoints'])} pinpoints, merge {t['merge']}"
+                     + (f", anyres_max {t['anyres_max']}" if t.get("anyres_max") else "")
+                     + " (visual tokens per image depend on its size: --image-size WxH)")
+    for size, n in (summary.get("visual_tokens_for") or {}).items():
+        lines.append(f"visual tokens for a {size} image: {n:,}")
     if summary.get("checkpoint"):
         lines.append(f"checkpoint written to {summary['checkpoint']}")
     if not interactive():

@@ -14,11 +14,12 @@ from vlmkit.plugins.hooks import hookimpl
 @hookimpl
 def vlmkit_llava_converters() -> list[Any]:
     """LLaVA-family vision towers <-> this package's encoders (``vlmkit import`` / ``export``): transformers'
-    Llava and VipLlava CLIP towers, and the LLaVA codebase's CLIP, ViP-LLaVA, S2, ConvLLaVA and (Ross's) SigLIP towers."""
-    from .llava import CLIPLlavaVision, CLIPVipLlavaVision
+    Llava, VipLlava, LlavaNext and LlavaOnevision CLIP and SigLIP towers, and the LLaVA codebase's CLIP,
+    ViP-LLaVA, S2, ConvLLaVA and (Ross's) SigLIP towers."""
+    from .llava import CLIPLlavaVision, CLIPVipLlavaVision, SigLIPLlavaVision
     from .llava_repo import CLIPMultiLayerRepoTower, CLIPRepoTower, ConvNeXtRepoTower, S2RepoTower, SigLIPRepoTower
 
-    return [CLIPLlavaVision(), CLIPVipLlavaVision(),
+    return [CLIPLlavaVision(), CLIPVipLlavaVision(), SigLIPLlavaVision(),
             CLIPRepoTower(), CLIPMultiLayerRepoTower(), S2RepoTower(), ConvNeXtRepoTower(),
             SigLIPRepoTower()]
 

@@ -39,6 +39,8 @@ class CLIPLlavaVision(LlavaVisionConversion):
     components = ("clip",)
     model_types = ("clip_vision_model",)
     description = "the 'clip' encoder (one CLIP vision tower, one feature layer)"
+    #: LLaVA-1.5, and LLaVA-NeXT's and OneVision's towers (the tiling is the model's, not the tower's)
+    families = ("llava", "llava_next", "llava_onevision")
 
     # -- import ---------------------------------------------------------------------------------------
     def component_config(self, hf_config: Any) -> ComponentConfig:
@@ -121,3 +123,50 @@ class CLIPVipLlavaVision(CLIPLlavaVision):
     def hf_config(self, component: Any) -> dict[str, Any]:
         return {"vision_config": component.vision.config.to_dict(),
                 "vision_feature_layers": list(component.feature_layers)}
+
+
+class SigLIPLlavaVision(CLIPLlavaVision):
+    """HF Llava-family SigLIP tower (LLaVA-OneVision's) <-> the ``siglip`` encoder. SigLIP has no CLS token,
+    so only ``vision_feature_select_strategy: full`` keeps every patch (``default`` would drop one)."""
+
+    components = ("siglip",)
+    model_types = ("siglip_vision_model",)
+    description = "the 'siglip' encoder (one SigLIP vision tower, one feature layer, strategy 'full')"
+
+    def component_config(self, hf_config: Any) -> ComponentConfig:
+        layer = hf_config.vision_feature_layer
+        if not isinstance(layer, int):
+            raise ConfigError(f"vision_feature_layer: a list of layers ({list(layer)}) is not supported; only a "
+                              "single layer maps to the 'siglip' encoder")
+        if hf_config.vision_feature_select_strategy != "full":
+            raise ConfigError(f"vision_feature_select_strategy: '{hf_config.vision_feature_select_strategy}' drops "
+                              "the first token, which in SigLIP is a patch (it has no CLS); only 'full' maps to "
+                              "the 'siglip' encoder")
+        vision_args = {k: v for k, v in hf_config.vision_config.to_diff_dict().items()
+                       if k not in ("transformers_version", "model_type", "vision_use_head")}
+        return ComponentConfig("siglip", {"config": vision_args, "feature_layer": layer})
+
+    def problems(self, component: Any) -> list[str]:
+        vision = getattr(component, "vision", None)
+        if vision is None:
+            return ["has no SigLIP vision tower (attribute 'vision')"]
+        out = []
+        if getattr(getattr(vision, "config", None), "model_type", None) not in self.model_types:
+            out.append(f"vision tower is {type(vision).__name__}, not SiglipVisionModel")
+        if _feature_layer(component) is None:
+            out.append("export needs exactly one feature layer")
+        return out
+
+    def hf_config(self, component: Any) -> dict[str, Any]:
+        return {"vision_config": {**component.vision.config.to_dict(), "vision_use_head": False},
+                "vision_feature_layer": _feature_layer(component), "vision_feature_select_strategy": "full"}
+
+    def image_processor(self, component: Any) -> Any:
+        from transformers import SiglipImageProcessor
+
+        view = component.view
+        return SiglipImageProcessor(size={"height": view.size, "width": view.size},
+                                    image_mean=list(view.mean), image_std=list(view.std))
+
+    def processor_args(self, component: Any) -> dict[str, Any]:
+        return {"patch_size": component.patch, "num_additional_image_tokens": 0}

@@ -342,12 +342,13 @@ SIGLIP_HUB = {"google/siglip-so400m-patch14-384": "so400m-384"}
 
 
 class SigLIPRepoTower(RepoTowerConversion):
-    """Ross's ``SiglipVisionTower``: a ``SiglipVisionModel`` read at layer -2 (Ross fixes it, whatever
-    ``mm_vision_select_layer`` says), all 729 tokens (SigLIP has no CLS): the ``siglip`` encoder. The
-    pooling head, which a transformers 4.x checkpoint stores, is never used and is skipped."""
+    """Ross's ``SiglipVisionTower`` and LLaVA-NeXT's ``SigLipVisionTower`` (OneVision; Ross's is its copy): a
+    ``SiglipVisionModel`` read at layer -2 (LLaVA-NeXT deletes the last layer and reads the last; both ignore
+    ``mm_vision_select_layer``), all 729 tokens (SigLIP has no CLS): the ``siglip`` encoder. The pooling head,
+    which a transformers 4.x checkpoint stores, is never used and is skipped."""
 
     components = ("siglip",)
-    variant = "Ross (SigLIP)"
+    variant = "Ross, LLaVA-OneVision (SigLIP)"
     detection = "mm_vision_tower is a SigLIP tower (its folder's model_type, else 'siglip' in the name)"
     priority = 5
     tower_folder = "siglip-tower"  # Ross's builder picks SigLIP by 'siglip' in the name
@@ -403,6 +404,11 @@ class SigLIPRepoTower(RepoTowerConversion):
     def repo_config(self, component: Any) -> dict[str, Any]:
         return {"mm_hidden_size": component.vision.config.hidden_size, "mm_vision_select_layer": -2,
                 "mm_vision_select_feature": "patch"}
+
+    def named_reference(self, component: Any) -> str | None:
+        # LLaVA-NeXT's build_vision_tower takes an existing path for CLIP and a SigLIP only by 'siglip' in a name
+        # that is no path: OneVision's releases name the hub tower
+        return "google/siglip-so400m-patch14-384"
 
     def save_tower(self, component: Any, folder: Path) -> str:
         from transformers import SiglipImageProcessor

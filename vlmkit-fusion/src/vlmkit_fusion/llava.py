@@ -25,6 +25,7 @@ _HF_LAYERS = set(_LAYERS.values())
 class MLP2xGeluLlavaProjector(LlavaProjectorConversion):
     components = ("mlp2x_gelu", "mlp")
     description = "mlp2x_gelu (Linear, exact GELU, Linear, with biases)"
+    families = ("llava", "llava_next", "llava_onevision")
 
     # -- import ---------------------------------------------------------------------------------------
     def component_config(self, hf_config: Any) -> ComponentConfig:

@@ -19,6 +19,21 @@ MG_LLAVA = {
 }
 
 
+#: A seed idea under AnyRes: MG-LLaVA's Conv-Gate fusion (CLIP-L/336 + ConvNeXt-L at 768 px, stage 3 gated into
+#: the CLIP grid) with LLaVA-NeXT's tiling; every tile is seen by both towers, each at its own size. Without
+#: MG-LLaVA's RoI object tokens: boxes live in one view's pixels, and a tiled image has many crops.
+CONVGATE_ANYRES = {
+    "encoders": [{"name": "vlmkit-encoders:clip", "args": {"config": "large-336", "feature_layer": -2, "view": "base"}},
+                 {"name": "vlmkit-encoders:convnext", "args": {"image_size": 768, "view": "hires"}}],
+    "fusion": [{"name": "convgate", "args": {"high_map": "stage3"}}],
+    "connector": {"name": "mlp2x_gelu"},
+    "llm": VICUNA_7B_LLM,
+    "template": "vicuna_v1",
+    "max_length": 4096,
+    "tiling": {"pinpoints": [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]], "merge": "spatial_unpad"},
+}
+
+
 #: Prismatic's prism-dinosiglip+7b (TRI-ML/prismatic-vlms, ``dinosiglip-vit-so-384px`` + ``no-align+fused-gelu-mlp``
 #: + Llama-2 7B): two timm towers at 384 px, each read at its second-to-last block as Prismatic's
 #: ``get_intermediate_layers(n={len(blocks) - 2})`` does, patches fused on channels (1024 + 1152 = 2176), the fused

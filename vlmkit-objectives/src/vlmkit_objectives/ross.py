@@ -54,6 +54,9 @@ class RossObjective(Objective):
             raise Incompatible("visual stream", "an encoder whose tokens form a grid", "a model without encoders",
                                "ross reconstructs images; add an encoder (clip, siglip, convnext, tiny-conv ...)")
         self.grid = visual.require_grid("objective 'ross'")
+        if getattr(context, "tiled", False):
+            raise Incompatible("visual tokens", "one token grid per image", "an AnyRes tiling (base crop + tiles)",
+                               "ross denoises each image's token grid; build the model without tiling")
         if visual.view is None:
             raise Incompatible("image view", "the view (size, mean, std) the visual tokens come from", "none",
                                "the encoder must declare its ImageView")

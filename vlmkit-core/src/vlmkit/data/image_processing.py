@@ -57,10 +57,8 @@ def expand_to_square(img: Image.Image, background: tuple[int, int, int]) -> tupl
 
 
 def native_size(w: int, h: int, size: int, multiple: int) -> tuple[int, int]:
-    scale = size / max(w, h)
-    nw = max(multiple, int(round(w * scale)) // multiple * multiple)
-    nh = max(multiple, int(round(h * scale)) // multiple * multiple)
-    return nw, nh
+    """(width, height) of the ``native`` policy: ``ImageView.pixel_size``, the one place that computes it."""
+    return ImageView(size=size, resize="native", multiple=multiple).pixel_size(w, h)
 
 
 def transform_image(img: Image.Image, view: ImageView, policy: str | None = None) -> tuple[Image.Image, Affine]:

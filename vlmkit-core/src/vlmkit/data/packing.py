@@ -17,7 +17,7 @@ sample's first label is ignored: in a row it would otherwise be predicted from t
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -25,11 +25,12 @@ from vlmkit.data.processing import Features, stack_images
 from vlmkit.model.contracts import IGNORE_INDEX
 
 
-def spliced_length(features: Features, visual_tokens: Callable[[Mapping[str, tuple[int, int]]], int]) -> int:
+def spliced_length(features: Features, visual_tokens: Callable[..., int]) -> int:
     """A sample's length once its placeholders are replaced by visual tokens (main tokens only)."""
     n = len(features.input_ids) - features.num_images
     for i in range(features.num_images):
-        n += visual_tokens({v: tuple(t[i].shape[-2:]) for v, t in features.pixel_values.items()})
+        sizes, extra = features.visual_sizes(i)
+        n += visual_tokens(sizes, **extra)
     return n
 
 

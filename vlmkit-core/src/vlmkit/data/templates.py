@@ -134,6 +134,49 @@ class VicunaV1Template(ChatTemplate):
         return segs
 
 
+class MistralInstructTemplate(ChatTemplate):
+    """LLaVA-1.6-Mistral's ``mistral_instruct`` (LLaVA's LLAMA_2 separator style, empty system):
+    ``<s>[INST] q [/INST] a </s>[INST] q2 [/INST]``."""
+
+    name = "mistral_instruct"
+
+    def __init__(self, system: str = ""):
+        self.system = system
+
+    def segments(self, turns: Sequence[Turn], *, generation: bool = False) -> list[Segment]:
+        system, pairs = _pairs(turns)
+        system = self.system if system is None else system
+        segs: list[Segment] = []
+        for i, (user, answer) in enumerate(pairs):
+            sys_block = f"<<SYS>>\n{system}\n<</SYS>>\n\n" if i == 0 and system else ""
+            segs.append(Segment(f"[INST] {sys_block}{user} [/INST]"))
+            if answer is not None:
+                segs += [Segment(f" {answer} ", supervised=True), Segment(special="eos", supervised=True)]
+        return segs
+
+
+class ChatMLTemplate(ChatTemplate):
+    """ChatML, as LLaVA-OneVision's ``qwen_1_5`` conversation writes it (no BOS):
+    ``<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\na<|im_end|>\n``.
+    The answer and its ``<|im_end|>`` are supervised."""
+
+    name = "chatml"
+    add_bos = False
+
+    def __init__(self, system: str = "You are a helpful assistant."):
+        self.system = system
+
+    def segments(self, turns: Sequence[Turn], *, generation: bool = False) -> list[Segment]:
+        system, pairs = _pairs(turns)
+        system = self.system if system is None else system
+        segs: list[Segment] = [Segment(f"<|im_start|>system\n{system}<|im_end|>\n")] if system else []
+        for user, answer in pairs:
+            segs.append(Segment(f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"))
+            if answer is not None:
+                segs += [Segment(f"{answer}<|im_end|>", supervised=True), Segment("\n")]
+        return segs
+
+
 class TokenizerChatTemplate(ChatTemplate):
     """The tokenizer's own chat template (``apply_chat_template``), for modern LLMs.
 

@@ -57,7 +57,8 @@ def generate_batch(model: VisionLanguageModel, conversations: Sequence[Sequence[
     if pv is not None:
         pv = {k: (v.to(device) if isinstance(v, torch.Tensor) else [t.to(device) for t in v]) for k, v in pv.items()}
     out = model.generate(batch["input_ids"].to(device), batch["attention_mask"].to(device), pv,
-                         boxes=batch.get("boxes"), max_new_tokens=max_new_tokens, **gen_kwargs)
+                         boxes=batch.get("boxes"), max_new_tokens=max_new_tokens, image_sizes=batch.get("image_sizes"),
+                         **gen_kwargs)
     return [model.tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]
 
 

@@ -127,14 +127,15 @@ class VlmkitLmms(lmms):
             prompt = self.processor(build_prompt_turns(context, len(images)), images, generation=True)
             cont = tok(continuation, add_special_tokens=False)["input_ids"]
             feats = Features(prompt.input_ids + cont, [IGNORE_INDEX] * len(prompt.input_ids) + cont,
-                             prompt.pixel_values, None, prompt.num_images)
+                             prompt.pixel_values, None, prompt.num_images, image_sizes=prompt.image_sizes)
             batch = collate([feats], tok.pad_token_id, "right", list(self.model.views))
             pv = batch.get("pixel_values")
             if pv is not None:
                 pv = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else [t.to(self.device) for t in v])
                       for k, v in pv.items()}
             out = self.model(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
-                             labels=batch["labels"].to(self.device), pixel_values=pv, compute_loss=False)
+                             labels=batch["labels"].to(self.device), pixel_values=pv, compute_loss=False,
+                             image_sizes=batch.get("image_sizes"))
             logits, labels = out.logits[0, :-1].float(), out.labels[0, 1:]
             scored = labels != IGNORE_INDEX
             logprobs = torch.log_softmax(logits[scored], dim=-1)

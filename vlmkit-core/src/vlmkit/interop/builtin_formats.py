@@ -1,5 +1,5 @@
-"""Core's own checkpoint formats: transformers' Llava (``hf-llava``) and VipLlava (``hf-vip-llava``), and the
-LLaVA codebase's (``llava``).
+"""Core's own checkpoint formats: transformers' Llava (``hf-llava``), VipLlava (``hf-vip-llava``), LlavaNext
+(``hf-llava-next``) and LlavaOnevision (``hf-llava-onevision``), and the LLaVA codebase's (``llava``).
 
 Both convert their vision tower and projector through the plugins' part converters; these classes only
 adapt ``vlmkit.interop.hf_llava`` and ``vlmkit.interop.llava_repo`` to the ``CheckpointFormat`` contract.
@@ -56,5 +56,21 @@ class HFVipLlavaFormat(HFLlavaFormat):
     releases = ("llava-hf/vip-llava-7b-hf", "llava-hf/vip-llava-13b-hf")
 
 
+class HFLlavaNextFormat(HFLlavaFormat):
+    family = "llava_next"
+    name = "hf-llava-next"
+    description = "transformers' LlavaNextForConditionalGeneration (LLaVA-NeXT / LLaVA-1.6, AnyRes tiling)"
+    detection = "config.json model_type 'llava_next' (LlavaNextForConditionalGeneration)"
+    releases = ("llava-hf/llava-v1.6-vicuna-7b-hf", "llava-hf/llava-v1.6-mistral-7b-hf")
+
+
+class HFLlavaOnevisionFormat(HFLlavaFormat):
+    family = "llava_onevision"
+    name = "hf-llava-onevision"
+    description = "transformers' LlavaOnevisionForConditionalGeneration (LLaVA-OneVision, anyres_max tiling)"
+    detection = "config.json model_type 'llava_onevision' (LlavaOnevisionForConditionalGeneration)"
+    releases = ("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava-hf/llava-onevision-qwen2-7b-ov-hf")
+
+
 def core_formats() -> list[CheckpointFormat]:
-    return [HFLlavaFormat(), HFVipLlavaFormat(), LlavaRepoFormat()]
+    return [HFLlavaFormat(), HFVipLlavaFormat(), HFLlavaNextFormat(), HFLlavaOnevisionFormat(), LlavaRepoFormat()]

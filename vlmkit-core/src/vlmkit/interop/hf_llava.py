@@ -45,6 +45,7 @@ from vlmkit.interop.llava_conversion import LlavaConverters, LlavaProjectorConve
 from vlmkit.interop.tokenizer_files import require_tokenizer
 from vlmkit.interop.weights import WeightFiles
 from vlmkit.model.config import ComponentConfig, ModelConfig
+from vlmkit.model.tiling import Tiling
 from vlmkit.output_folder import prepare_output_folder
 from vlmkit.progress import ProgressCallback
 
@@ -66,7 +67,14 @@ SAFETENSORS_DTYPES = STORED_DTYPES  # the name earlier releases exported
 FAMILIES = {
     "llava": ("LlavaConfig", "LlavaForConditionalGeneration", "LLaVA-1.5"),
     "vipllava": ("VipLlavaConfig", "VipLlavaForConditionalGeneration", "ViP-LLaVA"),
+    "llava_next": ("LlavaNextConfig", "LlavaNextForConditionalGeneration", "LLaVA-NeXT"),
+    "llava_onevision": ("LlavaOnevisionConfig", "LlavaOnevisionForConditionalGeneration", "LLaVA-OneVision"),
 }
+#: the families that tile images (AnyRes with spatial_unpad); the others see one crop per image
+TILED_FAMILIES = ("llava_next", "llava_onevision")
+#: where transformers keeps the image-newline embedding (4.x hub layout, then transformers 5's)
+NEWLINE_KEYS = ("image_newline", "model.image_newline")
+NEWLINE_VLMKIT = "tile_merge.image_newline"
 
 
 def _family_classes(family: str) -> tuple[Any, Any]:
@@ -106,6 +114,8 @@ class LlavaLayout:
                 if (inner := _strip(rest, base)) is not None:
                     return "text." + inner
             return None
+        if key in NEWLINE_KEYS:
+            return "newline"
         for prefix in VISION_PREFIXES:
             if (rest := _strip(key, prefix)) is not None:
                 return _prefixed("vision.", self.vision.canonical_from_hf(rest))
@@ -116,6 +126,8 @@ class LlavaLayout:
 
     def vlmkit_canonical(self, key: str, lm_base: str, lm_head: str) -> str | None:
         """The canonical name of a vlmkit weight of a Llava-shaped model, or None if it has no HF place."""
+        if key == NEWLINE_VLMKIT:
+            return "newline"
         if (rest := _strip(key, "encoders.0.")) is not None:
             return _prefixed("vision.", self.vision.canonical_from_vlmkit(rest))
         if (rest := _strip(key, "connectors.0.")) is not None:  # no fusion: the projector is connector 0
@@ -139,6 +151,11 @@ def lm_layout(llm_model: nn.Module) -> tuple[str, str]:
 
 
 # -- import --------------------------------------------------------------------------------------
+#: vlmkit's format name for each family
+FORMAT_NAMES = {"llava": "hf-llava", "vipllava": "hf-vip-llava", "llava_next": "hf-llava-next",
+                "llava_onevision": "hf-llava-onevision"}
+
+
 def _read_llava_config(src: Path, family: str = "llava") -> Any:
     config_cls, model_cls_name, what = FAMILIES[family][0], FAMILIES[family][1], FAMILIES[family][2]
     f = src / "config.json"
@@ -183,8 +200,40 @@ def _model_config(hf: Any, encoder: ComponentConfig, connector: ComponentConfig,
     if dtype is not None:
         llm_args["dtype"] = dtype
     max_len = min(2048, int(getattr(text, "max_position_embeddings", 2048) or 2048))
-    return ModelConfig(encoders=[encoder], connector=connector, llm=ComponentConfig("hf", llm_args),
-                       objectives=[ComponentConfig("lm")], max_length=max_len)
+    cfg = ModelConfig(encoders=[encoder], connector=connector, llm=ComponentConfig("hf", llm_args),
+                      objectives=[ComponentConfig("lm")], max_length=max_len)
+    if hf.model_type in TILED_FAMILIES:
+        cfg.tiling = hf_tiling(hf)
+        cfg.max_length = min(int(getattr(text, "max_position_embeddings", 4096) or 4096), 4096)
+    return cfg
+
+
+def release_template(text_model_type: str, tokenizer: Any) -> str:
+    """The conversation template a release implies: ChatML where the tokenizer has ``<|im_start|>`` (Qwen2 in
+    OneVision, Yi in LLaVA-1.6-34B), ``mistral_instruct`` for a Mistral LLM (LLaVA-1.6-Mistral), else
+    ``vicuna_v1`` (LLaVA-1.5, LLaVA-1.6-Vicuna)."""
+    if "<|im_start|>" in tokenizer.get_vocab():
+        return "chatml"
+    if text_model_type == "mistral":
+        return "mistral_instruct"
+    return "vicuna_v1"
+
+
+def hf_tiling(hf: Any) -> Tiling:
+    """The tiling a LlavaNext / LlavaOnevision config implies: its pinpoints, spatial_unpad, and for OneVision
+    the ``anyres_max_N`` cap and base-crop-only images when a sample has several."""
+    where = "image_grid_pinpoints"
+    pinpoints = getattr(hf, "image_grid_pinpoints", None)
+    if not pinpoints:
+        raise ConfigError(f"{where}: missing; a {hf.model_type} model tiles images on these resolutions")
+    cap = None
+    if hf.model_type == "llava_onevision":
+        ratio = str(getattr(hf, "vision_aspect_ratio", "anyres_max_9"))
+        if not ratio.startswith("anyres_max_") or not ratio.removeprefix("anyres_max_").isdigit():
+            raise ConfigError(f"vision_aspect_ratio: '{ratio}' is not 'anyres_max_N'")
+        cap = int(ratio.removeprefix("anyres_max_"))
+    return Tiling.from_dict({"pinpoints": [list(p) for p in pinpoints], "merge": "spatial_unpad", "anyres_max": cap,
+                             "tile_multi_images": hf.model_type != "llava_onevision"}, where)
 
 
 def import_hf(src: str | Path, out: str | Path, progress: ProgressCallback | None = None, *,
@@ -231,9 +280,12 @@ def import_hf(src: str | Path, out: str | Path, progress: ProgressCallback | Non
             cfg.llm.args["dtype"] = chosen
     model = build_model(cfg, pretrained=False)
     model.eval()
+    if not any(a.split("=")[0].strip() in ("template", "model.template") for a in sets or []):
+        model.config.template = ("chatml" if family == "llava_onevision"  # conv_template qwen_1_5, always
+                                 else release_template(hf_cfg.text_config.model_type, model.tokenizer))
     lm_base, lm_head = lm_layout(model.llm.model)
     n_tokens = model.visual_spec.num_tokens
-    if getattr(hf_cfg, "image_seq_length", n_tokens) != n_tokens:
+    if family not in TILED_FAMILIES and getattr(hf_cfg, "image_seq_length", n_tokens) != n_tokens:
         log.warning("image_seq_length %s in the HF config differs from the %s tokens the vision tower gives; "
                     "using the tower's count", hf_cfg.image_seq_length, n_tokens)
 
@@ -250,7 +302,7 @@ def import_hf(src: str | Path, out: str | Path, progress: ProgressCallback | Non
         return canon_to_key.get(c) if c is not None else None
 
     fill_model(model, [Source(weights, rename)], origin=src, progress=progress, state=state)
-    fmt = {"llava": "hf-llava", "vipllava": "hf-vip-llava"}.get(family, family)
+    fmt = FORMAT_NAMES.get(family, family)
     return save_checkpoint(model, out, extra={"imported_from": {"format": fmt, "path": str(src)}})
 
 
@@ -283,8 +335,30 @@ def _export_layout(model: VisionLanguageModel, converters: LlavaConverters,
     found = projector.problems(con) if projector is not None else [converters.unclaimed_connector(name, family)]
     problems += [f"connector '{name}': {p}" for p in found]
     problems += _llm_problems(model.llm.model)
+    problems += _tiling_problems(getattr(model, "tiling", None), family)
     layout = LlavaLayout(vision, projector) if vision is not None and projector is not None else None
     return layout, problems
+
+
+def _tiling_problems(tiling: Tiling | None, family: str) -> list[str]:
+    """Why the model's tiling (or its lack) cannot be the family's image layout (empty: it can)."""
+    what = FAMILIES[family][1]
+    if family not in TILED_FAMILIES:
+        return [] if tiling is None else [f"tiling: {what} sees one crop per image; this model tiles (export it as "
+                                          "hf-llava-next or hf-llava-onevision)"]
+    if tiling is None:
+        return [f"tiling: {what} tiles images (AnyRes); this model has no tiling"]
+    out = []
+    if tiling.merge != "spatial_unpad":
+        out.append(f"tiling.merge: {what} lays tiles out as spatial_unpad, this model as {tiling.merge}")
+    if family == "llava_next" and tiling.anyres_max is not None:
+        out.append(f"tiling.anyres_max: {what} has no cap (OneVision's anyres_max_N); this model's is {tiling.anyres_max}")
+    if family == "llava_onevision" and tiling.anyres_max is None:
+        out.append(f"tiling.anyres_max: {what} caps the tiles (anyres_max_N); this model has no cap")
+    if tiling.tile_multi_images != (family == "llava_next"):
+        out.append(f"tiling.tile_multi_images: {what} {'tiles' if family == 'llava_next' else 'does not tile'} "
+                   "the images of a sample with several")
+    return out
 
 
 def _llm_problems(lm: nn.Module) -> list[str]:
@@ -370,10 +444,17 @@ def export_hf(model_dir: str | Path, out: str | Path, *, family: str = "llava",
     lm_base, lm_head = lm_layout(lm)
 
     text_cfg = lm.config
+    tiled: dict[str, Any] = {}
+    if family in TILED_FAMILIES:
+        tiled["image_grid_pinpoints"] = [list(p) for p in model.tiling.pinpoints]
+        if family == "llava_onevision":
+            tiled["vision_aspect_ratio"] = f"anyres_max_{model.tiling.anyres_max}"
+    else:
+        tiled["image_seq_length"] = model.visual_spec.num_tokens
     hf_cfg = config_cls(
-        text_config=text_cfg.to_dict(), image_token_index=image_id, image_seq_length=model.visual_spec.num_tokens,
+        text_config=text_cfg.to_dict(), image_token_index=image_id,
         tie_word_embeddings=bool(getattr(text_cfg, "tie_word_embeddings", False)),
-        **layout.vision.hf_config(enc), **layout.projector.hf_config(con),
+        **layout.vision.hf_config(enc), **layout.projector.hf_config(con), **tiled,
     )
     with torch.device("meta"):  # architecture only: the weights come from the vlmkit model below
         hf = model_cls(hf_cfg)
@@ -408,9 +489,36 @@ def export_hf(model_dir: str | Path, out: str | Path, *, family: str = "llava",
     out = Path(out)
     prepare_output_folder(out, "export folder")
     hf.save_pretrained(out)
-    processor = LlavaProcessor(image_processor=layout.vision.image_processor(enc), tokenizer=tok,
-                               vision_feature_select_strategy=getattr(hf_cfg, "vision_feature_select_strategy",
-                                                                      "default"),
-                               image_token=IMAGE_TOKEN, **layout.vision.processor_args(enc))
+    strategy = getattr(hf_cfg, "vision_feature_select_strategy", "default")
+    if family in TILED_FAMILIES:
+        processor = _tiled_processor(family, enc.view, hf_cfg, tok, layout.vision.processor_args(enc))
+    else:
+        processor = LlavaProcessor(image_processor=layout.vision.image_processor(enc), tokenizer=tok,
+                                   vision_feature_select_strategy=strategy, image_token=IMAGE_TOKEN,
+                                   **layout.vision.processor_args(enc))
     processor.save_pretrained(out)
     return out
+
+
+def _tiled_processor(family: str, view: Any, hf_cfg: Any, tok: Any, vision_args: dict[str, Any]) -> Any:
+    """transformers' processor for a LlavaNext / LlavaOnevision export: its image processor tiles on the
+    model's pinpoints at the view's size, mean and std, as vlmkit's tiled view does."""
+    import transformers
+
+    common = dict(image_mean=list(view.mean), image_std=list(view.std),
+                  image_grid_pinpoints=[list(p) for p in hf_cfg.image_grid_pinpoints])
+    strategy = hf_cfg.vision_feature_select_strategy
+    if family == "llava_next":
+        images = transformers.LlavaNextImageProcessor(size={"shortest_edge": view.size},
+                                                      crop_size={"height": view.size, "width": view.size}, **common)
+        return transformers.LlavaNextProcessor(image_processor=images, tokenizer=tok, image_token=IMAGE_TOKEN,
+                                               vision_feature_select_strategy=strategy, **vision_args)
+    images = transformers.LlavaOnevisionImageProcessor(size={"height": view.size, "width": view.size}, **common)
+    patch = vision_args.get("patch_size") or 1
+    videos = transformers.LlavaOnevisionVideoProcessor(size={"height": view.size, "width": view.size},
+                                                       image_mean=list(view.mean), image_std=list(view.std))
+    return transformers.LlavaOnevisionProcessor(image_processor=images, tokenizer=tok, video_processor=videos,
+                                                image_token=IMAGE_TOKEN,
+                                                num_image_tokens=(view.size // patch) ** 2,
+                                                vision_feature_select_strategy=strategy,
+                                                vision_aspect_ratio=hf_cfg.vision_aspect_ratio)

@@ -270,6 +270,12 @@ class RepoTowerConversion(_RepoPart):
         """Write the tower as the original loads it (config, weights, image processor) into ``folder``;
         return the ``mm_vision_tower`` value that makes the original load it."""
 
+    def named_reference(self, component: Any) -> str | None:
+        """The ``mm_vision_tower`` name for a loader that picks the tower class by name and takes every existing
+        path for CLIP (LLaVA-NeXT's builder): a hub id of this tower's kind, whose architecture the loader builds
+        before the checkpoint's own tower weights replace its weights. None: a path does (the default)."""
+        return None
+
 
 class RepoProjectorConversion(_RepoPart):
     """``mm_projector_type`` and ``model.mm_projector.*`` <-> the vlmkit model's connector."""

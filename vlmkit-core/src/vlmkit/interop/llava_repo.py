@@ -1,6 +1,7 @@
 """Checkpoints saved by the LLaVA codebase (haotian-liu/LLaVA) and its forks, in and out.
 
-LLaVA-1.5, ViP-LLaVA, ConvLLaVA and LLaVA-S2 / DenseFusion all save a causal LM whose config carries
+LLaVA-1.5, LLaVA-1.6 (``anyres``), ViP-LLaVA, ConvLLaVA, LLaVA-S2 / DenseFusion and LLaVA-VL/LLaVA-NeXT's
+OneVision (``LlavaQwenForCausalLM``, ``anyres_max_N``) all save a causal LM whose config carries
 the multimodal fields (``mm_vision_tower``, ``mm_projector_type``, ``mm_hidden_size``, ...) and whose
 state holds the projector under ``model.mm_projector.*``. The vision tower is named by
 ``mm_vision_tower`` (a hub id or a path) and loaded from its own folder at run time; a checkpoint may
@@ -63,13 +64,79 @@ RESIZE_FOR_ASPECT = {"pad": "pad", "square": "square", "resize": "resize", None:
 ASPECT_FOR_RESIZE = {"pad": "pad", "square": "square", "resize": "resize"}
 #: the LLM classes of the LLaVA codebase's checkpoints -> transformers model_type of the plain LM (a fork's
 #: ``<fork>_<lm>``, e.g. ``llava_mistral``, maps to ``<lm>`` by rule)
-LM_TYPES = {"llava": "llama"}
+LM_TYPES = {"llava": "llama", "llava_qwen": "qwen2"}
 ARCHITECTURE = "LlavaLlamaForCausalLM"
 MODEL_TYPE = "llava_llama"
+#: LLaVA-VL/LLaVA-NeXT's class over Qwen2 (LLaVA-OneVision): what a Qwen2 model without a fork's module exports as
+NEXT_QWEN = ("LlavaQwenForCausalLM", "llava_qwen")
+#: what LLaVA-NeXT's training records when the tower was tuned: its loader then builds the tower first, and the
+#: tower weights inside the checkpoint replace the named tower's
+NEXT_TUNABLE = "mm_vision_tower,mm_mlp_adapter,mm_language_model"
 #: the forks prompt a Llama/Vicuna with conv_mode llava_v1 (vicuna_v1); other LLMs (Ross's Qwen2: qwen_2,
 #: ChatML) with their tokenizer's own chat template
 TEMPLATE, CHAT_TEMPLATE = "vicuna_v1", "chat_template"
 TOWER_FOLDER = "vision_tower"
+#: LLaVA-1.6's learned image-newline embedding (``mm_patch_merge_type: spatial_unpad``)
+NEWLINE_KEY = "model.image_newline"
+#: the merges of LLaVA-1.6's ``mm_patch_merge_type`` that vlmkit's tiling lays out alike
+REPO_MERGES = ("flat", "spatial", "spatial_unpad")
+
+
+def repo_anyres(config: dict[str, Any], where: Path) -> Any:
+    """For ``image_aspect_ratio: anyres`` (LLaVA-1.6): a function of the tile size (the tower's input, px) that
+    gives the model's ``Tiling``; None for a model that does not tile. Raises ConfigError naming the field.
+
+    The LLaVA code reads each pinpoint as [width, height] (vlmkit's are [height, width]: swapped, order kept),
+    takes them as a list or its Python literal or LLaVA-NeXT's range of tiles ``(1x1),...,(3x3)`` (expanded as its
+    code does: first number outer, in tiles of the tower's size), and unpads with ``int(x)`` (``floor``)."""
+    import ast
+    import re
+
+    from vlmkit.model.tiling import Tiling
+
+    aspect = str(config.get("image_aspect_ratio") or "")
+    merge = config.get("mm_patch_merge_type", "flat")
+    if not aspect.startswith("anyres"):
+        if merge != "flat":
+            raise ConfigError(f"{where}: mm_patch_merge_type '{merge}' needs image_aspect_ratio 'anyres' "
+                              f"(it is '{aspect or None}')")
+        return None
+    cap = None
+    if aspect != "anyres":  # LLaVA-NeXT's anyres_max_N (OneVision)
+        number = aspect.removeprefix("anyres_max_")
+        if not aspect.startswith("anyres_max_") or not number.isdigit() or int(number) < 1:
+            raise ConfigError(f"{where}: image_aspect_ratio '{aspect}' is not 'anyres' or 'anyres_max_N'")
+        cap = int(number)
+    if merge not in REPO_MERGES:
+        raise ConfigError(f"{where}: mm_patch_merge_type '{merge}' is not one of {', '.join(REPO_MERGES)}")
+    raw = config.get("image_grid_pinpoints")
+    if raw is None:
+        raise ConfigError(f"{where}: image_aspect_ratio 'anyres' without image_grid_pinpoints")
+    ranged = isinstance(raw, str) and "..." in raw
+    if isinstance(raw, str) and not ranged:
+        try:
+            raw = ast.literal_eval(raw)
+        except (ValueError, SyntaxError) as exc:
+            raise ConfigError(f"{where}: image_grid_pinpoints {raw!r} is not a list of [width, height]: {exc}") from None
+
+    def tiling(tile: int) -> Tiling:
+        if ranged:
+            found = re.findall(r"\((\d+)x(\d+)\)", raw)
+            if len(found) < 2:
+                raise ConfigError(f"{where}: image_grid_pinpoints {raw!r} is not a range like '(1x1),...,(6x6)'")
+            (a, b), (c, d) = (tuple(map(int, found[0])), tuple(map(int, found[-1])))
+            wh = [[i * tile, j * tile] for i in range(a, c + 1) for j in range(b, d + 1)]
+        else:
+            wh = raw
+        try:
+            pins = [[int(p[1]), int(p[0])] for p in wh]
+        except (TypeError, ValueError, IndexError):
+            raise ConfigError(f"{where}: image_grid_pinpoints {raw!r} is not a list of [width, height]") from None
+        # OneVision (anyres_max): the images of a multi-image sample are padded, not tiled (LLaVA-NeXT's train.py)
+        return Tiling.from_dict({"pinpoints": pins, "merge": merge, "unpad_rounding": "floor", "anyres_max": cap,
+                                 "tile_multi_images": cap is None}, f"{where}: image_grid_pinpoints")
+
+    return tiling
 
 
 class RepoConverters:
@@ -225,12 +292,10 @@ def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_mana
     if tower is None and tower_conv.tower_reference(config) != str(config["mm_vision_tower"]):
         tower = _tower_folder(tower_conv.tower_reference(config), src, options, (tower_conv.tower_folder,))
     aspect = config.get("image_aspect_ratio")
-    if aspect not in RESIZE_FOR_ASPECT:
+    anyres = repo_anyres(config, where)  # LLaVA-1.6: the tiling, checked before any weight is read
+    if aspect not in RESIZE_FOR_ASPECT and anyres is None:
         raise ConfigError(f"{where}: image_aspect_ratio '{aspect}' is not supported (vlmkit maps "
-                          f"{', '.join(str(k) for k in RESIZE_FOR_ASPECT if k)})")
-    if config.get("mm_patch_merge_type", "flat") != "flat":
-        raise ConfigError(f"{where}: mm_patch_merge_type '{config['mm_patch_merge_type']}' (LLaVA-NeXT any-res) is "
-                          "not supported; only 'flat'")
+                          f"{', '.join(str(k) for k in RESIZE_FOR_ASPECT if k)}, and anyres)")
     weights = WeightFiles.in_folder(src)
     headers = weights.headers()
     tower_in_checkpoint = any(k.startswith(TOWER_PREFIX) for k in headers)
@@ -247,7 +312,7 @@ def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_mana
         raise ConfigError(f"{where}: mm_vision_tower '{tower_conv.tower_reference(config)}' is not a local folder "
                           "and not in the offline Hugging Face cache, and the checkpoint holds no tower weights; "
                           "pass --vision-tower PATH (vision_tower=) with a folder of that tower")
-    encoder = tower_conv.component_config(config, tower, RESIZE_FOR_ASPECT[aspect])
+    encoder = tower_conv.component_config(config, tower, RESIZE_FOR_ASPECT.get(aspect, "pad"))
     connector = proj_conv.component_config(config)
     llm_args: dict[str, Any] = {"config": _lm_config(config, where), "tokenizer": _tokenizer(src, options, scratch)}
     stored = [h[2] for k, h in headers.items() if k.startswith("model.layers.")]
@@ -272,10 +337,20 @@ def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_mana
                       objectives=objectives, max_length=max_len,
                       padding_side=config.get("tokenizer_padding_side", "right"),
                       template=TEMPLATE if llm_args["config"]["model_type"] == "llama" else CHAT_TEMPLATE)
+    if anyres is not None:  # pinpoints in px of the tower's input, known once the encoder is built
+        tile = build_model(ModelConfig(encoders=[encoder], connector=connector, llm=cfg.llm), meta=True
+                           ).encoders[0].view.size
+        cfg.tiling = anyres(tile)
     for assignment in options.sets:
         cfg.set(assignment)
     model = build_model(cfg, pretrained=False)
     model.eval()
+    if llm_args["config"]["model_type"] == "mistral":  # LLaVA-1.6-Mistral: conv_mode mistral_instruct
+        model.config.template = "mistral_instruct"
+    elif config.get("model_type") == NEXT_QWEN[1]:  # LLaVA-OneVision: conv_template qwen_1_5, ChatML
+        model.config.template = "chatml"
+    elif "<|im_start|>" in model.tokenizer.get_vocab() and llm_args["config"]["model_type"] == "llama":
+        model.config.template = "chatml"  # LLaVA-1.6-34B (Yi): conv_mode chatml_direct
     for i, args in portable.items():  # recorded with {checkpoint}, so the checkpoint folder can move
         model.config.objectives[i].args.update(args)
     lm_base, lm_head = lm_layout(model.llm.model)
@@ -283,6 +358,8 @@ def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_mana
     objectives_index = {p: names[i + 1] for i, p in enumerate(modules)}  # after lm, in order
 
     def from_checkpoint(key: str) -> str | None:
+        if key == NEWLINE_KEY and model.tiling is not None:
+            return "tile_merge.image_newline"
         head = key.split(".")[1] if key.startswith("model.") and key.count(".") >= 2 else ""
         if head in modules:
             conv, rest = modules[head], key[len(f"model.{head}."):]
@@ -353,8 +430,20 @@ def export_problems(model: VisionLanguageModel, convs: RepoConverters) -> list[s
     if modules and lm_type not in classes:
         problems.append(f"llm: {', '.join(modules)} is saved with an LLM of type {', '.join(sorted(classes))}; "
                         f"this model's is '{lm_type}'")
-    elif not modules and lm_type != "llama":
-        problems.append(f"llm: {ARCHITECTURE} is a Llama; this model's LLM is '{lm_type}'")
+    elif not modules and lm_type not in ("llama", "qwen2"):
+        problems.append(f"llm: {ARCHITECTURE} is a Llama and {NEXT_QWEN[0]} (LLaVA-NeXT's code) a Qwen2; this "
+                        f"model's LLM is '{lm_type}'")
+    tiling = getattr(model, "tiling", None)
+    if tiling is not None and lm_type == "llama":  # haotian-liu/LLaVA's anyres
+        if tiling.anyres_max is not None:
+            problems.append(f"tiling.anyres_max: {tiling.anyres_max} is OneVision's cap (LLaVA-NeXT's code, a Qwen2 "
+                            "LLM); haotian-liu/LLaVA's anyres has none")
+        if not tiling.tile_multi_images:
+            problems.append("tiling.tile_multi_images: false; haotian-liu/LLaVA tiles every image")
+    if tiling is not None and lm_type == "qwen2" and not modules and tiling.tile_multi_images != (
+            tiling.anyres_max is None):
+        problems.append("tiling: LLaVA-NeXT's code pads the images of a multi-image sample exactly when it caps "
+                        "the tiles (anyres_max_N): tile_multi_images must be the opposite of having anyres_max")
     rope = getattr(lm.config, "rope_parameters", None) or {}
     if isinstance(rope, dict) and rope.get("rope_type", "default") != "default":
         problems.append(f"llm: rope_type '{rope.get('rope_type')}' has no field in the LLaVA codebase's config")
@@ -404,12 +493,16 @@ def export_llava_repo(model_dir: str | Path, out: str | Path, *,
     if problems:
         raise ConfigError(f"{model_dir}: cannot be written in the LLaVA codebase format: " + "; ".join(problems))
     model = load_checkpoint(model_dir)
+    if model.tiling is not None and model.tiling.unpad_rounding != "floor":
+        warnings.warn("export: this model unpads with transformers' rounding (tiling.unpad_rounding: round); the LLaVA "
+                      "code floors, which keeps 2 rows fewer on about 1 image size in 20,000", UserWarning, stacklevel=2)
     modules = _export_modules(model, convs)
     extra = [name for name in model.objectives if name != "lm" and name not in modules]
     if extra:
         warnings.warn(f"export: objective(s) {', '.join(extra)} are training-only and have no place in the LLaVA "
                       "codebase format; they are left out (inference is unchanged)", UserWarning, stacklevel=2)
     enc, con, lm = model.encoders[0], model.connectors[-1], model.llm.model
+    tiling = getattr(model, "tiling", None)
     tower_conv, _ = convs.for_encoder(_base(enc), enc)
     proj_conv, _ = convs.for_connector(_base(con), con)
     assert tower_conv is not None and proj_conv is not None
@@ -427,12 +520,17 @@ def export_llava_repo(model_dir: str | Path, out: str | Path, *,
             if name is not None:
                 state[f"model.{conv.prefix}.{name}"] = conv.export_tensor(rel, v.detach(), obj).contiguous().clone()
             continue
-        if k.startswith("encoders.0.") and any(c.tower_in_checkpoint for c in modules.values()):
+        tower_inside = any(c.tower_in_checkpoint for c in modules.values()) or (
+            not modules and lm.config.model_type == "qwen2")  # LLaVA-NeXT's releases keep the tuned tower inside
+        if k.startswith("encoders.0.") and tower_inside:
             name = tower_conv.to_checkpoint_name(k[len("encoders.0."):], enc)
             if name is not None:
                 state[TOWER_PREFIX + name] = v.detach().contiguous().clone()
             continue
         if k.startswith("objectives.") or k.startswith("encoders."):
+            continue
+        if k == "tile_merge.image_newline":
+            state[NEWLINE_KEY] = v.detach().contiguous().clone()
             continue
         if k.startswith("connectors.0."):
             name = proj_conv.to_checkpoint_name(k[len("connectors.0."):], con)
@@ -458,12 +556,19 @@ def export_llava_repo(model_dir: str | Path, out: str | Path, *,
     architecture, model_type = ARCHITECTURE, MODEL_TYPE
     for conv in modules.values():
         architecture, model_type = conv.llm_classes[lm.config.model_type]
+    next_code = not modules and lm.config.model_type == "qwen2"  # LLaVA-VL/LLaVA-NeXT's LlavaQwenForCausalLM
+    if next_code:
+        architecture, model_type = NEXT_QWEN
+        tower_ref = tower_conv.named_reference(enc) or tower_ref
     config = {
         "architectures": [architecture], "model_type": model_type, **_lm_fields(lm.config),
         "torch_dtype": str(next(iter(state.values())).dtype).removeprefix("torch."),
         **tower_conv.repo_config(enc), "mm_vision_tower": tower_ref, **proj_conv.repo_config(con),
-        "mm_patch_merge_type": "flat", "mm_use_im_start_end": False, "mm_use_im_patch_token": False,
-        "image_aspect_ratio": ASPECT_FOR_RESIZE.get(getattr(view, "resize", "pad"), "pad"),
+        "mm_patch_merge_type": tiling.merge if tiling is not None else "flat",
+        "mm_use_im_start_end": False, "mm_use_im_patch_token": False,
+        "image_aspect_ratio": _aspect(tiling, view),
+        **({"image_grid_pinpoints": [[w, h] for h, w in tiling.pinpoints]} if tiling is not None else {}),
+        **({"mm_tunable_parts": NEXT_TUNABLE} if next_code else {}),
         "tokenizer_model_max_length": model.config.max_length, "tokenizer_padding_side": model.config.padding_side,
         "use_mm_proj": True, "tune_mm_mlp_adapter": False, "freeze_mm_mlp_adapter": False,
         "exported_by": "vlmkit",
@@ -479,6 +584,13 @@ def export_llava_repo(model_dir: str | Path, out: str | Path, *,
              if getattr(generation, k, None) is not None}, indent=2) + "\n")
     _write_tokenizer(model, Path(model_dir), out)
     return out
+
+
+def _aspect(tiling: Any, view: Any) -> str:
+    """``image_aspect_ratio``: ``anyres`` / ``anyres_max_N`` for a tiling model, else the view's resize policy."""
+    if tiling is not None:
+        return "anyres" if tiling.anyres_max is None else f"anyres_max_{tiling.anyres_max}"
+    return ASPECT_FOR_RESIZE.get(getattr(view, "resize", "pad"), "pad")
 
 
 def _write_tokenizer(model: VisionLanguageModel, model_dir: Path, out: Path) -> None:
@@ -502,10 +614,12 @@ def _write_tokenizer(model: VisionLanguageModel, model_dir: Path, out: Path) -> 
 # -- the format -----------------------------------------------------------------------------------
 class LlavaRepoFormat(CheckpointFormat):
     name = "llava"
-    description = ("the LLaVA codebase (haotian-liu/LLaVA) and its forks: LLaVA-1.5, ViP-LLaVA, ConvLLaVA, "
-                   "LLaVA-S2 / DenseFusion; towers and projectors converted by the installed plugins")
-    detection = "config.json has mm_vision_tower (LlavaLlamaForCausalLM and forks)"
-    releases = ("liuhaotian/llava-v1.5-7b", "liuhaotian/llava-v1.5-13b")
+    description = ("the LLaVA codebase (haotian-liu/LLaVA) and its forks: LLaVA-1.5, LLaVA-1.6 (anyres), ViP-LLaVA, "
+                   "ConvLLaVA, LLaVA-S2 / DenseFusion, LLaVA-NeXT's OneVision; towers and projectors converted by "
+                   "the installed plugins")
+    detection = "config.json has mm_vision_tower (LlavaLlamaForCausalLM, LlavaQwenForCausalLM and forks)"
+    releases = ("liuhaotian/llava-v1.5-7b", "liuhaotian/llava-v1.5-13b", "liuhaotian/llava-v1.6-vicuna-7b",
+                "lmms-lab/llava-onevision-qwen2-0.5b-ov")
     can_export = True
 
     config_fields = ("architectures", "model_type", "mm_vision_tower", "mm_projector_type")

@@ -27,6 +27,7 @@ from vlmkit.model.config import ComponentConfig, ModelConfig
 from vlmkit.model.contracts import BuildOptions, Connector, Objective, ObjectiveContext, StreamSpec, VisionEncoder
 from vlmkit.model.llm import LanguageModel, llm_from_reference
 from vlmkit.model.memory_budget import check_fits
+from vlmkit.model.tiling import Tiling
 from vlmkit.model.vlm import VisionLanguageModel
 from vlmkit.plugins.arguments import BUILD_PARAMETER, takes_build_options, validate_args
 from vlmkit.plugins.hooks import get_plugin_manager
@@ -140,6 +141,34 @@ def _named_parts(model: VisionLanguageModel) -> dict[str, torch.nn.Module]:
     return parts
 
 
+def _check_tiling(config: ModelConfig, encoders: list[VisionEncoder], connectors: list[Connector],
+                  visual: StreamSpec | None) -> Tiling | None:
+    """The model's tiling with pinpoints in px, or an error naming what cannot be tiled."""
+    tiling = config.tiling
+    if tiling is None:
+        return None
+    if not encoders or visual is None:
+        raise ConfigError("model.tiling: a model without encoders has no images to tile")
+    tile = encoders[0].view.size
+    tiling = tiling.resolved(tile)
+    tiling.check_tile(tile)
+    for cfg, enc in zip(config.encoders, encoders):
+        if enc.view.resize == "native":
+            raise IncompatibleComponentsError("model.tiling", f"encoder '{cfg.name}'",
+                                              "its view keeps each image's own size (resize: native); tiles are "
+                                              "squares of the view's size: set its resize to pad, square or resize")
+    for cfg, con in zip(config.fusion + [config.require_connector()], connectors):
+        if getattr(con, "needs_boxes", False):
+            raise IncompatibleComponentsError("model.tiling", f"connector '{cfg.name}'",
+                                              "it reads boxes in one view's pixels, and a tiled image has many crops")
+    if tiling.merge != "flat":
+        try:
+            visual.require_grid(f"model.tiling.merge '{tiling.merge}'")
+        except Incompatible as exc:
+            raise IncompatibleComponentsError("model.tiling", f"the output of '{visual.source}'", str(exc)) from None
+    return tiling
+
+
 def _assemble(config: ModelConfig, installed_from: dict[str, str] | None, build: BuildOptions) -> VisionLanguageModel:
     connector = config.require_connector()  # before anything is built: core has no default connector
     llm = build_llm(config.llm, installed_from, build)
@@ -173,10 +202,11 @@ def _assemble(config: ModelConfig, installed_from: dict[str, str] | None, build:
         raise IncompatibleComponentsError(f"connector '{connector.name}'", f"llm '{config.llm.name}'",
                                           f"width: connector gives {specs[0].dim}, llm hidden size is {d_llm}")
     visual = specs[0] if encoders else None
+    tiling = _check_tiling(config, encoders, connectors, visual)
 
     objectives: dict[str, Objective] = {}
     weights: dict[str, float] = {}
-    context = ObjectiveContext(d_llm=d_llm, visual=visual, encoders=encoder_specs)
+    context = ObjectiveContext(d_llm=d_llm, visual=visual, encoders=encoder_specs, tiled=tiling is not None)
     for cfg in config.objectives:
         key = cfg.name.split(":")[-1]
         if key in objectives:
@@ -197,6 +227,6 @@ def _assemble(config: ModelConfig, installed_from: dict[str, str] | None, build:
     if problems:
         raise IncompatibleComponentsError("model config", "a compatibility check", "; ".join(problems))
 
-    model = VisionLanguageModel(config, encoders, connectors, llm, objectives, weights, visual)
+    model = VisionLanguageModel(config, encoders, connectors, llm, objectives, weights, visual, tiling)
     pm.hook.vlmkit_model_built(model=model, config=config)
     return model

@@ -20,6 +20,8 @@ import yaml
 
 from vlmkit import safe_yaml
 from vlmkit.errors import ConfigError
+from vlmkit.model.config_keys import check_keys
+from vlmkit.model.tiling import Tiling
 
 
 @dataclass
@@ -96,8 +98,11 @@ class ModelConfig:
     #: the chat template used by data and generation when a recipe does not say otherwise: a name, or
     #: {"name": ..., "args": {...}} (e.g. vicuna_v1 with another system prompt)
     template: str | dict[str, Any] = "vicuna_v1"
+    #: AnyRes tiling (LLaVA-NeXT, OneVision): each image as a base crop plus tiles; None: one crop per image
+    tiling: Tiling | None = None
 
-    KEYS = ("encoders", "fusion", "connector", "llm", "objectives", "max_length", "padding_side", "template")
+    KEYS = ("encoders", "fusion", "connector", "llm", "objectives", "max_length", "padding_side", "template",
+            "tiling")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "model") -> "ModelConfig":
@@ -123,6 +128,9 @@ class ModelConfig:
             cfg.template = t if isinstance(t, str) else dict(t)
         if "max_length" in data:
             cfg.max_length = check_max_length(data["max_length"], f"{where}.max_length")
+        if data.get("tiling") is not None:
+            cfg.tiling = data["tiling"] if isinstance(data["tiling"], Tiling) else Tiling.from_dict(
+                data["tiling"], f"{where}.tiling")
         if "padding_side" in data:
             cfg.padding_side = data["padding_side"]
         if cfg.padding_side not in ("right", "left"):
@@ -139,6 +147,7 @@ class ModelConfig:
             "max_length": self.max_length,
             "padding_side": self.padding_side,
             "template": self.template,
+            **({"tiling": self.tiling.to_dict()} if self.tiling is not None else {}),
         }
 
     def copy(self) -> "ModelConfig":
@@ -176,6 +185,14 @@ class ModelConfig:
     def set(self, assignment: str) -> None:
         """Apply ``part.arg=value`` (value parsed as YAML). Validation of arg names happens at build."""
         key, value = parse_assignment(assignment, "PART.ARG=VALUE")
+        if key.startswith("tiling."):
+            field_name = key.removeprefix("tiling.")
+            current = self.tiling.to_dict() if self.tiling is not None else {}
+            if field_name not in Tiling.KEYS:
+                raise ConfigError(f"--set '{key}': no such tiling field; valid: "
+                                  + ", ".join(f"tiling.{k}" for k in Tiling.KEYS))
+            self.tiling = Tiling.from_dict({**current, field_name: value}, f"--set {key}")
+            return
         if key in ("max_length", "model.max_length"):
             self.max_length = check_max_length(value, f"--set {key}")
             return
@@ -204,17 +221,6 @@ class ModelConfig:
 
 def _as_list(v: Any) -> list[Any]:
     return list(v) if isinstance(v, (list, tuple)) else [v]
-
-
-def check_keys(data: dict[str, Any], valid: set[str], where: str) -> None:
-    unknown = [k for k in data if k not in valid]
-    if unknown:
-        k = unknown[0]
-        close = difflib.get_close_matches(str(k), sorted(valid), n=1)
-        raise ConfigError(
-            f"{where}: unknown key '{k}'" + (f" (did you mean '{close[0]}'?)" if close else "")
-            + f"; valid keys: {', '.join(sorted(valid))}"
-        )
 
 
 def load_yaml(path: str | Path) -> Any:

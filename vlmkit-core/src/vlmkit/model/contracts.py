@@ -38,6 +38,15 @@ class ImageView:
     resize: str = "pad"
     multiple: int = 1
 
+    def pixel_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of an image of this size once preprocessed for the view: the square ``size`` for
+        every policy but ``native`` (long side ``size``, both sides snapped down to ``multiple``)."""
+        if self.resize != "native":
+            return self.size, self.size
+        m = max(1, self.multiple)
+        scale = self.size / max(width, height)
+        return max(m, int(round(width * scale)) // m * m), max(m, int(round(height * scale)) // m * m)
+
 
 @dataclass(frozen=True)
 class StreamSpec:
@@ -250,6 +259,9 @@ class ObjectiveContext:
     d_llm: int
     visual: StreamSpec | None  # the main visual stream fed to the LLM (its grid, view)
     encoders: tuple[StreamSpec, ...] = ()
+    #: True for an AnyRes model: an image's main tokens are its base crop's grid, then its tiles (not one
+    #: grid; ``ImageSpan.grid`` is None) and ``pixel_values`` holds each image's base crop
+    tiled: bool = False
 
 
 class Objective(Component, nn.Module):
@@ -262,8 +274,10 @@ class Objective(Component, nn.Module):
       ``image_spans`` (where each image landed) and ``visual_tokens`` (each image's projected tokens);
     * ``batch``: ``input_ids``, ``attention_mask``, ``labels`` (before splicing; images are the
       ``IMAGE_PLACEHOLDER`` ids, row by row, in the order of ``image_spans``), ``pixel_values`` (view name ->
-      (N, 3, H, W) for the N images of the batch, same order), ``boxes`` (view -> one (n_i, 4) tensor per
-      image, or None), ``num_items_in_batch``, and ``sample_ids`` during training.
+      (N, 3, H, W) for the N images of the batch, same order; for a tiling model each image's base crop, see
+      ``ObjectiveContext.tiled``), ``image_sizes`` (a tiling model's original (height, width) per image, else
+      None), ``boxes`` (view -> one (n_i, 4) tensor per image, or None), ``num_items_in_batch``, and
+      ``sample_ids`` during training.
 
     It returns ``{term: scalar}``; each term is logged as ``loss/<term>`` (the term's key, not the component's
     name) and their sum, times the objective's weight, is added to the loss. On a batch that gives it nothing

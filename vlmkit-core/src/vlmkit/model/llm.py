@@ -48,6 +48,10 @@ NAMED_CONFIGS: dict[str, dict[str, Any]] = {
     "qwen2.5-7b": dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
                        num_attention_heads=28, num_key_value_heads=4, vocab_size=152064, max_position_embeddings=32768,
                        rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=False),
+    # Qwen2-0.5B(-Instruct), LLaVA-OneVision-0.5B's LLM
+    "qwen2-0.5b": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                       num_attention_heads=14, num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768,
+                       rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True),
     "phi-3-mini": dict(model_type="phi3", hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
                        num_attention_heads=32, num_key_value_heads=32, vocab_size=32064, max_position_embeddings=4096,
                        rms_norm_eps=1e-5, tie_word_embeddings=False),

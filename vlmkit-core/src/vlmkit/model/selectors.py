@@ -3,7 +3,8 @@ a stage, learning-rate groups, LoRA targets, activation checkpointing).
 
 Selectors (any number, combined by union):
 
-* ``llm``, ``connector``, ``fusion``, ``encoders``, ``objectives``: whole groups;
+* ``llm``, ``connector``, ``fusion``, ``encoders``, ``objectives``: whole groups (``connector`` includes a tiling
+  model's ``tile_merge``, its image-newline embedding, also selectable alone);
 * ``encoder.0`` / ``encoder.clip``, ``fusion.convgate``, ``objective.ross``: one component;
 * ``encoder.clip:layers>=12``, ``encoder.0:stages>=2``, ``encoder.convnext5:stage5``: a named part
   of a component (from its ``named_parts()``), with an optional numeric comparison on the index;
@@ -58,6 +59,8 @@ def _group_prefixes(model: nn.Module) -> dict[str, list[str]]:
             groups["objectives"].append(prefix)
         elif key in ("connector", "llm"):
             groups[key].append(prefix)
+        elif key == "tile_merge":  # the image-newline embedding trains with the connector (AnyRes models)
+            groups["connector"].append(prefix)
     return groups
 
 

@@ -30,6 +30,8 @@ from vlmkit.model.contracts import (
 )
 from vlmkit.model.llm import LanguageModel
 from vlmkit.model.splice import splice
+from vlmkit.model.tile_merge import TileMerge
+from vlmkit.model.tiling import Tiling, count_tokens
 
 PixelValues = Mapping[str, "torch.Tensor | Sequence[torch.Tensor]"]
 
@@ -41,7 +43,7 @@ def _frozen(module: nn.Module) -> bool:
 class VisionLanguageModel(nn.Module):
     def __init__(self, config: ModelConfig, encoders: Sequence[VisionEncoder], connectors: Sequence[Connector],
                  llm: LanguageModel, objectives: Mapping[str, Objective], weights: Mapping[str, float],
-                 visual_spec: StreamSpec | None):
+                 visual_spec: StreamSpec | None, tiling: Tiling | None = None):
         super().__init__()
         self.config = config
         self.encoders = nn.ModuleList(encoders)
@@ -51,6 +53,12 @@ class VisionLanguageModel(nn.Module):
         self.loss_weights = dict(weights)
         self.visual_spec = visual_spec
         self._needs_hidden = any(getattr(o, "needs_hidden_states", False) for o in objectives.values())
+        #: AnyRes (pinpoints in px of the first view, resolved at build), or None: one crop per image
+        self.tiling = tiling
+        if tiling is not None:
+            enc = self.encoders[0]
+            self.tile_merge = TileMerge(tiling, enc.view.size, visual_spec.grid if visual_spec else None,
+                                        llm.hidden_size)
 
     # -- description -------------------------------------------------------------------------
     @property
@@ -73,7 +81,8 @@ class VisionLanguageModel(nn.Module):
         return self.llm.tokenizer
 
     def named_components(self) -> "OrderedDict[str, nn.Module]":
-        """Addressable parts: ``encoder.<name>``, ``fusion.<name>``, ``connector``, ``llm``, ``objective.<name>``."""
+        """Addressable parts: ``encoder.<name>``, ``fusion.<name>``, ``connector``, ``tile_merge`` (tiling models),
+        ``llm``, ``objective.<name>``."""
         parts: OrderedDict[str, nn.Module] = OrderedDict()
         for i, enc in enumerate(self.encoders):
             parts[f"encoder.{i}"] = enc
@@ -81,6 +90,8 @@ class VisionLanguageModel(nn.Module):
             parts[f"fusion.{i}"] = con
         if len(self.connectors):
             parts["connector"] = self.connectors[-1]
+        if self.tiling is not None:  # the image-newline embedding: trained with the connector in LLaVA-NeXT
+            parts["tile_merge"] = self.tile_merge
         parts["llm"] = self.llm
         for name, obj in self.objectives.items():
             parts[f"objective.{name}"] = obj
@@ -89,18 +100,40 @@ class VisionLanguageModel(nn.Module):
     def visual_tokens_per_image(self) -> int | None:
         return self.visual_spec.num_tokens if self.visual_spec is not None else None
 
-    def visual_tokens(self, sizes: Mapping[str, tuple[int, int]]) -> int:
+    def visual_tokens(self, sizes: Mapping[str, tuple[int, int]], image_size: tuple[int, int] | None = None,
+                      num_crops: int = 1) -> int:
         """Main visual tokens for one image whose views have these (h, w) sizes (text budgeting).
 
         Exact for fixed-size views; for native sizes the first encoder's count is scaled by the
         connector chain's ratio at the configured size. Extra groups (object tokens) are not counted.
+        A tiling model also needs the image's original (h, w) ``image_size`` and its ``num_crops`` (1: the
+        base crop only, else 1 + tiles): its count depends on the image (``vlmkit.model.tiling``).
         """
         if self.visual_spec is None:
             return 0
         enc = self.encoders[0]
+        if self.tiling is not None:
+            return count_tokens(self.tiling, self.visual_spec.grid or (1, self.visual_spec.num_tokens),
+                                enc.view.size, image_size, num_crops)
         h, w = sizes[enc.view.name]
         configured = enc.spec().num_tokens
         return max(1, round(enc.num_tokens(h, w) * self.visual_spec.num_tokens / configured))
+
+    def visual_tokens_for_image(self, height: int, width: int, images_in_sample: int = 1) -> int:
+        """Main visual tokens an image of ``height`` x ``width`` px becomes, decided as the data pipeline decides
+        (its views' sizes, tiled or not), without pixels: ``vlmkit build --meta --image-size``."""
+        from vlmkit.model.tiling import grid_shape
+
+        if self.visual_spec is None:
+            return 0
+        sizes = {name: v.pixel_size(width, height)[::-1] for name, v in self.views.items()}
+        if self.tiling is None:
+            return self.visual_tokens(sizes)
+        crops = 1
+        if self.tiling.tile_multi_images or images_in_sample == 1:
+            rows, cols = grid_shape((height, width), self.tiling.pinpoints, self.encoders[0].view.size)
+            crops = 1 + rows * cols
+        return self.visual_tokens(sizes, image_size=(height, width), num_crops=crops)
 
     def train(self, mode: bool = True) -> "VisionLanguageModel":
         super().train(mode)
@@ -110,12 +143,44 @@ class VisionLanguageModel(nn.Module):
         return self
 
     # -- vision ------------------------------------------------------------------------------
-    def encode_images(self, pixel_values: PixelValues, boxes: Mapping[str, Sequence[torch.Tensor]] | None = None
+    def encode_images(self, pixel_values: PixelValues, boxes: Mapping[str, Sequence[torch.Tensor]] | None = None,
+                      image_sizes: "torch.Tensor | Sequence[Sequence[int]] | None" = None,
                       ) -> tuple[list[torch.Tensor], list[int], list[tuple[int, int] | None]]:
         """Run encoders and connectors. Returns one (n_k, D_llm) block per image, in input order.
 
-        Images of different sizes (native aspect ratio) are processed in groups of equal size.
+        Images of different sizes (native aspect ratio) are processed in groups of equal size. A tiling
+        model takes per image a (crops, 3, s, s) tensor and its original (h, w) in ``image_sizes``; every crop
+        goes through the encoders and connectors as an image, then ``TileMerge`` lays out each image's crops.
         """
+        if self.tiling is not None:
+            return self._encode_tiled(pixel_values, image_sizes)
+        return self._encode_crops(pixel_values, boxes)
+
+    def _encode_tiled(self, pixel_values: PixelValues, image_sizes: Any
+                      ) -> tuple[list[torch.Tensor], list[int], list[tuple[int, int] | None]]:
+        views = list(self.views)
+        per_image = {v: list(pixel_values[v]) for v in views}
+        n_images = len(per_image[views[0]])
+        if image_sizes is None or len(image_sizes) != n_images:
+            got = "none" if image_sizes is None else len(image_sizes)
+            raise ValueError(f"a tiling model needs image_sizes, one (height, width) per image: {n_images} images, "
+                             f"{got} sizes")
+        counts = [t.shape[0] if t.dim() == 4 else 1 for t in per_image[views[0]]]
+        flat = {v: torch.cat([t if t.dim() == 4 else t[None] for t in per_image[v]]) for v in views}
+        crops, _, _ = self._encode_crops(flat, None)
+        blocks, at = [], 0
+        for i, n in enumerate(counts):
+            size = tuple(int(x) for x in image_sizes[i])
+            blocks.append(self.tile_merge(torch.stack(crops[at:at + n]), size))
+            at += n
+        return blocks, [b.shape[0] for b in blocks], [None] * n_images
+
+    def base_crops(self, pixel_values: PixelValues) -> dict[str, torch.Tensor]:
+        """Each image's base crop per view, (N, 3, s, s): what objectives see of a tiled batch's pixels."""
+        return {v: torch.stack([t[0] if t.dim() == 4 else t for t in pixel_values[v]]) for v in self.views}
+
+    def _encode_crops(self, pixel_values: PixelValues, boxes: Mapping[str, Sequence[torch.Tensor]] | None
+                      ) -> tuple[list[torch.Tensor], list[int], list[tuple[int, int] | None]]:
         views = list(self.views)
         first = pixel_values[views[0]]
         n_images = len(first)
@@ -170,12 +235,14 @@ class VisionLanguageModel(nn.Module):
                 labels: torch.Tensor | None = None, pixel_values: PixelValues | None = None,
                 boxes: Mapping[str, Sequence[torch.Tensor]] | None = None,
                 num_items_in_batch: torch.Tensor | int | None = None, compute_loss: bool | None = None,
-                segment_ids: torch.Tensor | None = None, **extra: Any) -> ModelOutput:
-        """``segment_ids`` marks packed rows (several samples per row, see ``vlmkit.data.packing``)."""
+                segment_ids: torch.Tensor | None = None, image_sizes: Any = None, **extra: Any) -> ModelOutput:
+        """``segment_ids`` marks packed rows (several samples per row, see ``vlmkit.data.packing``);
+        ``image_sizes`` gives a tiling model each image's original (height, width)."""
         has_images = bool((input_ids == IMAGE_PLACEHOLDER).any())
         if has_images and pixel_values is None:
             raise ValueError("input_ids hold image placeholders but no pixel_values were given")
-        blocks, num_main, grids = self.encode_images(pixel_values, boxes) if has_images else ([], [], [])
+        blocks, num_main, grids = (self.encode_images(pixel_values, boxes, image_sizes) if has_images
+                                   else ([], [], []))
         sp = splice(input_ids, attention_mask, labels, blocks, self.llm.embed, num_main=num_main, grids=grids,
                     padding_side=self.config.padding_side,
                     max_length=None if segment_ids is not None else self.config.max_length, segment_ids=segment_ids)
@@ -200,8 +267,11 @@ class VisionLanguageModel(nn.Module):
         if compute_loss is None:
             compute_loss = labels is not None
         if compute_loss:
+            if self.tiling is not None and has_images:  # objectives see one (N, 3, s, s) base crop per image
+                pixel_values = self.base_crops(pixel_values)
             batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
-                     "pixel_values": pixel_values, "boxes": boxes, "num_items_in_batch": num_items_in_batch, **extra}
+                     "pixel_values": pixel_values, "boxes": boxes, "image_sizes": image_sizes,
+                     "num_items_in_batch": num_items_in_batch, **extra}
             total = None
             for name, objective in self.objectives.items():
                 terms = objective(out, batch)
@@ -217,10 +287,11 @@ class VisionLanguageModel(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  pixel_values: PixelValues | None = None, boxes: Mapping[str, Sequence[torch.Tensor]] | None = None,
-                 max_new_tokens: int = 32, **gen_kwargs: Any) -> torch.Tensor:
+                 max_new_tokens: int = 32, image_sizes: Any = None, **gen_kwargs: Any) -> torch.Tensor:
         """Greedy by default; returns only the new token ids (B, T). Prompts are spliced left-padded."""
         has_images = bool((input_ids == IMAGE_PLACEHOLDER).any())
-        blocks, num_main, grids = self.encode_images(pixel_values, boxes) if has_images else ([], [], [])
+        blocks, num_main, grids = (self.encode_images(pixel_values, boxes, image_sizes) if has_images
+                                   else ([], [], []))
         sp = splice(input_ids, attention_mask, None, blocks, self.llm.embed, num_main=num_main, grids=grids,
                     padding_side="left", max_length=self.config.max_length)
         tok = self.llm.tokenizer
@@ -250,6 +321,7 @@ class VisionLanguageModel(nn.Module):
             "visual_tokens_per_image": self.visual_tokens_per_image(),
             "extra_tokens": [type(c).__name__ for c in self.connectors if getattr(c, "needs_boxes", False)],
             "views": {k: {"size": v.size, "resize": v.resize} for k, v in self.views.items()},
+            "tiling": self.tiling.to_dict() if self.tiling is not None else None,
             "llm": self.llm.display_name,
             "d_llm": self.llm.hidden_size,
             "objectives": {k: self.loss_weights.get(k, 1.0) for k in self.objectives},
