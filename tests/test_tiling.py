@@ -266,3 +266,28 @@ def test_the_convgate_anyres_preset_builds():
     for h, w in random_sizes(50):  # the CLIP grid decides the layout, as in LLaVA-1.6
         assert model.visual_tokens_for_image(h, w) == next_7b.visual_tokens_for_image(h, w)
     assert model.views["hires"].size == 768
+
+
+def test_build_reports_tokens_per_image_size_and_refuses_bad_sizes():
+    import json as _json
+
+    from typer.testing import CliRunner
+    from vlmkit_cli.main import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["build", "--preset", "llava-next-7b", "--meta", "--json", "--image-size", "1344x672",
+                              "--image-size", "672x672"])
+    assert res.exit_code == 0, res.output
+    summary = _json.loads(res.output)
+    assert summary["visual_tokens_for"] == {"1344x672": 1752, "672x672": 2928}
+    assert summary["tiling"]["merge"] == "spatial_unpad"
+    # --tiling replaces the pinpoints and keeps the preset's other fields
+    res = runner.invoke(app, ["build", "--preset", "llava-onevision-0.5b", "--meta", "--json",
+                              "--tiling", "(1x1),...,(2x2)", "--image-size", "768x768"])
+    assert res.exit_code == 0, res.output
+    summary = _json.loads(res.output)
+    assert summary["tiling"]["anyres_max"] == 9 and len(summary["tiling"]["pinpoints"]) == 4
+    res = runner.invoke(app, ["build", "--preset", "tiny", "--meta", "--image-size", "12x"])
+    assert res.exit_code != 0 and "--image-size '12x': expected WIDTHxHEIGHT" in res.output
+    res = runner.invoke(app, ["build", "--preset", "tiny", "--meta", "--tiling", "64x100"])
+    assert res.exit_code != 0 and "not a multiple of the encoder's input size 64 px" in res.output

@@ -69,7 +69,8 @@ def resolve_model_config(*, preset: str | None = None, config: Path | None = Non
     if tiling:  # --tiling PINPOINTS: AnyRes with LLaVA-NeXT's merge; --set tiling.KEY=VALUE changes the rest
         from vlmkit.model.tiling import Tiling
 
-        cfg.tiling = Tiling.from_dict({"pinpoints": _pinpoints_option(tiling)}, "--tiling")
+        kept = cfg.tiling.to_dict() if cfg.tiling is not None else {}  # a preset's merge and cap stay
+        cfg.tiling = Tiling.from_dict({**kept, "pinpoints": _pinpoints_option(tiling)}, "--tiling")
     for s in sets or []:
         cfg.set(s)
     return cfg
