@@ -272,6 +272,7 @@ def test_build_reports_tokens_per_image_size_and_refuses_bad_sizes():
     import json as _json
 
     from typer.testing import CliRunner
+
     from vlmkit_cli.main import app
 
     runner = CliRunner()
