@@ -32,20 +32,27 @@ from vlmkit.model.tiling import unpadded_grid
 FIXTURE = Path(__file__).parent / "fixtures" / "seeds" / "llava-1.6"
 ROOT = Path(__file__).parent.parent
 TOL = 1e-5
+#: fixture -> (the LLM's transformers type, the template the release implies)
+RELEASES = {"llava-1.6": ("llama", "vicuna_v1"), "llava-1.6-mistral": ("mistral", "mistral_instruct")}
+
+
+@pytest.fixture(scope="module", params=sorted(RELEASES))
+def fx(request):
+    return FIXTURE.parent / request.param
 
 
 @pytest.fixture(scope="module")
-def ref():
-    r = load_file(str(FIXTURE / "reference.safetensors"))
+def ref(fx):
+    r = load_file(str(fx / "reference.safetensors"))
     r["crops"] = [r["pixel_values"][i, :n] for i, n in enumerate(r["num_crops"].tolist())]
     r["sizes_hw"] = [(h, w) for w, h in r["image_sizes_wh"].tolist()]  # the original passes (width, height)
     return r
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return import_checkpoint(FIXTURE / "model", tmp_path_factory.mktemp("llava16") / "ckpt",
-                             options=ImportOptions(vision_tower=str(FIXTURE / "clip-tower")))
+def ckpt(fx, tmp_path_factory):
+    return import_checkpoint(fx / "model", tmp_path_factory.mktemp(fx.name) / "ckpt",
+                             options=ImportOptions(vision_tower=str(fx / "clip-tower")))
 
 
 def forward(model, ref, crops=None):
@@ -57,14 +64,14 @@ def forward(model, ref, crops=None):
                      image_sizes=ref["sizes_hw"][:n])
 
 
-def test_detected_and_imported_with_the_release_tiling(ckpt):
-    assert detect_format(FIXTURE / "model").name == "llava"
+def test_detected_and_imported_with_the_release_tiling(fx, ckpt):
+    assert detect_format(fx / "model").name == "llava"
     model = load_checkpoint(ckpt)
     t = model.tiling
-    config = json.loads((FIXTURE / "model" / "config.json").read_text())
+    config = json.loads((fx / "model" / "config.json").read_text())
     assert [list(p) for p in t.pinpoints] == [[h, w] for w, h in config["image_grid_pinpoints"]]  # [w, h] -> [h, w]
     assert (t.merge, t.anyres_max, t.tile_multi_images, t.unpad_rounding) == ("spatial_unpad", None, True, "floor")
-    assert model.config.template == "vicuna_v1"
+    assert (model.llm.model.config.model_type, model.config.template) == RELEASES[fx.name]
 
 
 def test_imported_logits_match_the_original_code(ckpt, ref):
@@ -95,20 +102,20 @@ def test_imported_greedy_generation_matches_the_original_code(ckpt, ref):
         assert ours[0].tolist()[:len(theirs)] == theirs, row
 
 
-def test_vlmkit_pixels_are_the_original_process_images_pixels(ckpt, ref):
+def test_vlmkit_pixels_are_the_original_process_images_pixels(fx, ckpt, ref):
     """The original's process_anyres_image (pinpoints read as [width, height], PIL bicubic, black padding, the
     squashed base crop, CLIP normalisation per tile) and vlmkit's tiled view give equal tensors."""
     proc = MultimodalProcessor.for_model(load_checkpoint(ckpt))
     for i, crops in enumerate(ref["crops"]):
-        pix, _ = proc.images([Image.open(FIXTURE / f"image-{i}.png")])
+        pix, _ = proc.images([Image.open(fx / f"image-{i}.png")])
         assert torch.equal(pix["base"][0], crops), i
 
 
-def test_export_then_import_is_exact(ckpt, tmp_path):
+def test_export_then_import_is_exact(fx, ckpt, tmp_path):
     exported = export_checkpoint(ckpt, tmp_path / "llava-export", format="llava")
     config = json.loads((exported / "config.json").read_text())
-    release = json.loads((FIXTURE / "model" / "config.json").read_text())
-    for key in ("image_aspect_ratio", "mm_patch_merge_type", "image_grid_pinpoints"):
+    release = json.loads((fx / "model" / "config.json").read_text())
+    for key in ("architectures", "model_type", "image_aspect_ratio", "mm_patch_merge_type", "image_grid_pinpoints"):
         assert config[key] == release[key], key
     back = import_checkpoint(exported, tmp_path / "back")
     a, b = load_checkpoint(ckpt).state_dict(), load_checkpoint(back).state_dict()
@@ -117,14 +124,14 @@ def test_export_then_import_is_exact(ckpt, tmp_path):
     assert load_checkpoint(back).tiling == load_checkpoint(ckpt).tiling
 
 
-def test_export_reloads_in_the_original_code_with_equal_logits(ckpt, tmp_path):
+def test_export_reloads_in_the_original_code_with_equal_logits(fx, ckpt, tmp_path):
     python, repos = os.environ.get("VLMKIT_SEED_PYTHON"), os.environ.get("VLMKIT_SEED_REPOS")
     if not python or not repos or not Path(python).is_file():
         pytest.skip("needs the seed's own environment (transformers 4.37.2 and haotian-liu/LLaVA, which CI cannot "
                     "download): set VLMKIT_SEED_PYTHON and VLMKIT_SEED_REPOS, see scripts/seed_fixtures/README.md")
     exported = export_checkpoint(ckpt, tmp_path / "llava-v1.6-export", format="llava")
     proc = subprocess.run([python, str(ROOT / "scripts" / "seed_fixtures" / "llava_next_original.py"), "check",
-                           "--repo", str(Path(repos) / "llava"), "--fixture", str(FIXTURE), str(exported)],
+                           "--repo", str(Path(repos) / "llava"), "--fixture", str(fx), str(exported)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -157,19 +164,3 @@ def test_bad_anyres_configs_are_refused_with_the_field_named(tmp_path):
     (src / "config.json").write_text(json.dumps(config))
     with pytest.raises(ConfigError, match="mm_patch_merge_type 'spatial_unpad' needs image_aspect_ratio 'anyres'"):
         import_checkpoint(src, tmp_path / "out2", options=ImportOptions(vision_tower=str(FIXTURE / "clip-tower")))
-
-
-def test_the_release_template_is_set_on_import(tmp_path):
-    """vicuna_v1 for LLaVA-1.6-Vicuna (above), mistral_instruct for LLaVA-1.6-Mistral (``llava_mistral``, the same
-    tensors as a Llama), chatml for a tokenizer with ``<|im_start|>`` (LLaVA-1.6-34B's Yi, OneVision's Qwen2:
-    tests/test_seed_onevision.py)."""
-    import shutil
-
-    src = tmp_path / "mistral"
-    shutil.copytree(FIXTURE / "model", src)
-    config = json.loads((src / "config.json").read_text())
-    config.update(model_type="llava_mistral", architectures=["LlavaMistralForCausalLM"], sliding_window=None)
-    (src / "config.json").write_text(json.dumps(config))
-    ckpt = import_checkpoint(src, tmp_path / "ckpt", options=ImportOptions(vision_tower=str(FIXTURE / "clip-tower")))
-    model = load_checkpoint(ckpt, meta=True)
-    assert model.llm.model.config.model_type == "mistral" and model.config.template == "mistral_instruct"

@@ -12,6 +12,7 @@ The batch: a 2:1 image; a 1:3 image and a square one in the same row; a text-onl
 a dummy image for it). Images of three aspect ratios pick three different grids.
 
     $S llava_next_original.py make --repo repos/llava --tokenizer /tmp/tok-llama --out tests/fixtures/seeds/llava-1.6
+    LLAVA_NEXT_VARIANT=mistral $S llava_next_original.py make ... --out tests/fixtures/seeds/llava-1.6-mistral
     $S llava_next_original.py check --repo repos/llava --fixture tests/fixtures/seeds/llava-1.6 EXPORT
 
 ``check`` loads a vlmkit export with the original ``load_pretrained_model`` and compares logits and greedy
@@ -96,9 +97,16 @@ def cmd_make(args) -> None:
     vocab, pad_id, bos_id, eos_id, vocab_size = tokenizer_ids(args.tokenizer)
     make_tower(tower_dir, layers=3, seed=args.seed)
     config_cls, model_cls = import_original(args.repo, tower_dir, "llava")
+    mistral = os.environ.get("LLAVA_NEXT_VARIANT", "vicuna") == "mistral"
+    extra: dict = {}
+    if mistral:  # LLaVA-1.6-Mistral: the original's LlavaMistralForCausalLM over Mistral-7B-Instruct-v0.2's shape
+        from llava.model.language_model.llava_mistral import LlavaMistralConfig, LlavaMistralForCausalLM
+
+        config_cls, model_cls = LlavaMistralConfig, LlavaMistralForCausalLM
+        extra = {"sliding_window": None, "rope_theta": 1000000.0}
     from llava.mm_utils import process_images
 
-    cfg = config_cls(
+    cfg = config_cls(**extra,
         vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-5, pad_token_id=pad_id,
         bos_token_id=bos_id, eos_token_id=eos_id, tie_word_embeddings=False,
@@ -151,7 +159,7 @@ def cmd_make(args) -> None:
     (out / "reference.json").write_text(json.dumps({
         "made_by": "scripts/seed_fixtures/llava_next_original.py make", "original": "haotian-liu/LLaVA",
         "commit": _commit(args.repo), "transformers": transformers.__version__, "torch": torch.__version__,
-        "variant": "llava-1.6", "tower": "clip-tower", "image_sizes_wh": SIZES, "pinpoints_wh": PINPOINTS,
+        "variant": "llava-1.6-mistral" if mistral else "llava-1.6", "tower": "clip-tower", "image_sizes_wh": SIZES, "pinpoints_wh": PINPOINTS,
         "stubs": [f"CLIP from_pretrained('{HUB_TOWER}') -> clip-tower"], "generated_pad": -1,
     }, indent=2) + "\n")
     print(f"wrote {out}: crops {[p.shape[0] for p in pixels]}, spliced {lengths.tolist()}, generated {tokens}")
@@ -176,7 +184,9 @@ def cmd_check(args) -> None:
     import_original(args.repo, args.fixture / "clip-tower", "llava")
     args.export = args.export.resolve()
     os.chdir(args.fixture)
-    tokenizer, model = load_with_builder("llava", args.export)
+    # the builder picks LlavaMistralForCausalLM by 'mistral' in the folder's name, as for llava-v1.6-mistral-7b
+    name = "llava-v1.6-mistral-export" if "mistral" in args.fixture.name else "llava-export"
+    tokenizer, model = load_with_builder("llava", args.export, model_name=name)
     pixels, sizes = _unstack(ref), [tuple(s) for s in ref["image_sizes_wh"].tolist()]
     logits = forward_logits(model, ref["input_ids"], ref["attention_mask"], pixels, sizes)
     report: dict = {"export": str(args.export), "tokenizer": type(tokenizer).__name__}

@@ -69,6 +69,10 @@ ARCHITECTURE = "LlavaLlamaForCausalLM"
 MODEL_TYPE = "llava_llama"
 #: LLaVA-VL/LLaVA-NeXT's class over Qwen2 (LLaVA-OneVision): what a Qwen2 model without a fork's module exports as
 NEXT_QWEN = ("LlavaQwenForCausalLM", "llava_qwen")
+#: the class a plain LLM (no fork's module) is exported as, by its transformers model_type: haotian-liu/LLaVA's
+#: Llama (LLaVA-1.5, 1.6-Vicuna) and Mistral (1.6-Mistral), LLaVA-NeXT's Qwen2 (OneVision)
+EXPORT_CLASSES = {"llama": (ARCHITECTURE, MODEL_TYPE), "mistral": ("LlavaMistralForCausalLM", "llava_mistral"),
+                  "qwen2": NEXT_QWEN}
 #: what LLaVA-NeXT's training records when the tower was tuned: its loader then builds the tower first, and the
 #: tower weights inside the checkpoint replace the named tower's
 NEXT_TUNABLE = "mm_vision_tower,mm_mlp_adapter,mm_language_model"
@@ -430,11 +434,11 @@ def export_problems(model: VisionLanguageModel, convs: RepoConverters) -> list[s
     if modules and lm_type not in classes:
         problems.append(f"llm: {', '.join(modules)} is saved with an LLM of type {', '.join(sorted(classes))}; "
                         f"this model's is '{lm_type}'")
-    elif not modules and lm_type not in ("llama", "qwen2"):
-        problems.append(f"llm: {ARCHITECTURE} is a Llama and {NEXT_QWEN[0]} (LLaVA-NeXT's code) a Qwen2; this "
-                        f"model's LLM is '{lm_type}'")
+    elif not modules and lm_type not in EXPORT_CLASSES:
+        known = ", ".join(f"{c} ({t})" for t, (c, _) in EXPORT_CLASSES.items())
+        problems.append(f"llm: the LLaVA codebases' classes are {known}; this model's LLM is '{lm_type}'")
     tiling = getattr(model, "tiling", None)
-    if tiling is not None and lm_type == "llama":  # haotian-liu/LLaVA's anyres
+    if tiling is not None and lm_type in ("llama", "mistral"):  # haotian-liu/LLaVA's anyres
         if tiling.anyres_max is not None:
             problems.append(f"tiling.anyres_max: {tiling.anyres_max} is OneVision's cap (LLaVA-NeXT's code, a Qwen2 "
                             "LLM); haotian-liu/LLaVA's anyres has none")
@@ -553,12 +557,11 @@ def export_llava_repo(model_dir: str | Path, out: str | Path, *,
     for obj_name, conv in modules.items():
         for name, tensor in conv.recomputed_tensors(model.objectives[obj_name]).items():
             state[f"model.{conv.prefix}.{name}"] = tensor.contiguous()
-    architecture, model_type = ARCHITECTURE, MODEL_TYPE
+    architecture, model_type = EXPORT_CLASSES.get(lm.config.model_type, (ARCHITECTURE, MODEL_TYPE))
     for conv in modules.values():
         architecture, model_type = conv.llm_classes[lm.config.model_type]
     next_code = not modules and lm.config.model_type == "qwen2"  # LLaVA-VL/LLaVA-NeXT's LlavaQwenForCausalLM
     if next_code:
-        architecture, model_type = NEXT_QWEN
         tower_ref = tower_conv.named_reference(enc) or tower_ref
     config = {
         "architectures": [architecture], "model_type": model_type, **_lm_fields(lm.config),
