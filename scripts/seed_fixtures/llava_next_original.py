@@ -159,7 +159,8 @@ def cmd_make(args) -> None:
     (out / "reference.json").write_text(json.dumps({
         "made_by": "scripts/seed_fixtures/llava_next_original.py make", "original": "haotian-liu/LLaVA",
         "commit": _commit(args.repo), "transformers": transformers.__version__, "torch": torch.__version__,
-        "variant": "llava-1.6-mistral" if mistral else "llava-1.6", "tower": "clip-tower", "image_sizes_wh": SIZES, "pinpoints_wh": PINPOINTS,
+        "variant": "llava-1.6-mistral" if mistral else "llava-1.6", "tower": "clip-tower", "image_sizes_wh": SIZES,
+        "pinpoints_wh": PINPOINTS,
         "stubs": [f"CLIP from_pretrained('{HUB_TOWER}') -> clip-tower"], "generated_pad": -1,
     }, indent=2) + "\n")
     print(f"wrote {out}: crops {[p.shape[0] for p in pixels]}, spliced {lengths.tolist()}, generated {tokens}")
