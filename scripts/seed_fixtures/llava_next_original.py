@@ -154,11 +154,13 @@ def cmd_make(args) -> None:
               str(out / "reference.safetensors"))
     for i, im in enumerate(images):  # the images themselves, so vlmkit's processor is checked too
         im.save(out / f"image-{i}.png")
+    import PIL
     import transformers
 
     (out / "reference.json").write_text(json.dumps({
         "made_by": "scripts/seed_fixtures/llava_next_original.py make", "original": "haotian-liu/LLaVA",
         "commit": _commit(args.repo), "transformers": transformers.__version__, "torch": torch.__version__,
+        "pillow": PIL.__version__,
         "variant": "llava-1.6-mistral" if mistral else "llava-1.6", "tower": "clip-tower", "image_sizes_wh": SIZES,
         "pinpoints_wh": PINPOINTS,
         "stubs": [f"CLIP from_pretrained('{HUB_TOWER}') -> clip-tower"], "generated_pad": -1,

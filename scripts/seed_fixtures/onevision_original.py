@@ -251,11 +251,13 @@ def cmd_make(args) -> None:
               str(out / "reference.safetensors"))
     for i, im in enumerate(images):
         im.save(out / f"image-{i}.png")
+    import PIL
     import transformers
 
     (out / "reference.json").write_text(json.dumps({
         "made_by": "scripts/seed_fixtures/onevision_original.py make", "original": "LLaVA-VL/LLaVA-NeXT",
         "commit": _commit(args.repo), "transformers": transformers.__version__, "torch": torch.__version__,
+        "pillow": PIL.__version__,
         "variant": "onevision", "tower": "siglip-tower", "image_sizes_wh": SIZES, "pinpoints_wh": PINPOINTS,
         "anyres_max": CAP, "multi_image_row": list(MULTI), "tokenizer": type(tokenizer).__name__,
         "pixel_sha256": [digest(p) for p in pixels], "image_stride_of_kept_logits": IMAGE_STRIDE,
