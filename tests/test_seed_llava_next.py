@@ -173,3 +173,9 @@ def test_bad_anyres_configs_are_refused_with_the_field_named(tmp_path):
     (src / "config.json").write_text(json.dumps(config))
     with pytest.raises(ConfigError, match="mm_patch_merge_type 'spatial_unpad' needs image_aspect_ratio 'anyres'"):
         import_checkpoint(src, tmp_path / "out2", options=ImportOptions(vision_tower=str(FIXTURE / "clip-tower")))
+
+
+def test_a_template_set_on_import_wins_over_the_release_template(tmp_path):
+    ckpt = import_checkpoint(FIXTURE.parent / "llava-1.6-mistral" / "model", tmp_path / "ckpt", options=ImportOptions(
+        vision_tower=str(FIXTURE / "clip-tower"), sets=["template=plain"]))
+    assert load_checkpoint(ckpt, meta=True).config.template == "plain"

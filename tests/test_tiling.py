@@ -288,7 +288,25 @@ def test_build_reports_tokens_per_image_size_and_refuses_bad_sizes():
     assert res.exit_code == 0, res.output
     summary = _json.loads(res.output)
     assert summary["tiling"]["anyres_max"] == 9 and len(summary["tiling"]["pinpoints"]) == 4
+    res = runner.invoke(app, ["build", "--preset", "llava-onevision-0.5b", "--meta", "--json", "--image-size",
+                              "1344x672"])
+    assert _json.loads(res.output)["visual_tokens_for"] == {"1344x672": 6615}  # the README's capped count
     res = runner.invoke(app, ["build", "--preset", "tiny", "--meta", "--image-size", "12x"])
     assert res.exit_code != 0 and "--image-size '12x': expected WIDTHxHEIGHT" in res.output
     res = runner.invoke(app, ["build", "--preset", "tiny", "--meta", "--tiling", "64x100"])
     assert res.exit_code != 0 and "not a multiple of the encoder's input size 64 px" in res.output
+
+
+def test_transformers_and_the_llava_code_unpad_differently_on_one_size_in_twenty_thousand():
+    """The README's and tiling.py's '1 of 20,000': random sizes from 50 to 3,000 px on LLaVA-1.6's pinpoints
+    (24 x 24 tokens per tile), round (transformers) vs floor (the LLaVA code)."""
+    rng = random.Random(0)
+    pins = [tuple(p) for p in NEXT_PINPOINTS]
+    differ = []
+    for _ in range(20_000):
+        h, w = rng.randint(50, 3000), rng.randint(50, 3000)
+        rows, cols = grid_shape((h, w), pins, 336)
+        grid = (rows * 24, cols * 24)
+        if unpadded_grid(grid, (h, w), "round")[:2] != unpadded_grid(grid, (h, w), "floor")[:2]:
+            differ.append((w, h))
+    assert differ == [(656, 1722)]

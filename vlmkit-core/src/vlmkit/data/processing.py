@@ -76,7 +76,7 @@ class MultimodalProcessor:
         aff: dict[str, list[Affine]] = {v: [] for v in self.views}
         if self.tiling is not None:
             first = next(iter(self.views.values()))
-            tile = self.tiling.tile_multi_images or len(images) == 1
+            tile = self.tiling.tiles(len(images))
             for img in images:
                 grid = tile_grid((img.height, img.width), self.tiling, first.size) if tile else None
                 for name, view in self.views.items():

@@ -35,6 +35,20 @@ def _normalised(img: Image.Image, mean: torch.Tensor, std: torch.Tensor) -> torc
     return x.div_(255.0).sub_(mean).div_(std)
 
 
+def _placement(img: Image.Image, grid: tuple[int, int], s: int) -> tuple[tuple[int, int], int, int, int, int]:
+    """Where the scaled image sits on the black canvas of ``grid`` tiles of ``s`` px: (canvas h, w), top, left,
+    scaled h, w (centred, as the original pastes it)."""
+    target = (grid[0] * s, grid[1] * s)
+    nh, nw = fitted_size((img.height, img.width), target)
+    return target, (target[0] - nh) // 2, (target[1] - nw) // 2, nh, nw
+
+
+def _cut(canvas: torch.Tensor, tiles: torch.Tensor, grid: tuple[int, int], s: int) -> None:
+    """(3, rows*s, cols*s) -> ``tiles`` (rows*cols, 3, s, s), row by row, in one copy."""
+    rows, cols = grid
+    tiles.view(rows, cols, 3, s, s).copy_(canvas.view(3, rows, s, cols, s).permute(1, 3, 0, 2, 4))
+
+
 def tiled_crops(img: Image.Image, view: ImageView, grid: tuple[int, int] | None,
                 resampler: str = "pil") -> torch.Tensor:
     """(1 + rows*cols, 3, s, s) normalised crops of ``img`` for ``view``: base first, then the tiles row by
@@ -48,19 +62,13 @@ def tiled_crops(img: Image.Image, view: ImageView, grid: tuple[int, int] | None,
         return preprocess(img, view)[0][None]
     s = view.size
     mean, std = torch.tensor(view.mean).view(3, 1, 1), torch.tensor(view.std).view(3, 1, 1)
-    rows, cols = grid if grid is not None else (0, 0)
-    out = torch.empty(1 + rows * cols, 3, s, s)
+    out = torch.empty(1 + grid[0] * grid[1], 3, s, s)
     out[0] = _normalised(img.resize((s, s), Image.BICUBIC), mean, std)
-    if grid is None:
-        return out
-    target = (rows * s, cols * s)
-    nh, nw = fitted_size((img.height, img.width), target)
-    top, left = (target[0] - nh) // 2, (target[1] - nw) // 2
-    # the canvas: black padding (normalised like any black pixel), the scaled image pasted in the middle
+    target, top, left, nh, nw = _placement(img, grid, s)
+    # black padding, normalised like any black pixel; the scaled image pasted in the middle
     canvas = torch.zeros(3, 1, 1).div_(255.0).sub_(mean).div_(std).expand(3, *target).contiguous()
     canvas[:, top:top + nh, left:left + nw] = _normalised(img.resize((nw, nh), Image.BICUBIC), mean, std)
-    # (3, rows*s, cols*s) -> (rows*cols, 3, s, s), row by row, in one copy
-    out[1:].view(rows, cols, 3, s, s).copy_(canvas.view(3, rows, s, cols, s).permute(1, 3, 0, 2, 4))
+    _cut(canvas, out[1:], grid, s)
     return out
 
 
@@ -71,16 +79,13 @@ def _tiled_crops_torch(img: Image.Image, view: ImageView, grid: tuple[int, int] 
     if grid is None and view.resize == "pad":
         img = expand_to_square(img, mean_colour(view.mean))[0]
     x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None]  # (1, 3, H, W) uint8
-    rows, cols = grid if grid is not None else (0, 0)
-    crops = torch.zeros(1 + rows * cols, 3, s, s, dtype=torch.uint8)
+    crops = torch.zeros(1 + (grid[0] * grid[1] if grid else 0), 3, s, s, dtype=torch.uint8)
     crops[0] = interpolate(x, (s, s), mode="bicubic", antialias=True)[0]
     if grid is not None:
-        target = (rows * s, cols * s)
-        nh, nw = fitted_size((img.height, img.width), target)
-        top, left = (target[0] - nh) // 2, (target[1] - nw) // 2
+        target, top, left, nh, nw = _placement(img, grid, s)
         canvas = torch.zeros(3, *target, dtype=torch.uint8)
         canvas[:, top:top + nh, left:left + nw] = interpolate(x, (nh, nw), mode="bicubic", antialias=True)[0]
-        crops[1:].view(rows, cols, 3, s, s).copy_(canvas.view(3, rows, s, cols, s).permute(1, 3, 0, 2, 4))
+        _cut(canvas, crops[1:], grid, s)
     mean = (torch.tensor(view.mean) * 255.0).view(3, 1, 1)
     std = (torch.tensor(view.std) * 255.0).view(3, 1, 1)
     return crops.to(torch.float32).sub_(mean).div_(std)

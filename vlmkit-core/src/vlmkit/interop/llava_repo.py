@@ -281,7 +281,7 @@ def import_llava_repo(src: str | Path, out: str | Path, options: ImportOptions |
 
 
 def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_manager: Any, scratch: Path) -> Path:
-    from vlmkit.interop.hf_llava import lm_layout
+    from vlmkit.interop.hf_llava import lm_layout, release_template
     from vlmkit.model.assembly import build_model
     from vlmkit.model.checkpoint import save_checkpoint
 
@@ -349,12 +349,13 @@ def _import_llava_repo(src: Path, out: Path, options: ImportOptions, plugin_mana
         cfg.set(assignment)
     model = build_model(cfg, pretrained=False)
     model.eval()
-    if llm_args["config"]["model_type"] == "mistral":  # LLaVA-1.6-Mistral: conv_mode mistral_instruct
-        model.config.template = "mistral_instruct"
+    lm_type = llm_args["config"]["model_type"]
+    if any(a.split("=")[0].strip() in ("template", "model.template") for a in options.sets):
+        pass  # --set template=... wins over what the release implies
     elif config.get("model_type") == NEXT_QWEN[1]:  # LLaVA-OneVision: conv_template qwen_1_5, ChatML
         model.config.template = "chatml"
-    elif "<|im_start|>" in model.tokenizer.get_vocab() and llm_args["config"]["model_type"] == "llama":
-        model.config.template = "chatml"  # LLaVA-1.6-34B (Yi): conv_mode chatml_direct
+    elif lm_type in ("llama", "mistral"):  # vicuna_v1, mistral_instruct, or chatml for Yi (LLaVA-1.6-34B)
+        model.config.template = release_template(lm_type, model.tokenizer)
     for i, args in portable.items():  # recorded with {checkpoint}, so the checkpoint folder can move
         model.config.objectives[i].args.update(args)
     lm_base, lm_head = lm_layout(model.llm.model)

@@ -100,6 +100,10 @@ class Tiling:
                 "tile_multi_images": self.tile_multi_images, "resampler": self.resampler,
                 "unpad_rounding": self.unpad_rounding}
 
+    def tiles(self, images_in_sample: int) -> bool:
+        """Whether an image is tiled in a sample of this many images (OneVision tiles only a lone image)."""
+        return self.tile_multi_images or images_in_sample == 1
+
     def check_tile(self, tile: int, where: str = "model.tiling.pinpoints") -> None:
         """Every pinpoint must be whole tiles of ``tile`` px (the first encoder's input size): else the grid
         would cut an encoder input in two. Raised when the model is built."""

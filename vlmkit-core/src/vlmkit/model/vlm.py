@@ -130,7 +130,7 @@ class VisionLanguageModel(nn.Module):
         if self.tiling is None:
             return self.visual_tokens(sizes)
         crops = 1
-        if self.tiling.tile_multi_images or images_in_sample == 1:
+        if self.tiling.tiles(images_in_sample):
             rows, cols = grid_shape((height, width), self.tiling.pinpoints, self.encoders[0].view.size)
             crops = 1 + rows * cols
         return self.visual_tokens(sizes, image_size=(height, width), num_crops=crops)
